@@ -1,0 +1,38 @@
+"""xlm-hf: XLM-style cross-lingual translation models as a Hugging Face Transformers plugin.
+
+Importing the package registers its classes with the Auto classes (and marks them for `trust_remote_code`, so
+`save_pretrained` writes the code files and an `auto_map`). Nothing else happens at import time.
+"""
+
+__version__ = "0.1.0"
+
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+
+from .configuration_xlm_hf import XLMConfig
+from .modeling_xlm_hf import XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel
+
+# --- Auto classes -----------------------------------------------------------------------------------------------------
+# Our config is called XLMConfig like transformers' own (encoder-only) one; the Auto mappings key on the class object,
+# so `exist_ok=True` adds ours without touching the built-in `xlm` entries (tested in tests/test_registration.py).
+AutoConfig.register(XLMConfig.model_type, XLMConfig)
+AutoModel.register(XLMConfig, XLMModel, exist_ok=True)
+AutoModelForSeq2SeqLM.register(XLMConfig, XLMForSeq2SeqLM, exist_ok=True)
+
+XLMConfig.register_for_auto_class("AutoConfig")
+XLMModel.register_for_auto_class("AutoModel")
+XLMForSeq2SeqLM.register_for_auto_class("AutoModelForSeq2SeqLM")
+
+# --- Tokenizer (owned by the tokenizer module) -------------------------------------------------------------------------
+
+# --- Lazy conveniences --------------------------------------------------------------------------------------------------
+from .presets import config_from_preset, list_presets  # noqa: E402
+
+__all__ = [
+    "XLMConfig",
+    "XLMModel",
+    "XLMForSeq2SeqLM",
+    "XLMPreTrainedModel",
+    "config_from_preset",
+    "list_presets",
+    "__version__",
+]

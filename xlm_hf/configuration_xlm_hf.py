@@ -1,0 +1,184 @@
+"""Configuration of the XLM encoder-decoder (Lample & Conneau, 2019) for transformers 5.
+
+This file is shipped with saved models as remote code: it imports only transformers, and at most
+single-dot siblings.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+# The ids of XLM's own dictionary (xlm/data/dictionary.py): <s>=0, </s>=1, <pad>=2, <unk>=3, then specials.
+_SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "mask_token_id", "decoder_start_token_id")
+
+
+@strict
+class XLMConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`XLMModel`], [`XLMForSeq2SeqLM`] and [`XLMForPreTraining`].
+
+    The defaults are the `base` Transformer (d 512, 6+6 layers, 8 heads, FFN 2048) with XLM's choices: GELU, learned
+    positions, post-norm blocks, a LayerNorm on the embeddings, no sqrt(d) embedding scale, and one vocabulary and
+    embedding matrix shared by encoder, decoder and output layer.
+
+    Language embeddings (XLM's `lang_embeddings`): with `n_langs > 1` and `use_lang_emb`, every token gets the
+    embedding of its language added. Languages are either passed as `langs` / `decoder_langs`, or derived from the
+    language-tag tokens listed in `lang_token_ids` (index i is the tag of language i): each token takes the language
+    of the most recent tag at or before it, and tokens before any tag get no language embedding. `lang2id` /
+    `id2lang` name the languages (`{"en": 0, "fr": 1}`), as in transformers' own XLM.
+
+    Example:
+
+    ```python
+    >>> from xlm_hf import XLMConfig, XLMForSeq2SeqLM
+    >>> config = XLMConfig(vocab_size=1000, d_model=64, encoder_layers=2, decoder_layers=2,
+    ...                    encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+    ...                    decoder_ffn_dim=128)
+    >>> model = XLMForSeq2SeqLM(config)
+    ```
+    """
+
+    model_type = "xlm_hf"
+    keys_to_ignore_at_inference = ["cache"]
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "encoder_attention_heads",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    # Sizes. XLM's MT models are d 1024 / 6+6 layers / 8 heads; `base` is the Marian/Transformer-base size.
+    vocab_size: int = 32000
+    d_model: int = 512
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    encoder_attention_heads: int = 8
+    decoder_attention_heads: int = 8
+    encoder_ffn_dim: int = 2048
+    decoder_ffn_dim: int = 2048
+    max_position_embeddings: int = 512  # XLM's N_MAX_POSITIONS
+
+    # Blocks. XLM: exact-erf GELU, post-norm, LayerNorm eps 1e-12, LayerNorm on the summed embeddings.
+    activation_function: str = "gelu"
+    dropout: float | int = 0.1
+    attention_dropout: float | int = 0.1
+    activation_dropout: float | int = 0.0
+    pre_norm: bool = False
+    layer_norm_emb: bool = True
+    layer_norm_eps: float = 1e-12
+    sinusoidal_embeddings: bool = False  # XLM's --sinusoidal_embeddings: fixed sin/cos instead of learned positions
+    scale_embedding: bool = False  # XLM does not scale embeddings by sqrt(d_model)
+
+    # Languages (XLM's n_langs / lang2id / id2lang / use_lang_emb).
+    n_langs: int = 1
+    lang2id: dict[str, int] | None = None
+    id2lang: dict[int, str] | dict[str, str] | None = None
+    lang_token_ids: list[int] | None = None
+    use_lang_emb: bool = True
+
+    # Weight sharing: one embedding for encoder and decoder, and the output projection tied to it (XLM's
+    # --share_inout_emb), with an output bias as in XLM's pred_layer.
+    share_encoder_decoder_embeddings: bool = True
+    tie_word_embeddings: bool = True
+    lm_head_bias: bool = True
+
+    # Special ids: XLM's dictionary order. The decoder starts from </s>, as XLM does.
+    pad_token_id: int | None = 2
+    bos_token_id: int | None = 0
+    eos_token_id: int | list[int] | None = 1
+    unk_token_id: int | None = 3
+    mask_token_id: int | None = 4
+    decoder_start_token_id: int | None = 1
+
+    use_cache: bool = True
+    init_std: float = 0.02
+    is_encoder_decoder: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.id2lang is not None:  # JSON turns int keys into strings
+            self.id2lang = {int(k): v for k, v in self.id2lang.items()}
+        if self.lang2id is not None and self.id2lang is None:
+            self.id2lang = {i: lang for lang, i in self.lang2id.items()}
+        if self.id2lang is not None and self.lang2id is None:
+            self.lang2id = {lang: i for i, lang in self.id2lang.items()}
+        self._check_values()
+        super().__post_init__(**kwargs)
+
+    def _check_values(self):
+        """Value validation: each message names the field and the fix."""
+        for name in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+                     "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings",
+                     "n_langs"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ValueError(f"XLMConfig.{name} must be a positive integer, got {value}.")
+        for name in ("encoder_attention_heads", "decoder_attention_heads"):
+            heads = getattr(self, name)
+            if self.d_model % heads != 0:
+                raise ValueError(
+                    f"XLMConfig.d_model ({self.d_model}) must be divisible by {name} ({heads}): choose a head count "
+                    f"that divides d_model, e.g. {_divisor_near(self.d_model, heads)}."
+                )
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"XLMConfig.{name} must be in [0, 1), got {value}.")
+        if self.activation_function not in ACT2FN:
+            raise ValueError(
+                f"XLMConfig.activation_function {self.activation_function!r} is unknown; use one of "
+                f"'gelu' (XLM's default), 'relu', 'gelu_new', 'silu'."
+            )
+        if self.init_std <= 0 or self.layer_norm_eps <= 0:
+            raise ValueError("XLMConfig.init_std and XLMConfig.layer_norm_eps must be positive.")
+        self._check_languages()
+        for name in _SPECIAL_IDS:
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ValueError(
+                    f"XLMConfig.{name} = {value} is outside the vocabulary (vocab_size {self.vocab_size}): set it to "
+                    f"an id below vocab_size, or build the config from the tokenizer "
+                    f"(XLMConfig(**tokenizer.model_config_kwargs()))."
+                )
+        eos = self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id]
+        if any(e is not None and not 0 <= e < self.vocab_size for e in eos):
+            raise ValueError(f"XLMConfig.eos_token_id {self.eos_token_id} is outside the vocabulary ({self.vocab_size}).")
+
+    def _check_languages(self):
+        if self.lang2id is not None:
+            if len(self.lang2id) != self.n_langs:
+                raise ValueError(
+                    f"XLMConfig.lang2id names {len(self.lang2id)} languages ({sorted(self.lang2id)}) but n_langs is "
+                    f"{self.n_langs}: set n_langs={len(self.lang2id)}."
+                )
+            if sorted(self.lang2id.values()) != list(range(self.n_langs)):
+                raise ValueError(
+                    f"XLMConfig.lang2id must number the languages 0..{self.n_langs - 1}, got {self.lang2id}."
+                )
+            if any(self.lang2id.get(lang) != i for i, lang in self.id2lang.items()):
+                raise ValueError(f"XLMConfig.id2lang {self.id2lang} is not the inverse of lang2id {self.lang2id}.")
+        if self.lang_token_ids is not None:
+            if len(self.lang_token_ids) != self.n_langs:
+                raise ValueError(
+                    f"XLMConfig.lang_token_ids has {len(self.lang_token_ids)} entries but n_langs is {self.n_langs}: "
+                    f"give one language-tag token id per language, in lang2id order."
+                )
+            bad = [t for t in self.lang_token_ids if not 0 <= t < self.vocab_size]
+            if bad:
+                raise ValueError(f"XLMConfig.lang_token_ids {bad} are outside the vocabulary ({self.vocab_size}).")
+            if len(set(self.lang_token_ids)) != len(self.lang_token_ids):
+                raise ValueError(f"XLMConfig.lang_token_ids must be distinct, got {self.lang_token_ids}.")
+
+    @property
+    def languages(self) -> list[str]:
+        """Language codes in id order (empty when the config names none)."""
+        return [self.id2lang[i] for i in range(self.n_langs)] if self.id2lang else []
+
+
+def _divisor_near(n: int, k: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - k))
+
+
+__all__ = ["XLMConfig"]

@@ -1,0 +1,649 @@
+"""XLM as an encoder-decoder translation model (Lample & Conneau, 2019), for transformers 5.
+
+Reads top to bottom in dependency order: helpers, attention, blocks, the embedding+stack base, encoder, decoder,
+the bare model, the translation head. Shapes: B batch, T / S target / source length, H heads, Dh head dim, D d_model.
+
+What is XLM here and not in Marian/BART:
+- language embeddings (`lang_embeddings`) added per token, derived from the tokenizer's language tags when not given;
+- post-norm blocks with a LayerNorm on the summed embeddings (pre-norm on request), exact GELU, learned positions;
+- one embedding matrix for encoder, decoder and output layer, with an output bias (XLM's `pred_layer`).
+
+This file is shipped with saved models as remote code: it imports only torch, transformers and its sibling
+`configuration_xlm_hf`.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import can_return_tuple, logging
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_xlm_hf import XLMConfig
+
+
+logger = logging.get_logger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Decoder inputs from labels: prepend the start token, drop the last label, and turn -100 into padding."""
+    shifted = labels.new_empty(labels.shape)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill_(shifted == -100, pad_token_id)
+
+
+def derive_langs(input_ids: torch.LongTensor, lang_token_ids: torch.LongTensor) -> torch.LongTensor:
+    """Language id of every token: that of the most recent language tag at or before it, -1 before the first tag.
+
+    The rule is causal, so a decoder fed one token at a time sees the same languages as a full forward (given the
+    whole prefix, see `XLMForSeq2SeqLM.prepare_inputs_for_generation`).
+    """
+    batch, length = input_ids.shape
+    match = input_ids.unsqueeze(-1) == lang_token_ids  # (B, T, n_langs)
+    is_tag = match.any(-1)  # (B, T)
+    tag_lang = match.to(torch.uint8).argmax(-1)  # (B, T), meaningful where is_tag
+    positions = torch.arange(length, device=input_ids.device).expand(batch, length)
+    last_tag = torch.where(is_tag, positions, -1).cummax(dim=1).values  # (B, T)
+    langs = tag_lang.gather(1, last_tag.clamp(min=0))
+    return langs.masked_fill(last_tag < 0, -1)
+
+
+def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
+    """XLM's create_sinusoidal_embeddings: sin on even features, cos on odd ones."""
+    position = torch.arange(n_pos, dtype=torch.float64).unsqueeze(1)  # (P, 1)
+    freq = torch.pow(10000.0, -2 * (torch.arange(dim, dtype=torch.float64) // 2) / dim)  # (D,)
+    angles = position * freq  # (P, D)
+    out = torch.empty(n_pos, dim, dtype=torch.float64)
+    out[:, 0::2] = torch.sin(angles[:, 0::2])
+    out[:, 1::2] = torch.cos(angles[:, 1::2])
+    return out.float()
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,  # (B, H, T, Dh)
+    key: torch.Tensor,  # (B, H, S, Dh)
+    value: torch.Tensor,  # (B, H, S, Dh)
+    attention_mask: torch.Tensor | None,  # additive (B, 1, T, S) or None
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, T, S)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    elif module.is_causal and query.shape[2] > 1:
+        q_len, k_len = query.shape[2], key.shape[2]
+        future = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).triu(k_len - q_len + 1)
+        attn_weights = attn_weights.masked_fill(future, torch.finfo(attn_weights.dtype).min)
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, T, H, Dh)
+    return attn_output, attn_weights
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Attention: modules only project and reshape; the kernel comes from the attention interface (eager/sdpa/flex/flash).
+
+
+class XLMAttention(nn.Module):
+    """Shared part of self- and cross-attention: the kernel call and the output projection."""
+
+    def __init__(self, config: XLMConfig, num_heads: int, layer_idx: int, is_causal: bool):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = config.d_model // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.layer_idx = layer_idx
+        # sdpa reads `is_causal` when the mask is None (no padding): encoder and cross-attention must say False.
+        self.is_causal = is_causal
+        self.out_proj = nn.Linear(config.d_model, config.d_model)
+
+    def _attend(self, query, key, value, attention_mask, **kwargs):
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )  # (B, T, H, Dh)
+        attn_output = self.out_proj(attn_output.reshape(*attn_output.shape[:2], -1))  # (B, T, D)
+        return attn_output, attn_weights
+
+
+class XLMSelfAttention(XLMAttention):
+    """Self-attention with one fused q/k/v projection (one GEMM instead of three)."""
+
+    def __init__(self, config: XLMConfig, num_heads: int, layer_idx: int, is_causal: bool):
+        super().__init__(config, num_heads, layer_idx, is_causal)
+        self.qkv_proj = nn.Linear(config.d_model, 3 * config.d_model)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # (B, T, D)
+        attention_mask: torch.Tensor | None = None,
+        cache: EncoderDecoderCache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        qkv = self.qkv_proj(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.transpose(1, 3).unbind(2)  # each (B, H, T, Dh)
+        if cache is not None:
+            key, value = cache.self_attention_cache.update(key, value, self.layer_idx)  # (B, H, past+T, Dh)
+        return self._attend(query, key, value, attention_mask, **kwargs)
+
+
+class XLMCrossAttention(XLMAttention):
+    """Decoder-to-encoder attention. Keys and values of the source are computed once per generation and cached."""
+
+    def __init__(self, config: XLMConfig, num_heads: int, layer_idx: int):
+        super().__init__(config, num_heads, layer_idx, is_causal=False)
+        self.q_proj = nn.Linear(config.d_model, config.d_model)
+        self.kv_proj = nn.Linear(config.d_model, 2 * config.d_model)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,  # (B, T, D)
+        encoder_hidden_states: torch.Tensor,  # (B, S, D)
+        attention_mask: torch.Tensor | None = None,
+        cache: EncoderDecoderCache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = hidden_states.shape
+        query = self.q_proj(hidden_states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        if cache is not None and cache.is_updated.get(self.layer_idx):
+            layer = cache.cross_attention_cache.layers[self.layer_idx]
+            key, value = layer.keys, layer.values  # (B, H, S, Dh)
+        else:
+            src_len = encoder_hidden_states.shape[1]
+            kv = self.kv_proj(encoder_hidden_states).view(batch, src_len, 2, self.num_heads, self.head_dim)
+            key, value = kv.transpose(1, 3).unbind(2)  # each (B, H, S, Dh)
+            if cache is not None:
+                key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
+                cache.is_updated[self.layer_idx] = True
+        return self._attend(query, key, value, attention_mask, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Blocks
+
+
+class XLMBlock(GradientCheckpointingLayer):
+    """Residual sub-layers with XLM's post-norm, `LN(x + f(x))`, or pre-norm, `x + f(LN(x))`, and the FFN."""
+
+    def __init__(self, config: XLMConfig, ffn_dim: int):
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.dropout = config.dropout
+        self.activation_dropout = config.activation_dropout
+        self.activation_fn = ACT2FN[config.activation_function]
+        self.fc1 = nn.Linear(config.d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, config.d_model)
+        self.final_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def _residual(self, hidden_states: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable) -> torch.Tensor:
+        if self.pre_norm:
+            return hidden_states + F.dropout(sublayer(norm(hidden_states)), p=self.dropout, training=self.training)
+        return norm(hidden_states + F.dropout(sublayer(hidden_states), p=self.dropout, training=self.training))
+
+    def _feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.activation_fn(self.fc1(hidden_states))  # (B, T, ffn)
+        hidden_states = F.dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        return self.fc2(hidden_states)
+
+
+class XLMEncoderLayer(XLMBlock):
+    def __init__(self, config: XLMConfig, layer_idx: int):
+        super().__init__(config, config.encoder_ffn_dim)
+        self.self_attn = XLMSelfAttention(config, config.encoder_attention_heads, layer_idx, is_causal=False)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        hidden_states = self._residual(
+            hidden_states, self.self_attn_layer_norm, lambda x: self.self_attn(x, attention_mask, **kwargs)[0]
+        )
+        return self._residual(hidden_states, self.final_layer_norm, self._feed_forward)
+
+
+class XLMDecoderLayer(XLMBlock):
+    def __init__(self, config: XLMConfig, layer_idx: int):
+        super().__init__(config, config.decoder_ffn_dim)
+        heads = config.decoder_attention_heads
+        self.self_attn = XLMSelfAttention(config, heads, layer_idx, is_causal=True)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.encoder_attn = XLMCrossAttention(config, heads, layer_idx)
+        self.encoder_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        encoder_hidden_states: torch.Tensor,  # positional, for gradient checkpointing
+        encoder_attention_mask: torch.Tensor | None = None,
+        cache: EncoderDecoderCache | None = None,
+        **kwargs,
+    ):
+        hidden_states = self._residual(
+            hidden_states,
+            self.self_attn_layer_norm,
+            lambda x: self.self_attn(x, attention_mask, cache=cache, **kwargs)[0],
+        )
+        hidden_states = self._residual(
+            hidden_states,
+            self.encoder_attn_layer_norm,
+            lambda x: self.encoder_attn(x, encoder_hidden_states, encoder_attention_mask, cache=cache, **kwargs)[0],
+        )
+        return self._residual(hidden_states, self.final_layer_norm, self._feed_forward)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pretrained-model base, and the embedding + layers stack shared by encoder and decoder
+
+
+class XLMPreTrainedModel(PreTrainedModel):
+    config: XLMConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["XLMEncoderLayer", "XLMDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = True
+    _can_compile_fullgraph = True
+
+    # Every Auto class a saved folder answers to with trust_remote_code (transformers writes only the saved class's).
+    _remote_auto_map = {"AutoModel": "XLMModel", "AutoModelForSeq2SeqLM": "XLMForSeq2SeqLM"}
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:  # registered for remote code: advertise all our Auto classes
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = {auto: f"{module}.{cls}" for auto, cls in self._remote_auto_map.items()}
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **auto_map}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, XLMStack):
+            if module.lang_token_ids is not None:
+                init.copy_(module.lang_token_ids, torch.tensor(self.config.lang_token_ids))
+            if self.config.sinusoidal_embeddings:
+                init.copy_(module.embed_positions.weight, sinusoidal_positions(*module.embed_positions.weight.shape))
+        elif isinstance(module, XLMForSeq2SeqLM) and module.lm_head.bias is not None:
+            init.zeros_(module.lm_head.bias)
+
+
+class XLMStack(XLMPreTrainedModel):
+    """Embeddings (word + position + language, LayerNorm, dropout) followed by layers; base of encoder and decoder."""
+
+    layer_class: type[XLMBlock]
+
+    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding, num_layers: int):
+        super().__init__(config)
+        d_model = config.d_model
+        self.embed_scale = math.sqrt(d_model) if config.scale_embedding else 1.0
+        self.embed_tokens = embed_tokens
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, d_model)
+        if config.sinusoidal_embeddings:
+            self.embed_positions.weight.requires_grad_(False)
+        self.lang_embeddings = (
+            nn.Embedding(config.n_langs, d_model) if config.n_langs > 1 and config.use_lang_emb else None
+        )
+        # Token ids of the language tags, in language-id order, to derive languages when none are passed.
+        tag_ids = torch.tensor(config.lang_token_ids) if config.lang_token_ids and self.lang_embeddings else None
+        self.register_buffer("lang_token_ids", tag_ids, persistent=False)
+        self.layernorm_embedding = nn.LayerNorm(d_model, eps=config.layer_norm_eps) if config.layer_norm_emb else None
+        self.layers = nn.ModuleList([self.layer_class(config, layer_idx=i) for i in range(num_layers)])
+        self.layer_norm = nn.LayerNorm(d_model, eps=config.layer_norm_eps) if config.pre_norm else None
+        self.dropout = config.dropout
+        self.gradient_checkpointing = False
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def embed(
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor | None,
+        position_ids: torch.LongTensor | None,
+        langs: torch.LongTensor | None,
+        past_length: int = 0,
+    ) -> torch.Tensor:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
+        if inputs_embeds is None:
+            self._check_ids(input_ids)
+            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (B, T, D)
+        batch, length, _ = inputs_embeds.shape
+        if position_ids is None:
+            position_ids = torch.arange(past_length, past_length + length, device=inputs_embeds.device)
+        if past_length + length > self.config.max_position_embeddings and position_ids.max() >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"Sequence of {past_length + length} tokens exceeds max_position_embeddings "
+                f"({self.config.max_position_embeddings}): truncate the input (tokenizer truncation=True)."
+            )
+        hidden_states = inputs_embeds + self.embed_positions(position_ids)
+        if self.lang_embeddings is not None:
+            if langs is None and input_ids is not None and self.lang_token_ids is not None:
+                langs = derive_langs(input_ids, self.lang_token_ids)
+            if langs is not None:
+                lang_emb = self.lang_embeddings(langs.clamp(min=0))  # (B, T, D)
+                hidden_states = hidden_states + lang_emb * (langs >= 0).unsqueeze(-1).to(lang_emb.dtype)
+        if self.layernorm_embedding is not None:
+            hidden_states = self.layernorm_embedding(hidden_states)
+        return F.dropout(hidden_states, p=self.dropout, training=self.training)
+
+    def _check_ids(self, input_ids: torch.Tensor) -> None:
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}.")
+        if input_ids.numel() and not torch.compiler.is_compiling():
+            low, high = input_ids.min().item(), input_ids.max().item()
+            if low < 0 or high >= self.embed_tokens.num_embeddings:
+                raise ValueError(
+                    f"input_ids contain {low if low < 0 else high}, outside the vocabulary "
+                    f"[0, {self.embed_tokens.num_embeddings}): the tokenizer does not match this model."
+                )
+
+    def finish(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(hidden_states) if self.layer_norm is not None else hidden_states
+
+
+class XLMEncoder(XLMStack):
+    layer_class = XLMEncoderLayer
+    _can_record_outputs = {"hidden_states": XLMEncoderLayer, "attentions": XLMSelfAttention}
+
+    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding):
+        super().__init__(config, embed_tokens, config.encoder_layers)
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,  # (B, S)
+        attention_mask: torch.Tensor | None = None,  # (B, S), 1 for real tokens
+        langs: torch.LongTensor | None = None,  # (B, S) language ids, derived from tags when None
+        position_ids: torch.LongTensor | None = None,  # (B, S); TLM restarts them on the second sentence
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutput:
+        hidden_states = self.embed(input_ids, inputs_embeds, position_ids, langs)
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+        )
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)
+        return BaseModelOutput(last_hidden_state=self.finish(hidden_states))
+
+
+class XLMDecoder(XLMStack):
+    layer_class = XLMDecoderLayer
+    _can_record_outputs = {
+        "hidden_states": XLMDecoderLayer,
+        "attentions": OutputRecorder(XLMSelfAttention, index=1),
+        "cross_attentions": OutputRecorder(XLMCrossAttention, index=1),
+    }
+
+    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding):
+        super().__init__(config, embed_tokens, config.decoder_layers)
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,  # (B, T)
+        attention_mask: torch.Tensor | None = None,  # (B, past+T)
+        encoder_hidden_states: torch.Tensor | None = None,  # (B, S, D)
+        encoder_attention_mask: torch.Tensor | None = None,  # (B, S)
+        langs: torch.LongTensor | None = None,  # (B, T)
+        cache: EncoderDecoderCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        if encoder_hidden_states is None:
+            raise ValueError("The decoder needs encoder_hidden_states (run the encoder first, or call XLMModel).")
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        past_length = cache.get_seq_length() if cache is not None else 0
+        hidden_states = self.embed(input_ids, inputs_embeds, None, langs, past_length)
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=attention_mask,
+            cache=cache.self_attention_cache if cache is not None else None,
+        )
+        encoder_attention_mask = create_bidirectional_mask(
+            config=self.config,
+            inputs_embeds=hidden_states,
+            attention_mask=encoder_attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+        )
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states, causal_mask, encoder_hidden_states, encoder_attention_mask, cache=cache, **kwargs
+            )
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.finish(hidden_states), cache=cache)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The bare encoder-decoder and the translation model
+
+
+class XLMModel(XLMPreTrainedModel):
+    """XLM encoder-decoder returning the decoder's last hidden states (`Seq2SeqModelOutput`)."""
+
+    def __init__(self, config: XLMConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        if config.share_encoder_decoder_embeddings:
+            decoder_embed = self.shared
+            self._tied_weights_keys = {
+                "encoder.embed_tokens.weight": "shared.weight",
+                "decoder.embed_tokens.weight": "shared.weight",
+            }
+        else:
+            decoder_embed = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+            self._tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight"}
+        self.encoder = XLMEncoder(config, self.shared)
+        self.decoder = XLMDecoder(config, decoder_embed)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+        self.encoder.embed_tokens = value
+        if self.config.share_encoder_decoder_embeddings:
+            self.decoder.embed_tokens = value
+
+    def get_encoder(self):
+        return self.encoder
+
+    def get_decoder(self):
+        return self.decoder
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        langs: torch.LongTensor | None = None,
+        decoder_langs: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        encoder_outputs: tuple | BaseModelOutput | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqModelOutput:
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                langs=langs,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+                **kwargs,
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask,
+            langs=decoder_langs,
+            cache=cache,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            cache=decoder_outputs.cache,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+
+
+class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
+    """XLM encoder-decoder with the output layer tied to the embeddings (XLM's `pred_layer`), for translation."""
+
+    _keys_to_ignore_on_load_missing = [r"lm_head\.bias"]
+
+    def __init__(self, config: XLMConfig):
+        super().__init__(config)
+        self.model = XLMModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=config.lm_head_bias)
+        source = "model.shared.weight" if config.share_encoder_decoder_embeddings else "model.decoder.embed_tokens.weight"
+        self._tied_weights_keys = {"lm_head.weight": source}
+        self.post_init()
+
+    def get_encoder(self):
+        return self.model.encoder
+
+    def get_decoder(self):
+        return self.model.decoder
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        langs: torch.LongTensor | None = None,
+        decoder_langs: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        encoder_outputs: tuple | BaseModelOutput | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,  # (B, T), -100 where ignored
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        if labels is not None:
+            use_cache = False
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            langs=langs,
+            decoder_langs=decoder_langs,
+            position_ids=position_ids,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state  # (B, T, D)
+        if logits_to_keep:  # generation needs the last position only: skip the full-vocabulary projection elsewhere
+            hidden_states = hidden_states[:, -logits_to_keep:]
+        logits = self.lm_head(hidden_states)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, **kwargs):
+        """Derive the decoder's languages from the whole prefix (its tags), then keep the positions being fed."""
+        decoder_langs = kwargs.pop("decoder_langs", None)
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length=next_sequence_length, cache=cache, **kwargs
+        )
+        decoder = self.model.decoder
+        if decoder_langs is None and decoder.lang_token_ids is not None:
+            decoder_langs = derive_langs(input_ids, decoder.lang_token_ids)
+        if decoder_langs is not None:
+            fed = model_inputs["decoder_input_ids"].shape[1]
+            model_inputs["decoder_langs"] = decoder_langs[:, -fed:]
+        return model_inputs
+
+
+__all__ = ["XLMPreTrainedModel", "XLMModel", "XLMForSeq2SeqLM", "XLMEncoder", "XLMDecoder"]
