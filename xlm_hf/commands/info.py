@@ -1,0 +1,75 @@
+"""`xlm-hf info MODEL_DIR`: what a saved model is: its config summary, parameter count and languages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="summarise a saved model folder")
+    parser.add_argument("model_dir", help="folder written by save_pretrained")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=run)
+
+
+def summarise(model_dir: str | Path) -> dict:
+    """Config summary and parameter count of a saved model, read from its files without building the model."""
+    from safetensors import safe_open
+
+    from ..configuration_xlm_hf import XLMConfig
+    from ..cli import CLIError
+
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        raise CLIError(f"{folder} has no config.json: pass a folder written by save_pretrained.")
+    config = XLMConfig.from_pretrained(folder)
+    n_params = 0
+    weight_files = sorted(folder.glob("*.safetensors"))
+    for path in weight_files:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    n_params += _numel(f.get_slice(key).get_shape())
+        except Exception as err:  # safetensors raises its own error types
+            raise CLIError(f"{path} is not a readable safetensors file ({err}): re-save or re-download the model.")
+    return {
+        "model_dir": str(folder),
+        "model_type": config.model_type,
+        "architectures": config.architectures,
+        "d_model": config.d_model,
+        "layers": f"{config.encoder_layers}+{config.decoder_layers}",
+        "heads": config.encoder_attention_heads,
+        "ffn_dim": config.encoder_ffn_dim,
+        "vocab_size": config.vocab_size,
+        "max_positions": config.max_position_embeddings,
+        "norm": "pre-norm" if config.pre_norm else "post-norm (XLM)",
+        "positions": "sinusoidal" if config.sinusoidal_embeddings else "learned",
+        "activation": config.activation_function,
+        "languages": config.languages,
+        "language_embeddings": bool(config.n_langs > 1 and config.use_lang_emb),
+        "parameters": n_params,
+        "weights": [p.name for p in weight_files],
+    }
+
+
+def _numel(shape) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n
+
+
+def run(args) -> int:
+    info = summarise(args.model_dir)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if key == "parameters":
+            value = f"{value:,} ({value / 1e6:.1f}M, tied weights counted once)"
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value)) or "-"
+        print(f"{key:<{width}}  {value}")
+    return 0
