@@ -125,7 +125,8 @@ def test_incremental_decoding_with_cache_equals_full_forward():
 def test_greedy_is_the_same_with_and_without_cache():
     model = tiny_model()
     b = batch()
-    kw = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=10, do_sample=False,
+    kw = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=10, num_beams=1,
+              do_sample=False,
               forced_bos_token_id=TAGS["fr"])
     assert torch.equal(model.generate(**kw, use_cache=True), model.generate(**kw, use_cache=False))
 
@@ -144,7 +145,7 @@ def test_sampling_runs_with_cache():
     b = batch()
     torch.manual_seed(1)
     out = model.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], do_sample=True, top_k=5,
-                         max_new_tokens=5)
+                         num_beams=1, max_new_tokens=5)
     assert out.shape == (2, 6)
 
 

@@ -36,6 +36,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_xlm_hf import XLMConfig
+from .pipeline_translation import custom_pipelines_entry
 
 
 logger = logging.get_logger(__name__)
@@ -287,6 +288,8 @@ class XLMPreTrainedModel(PreTrainedModel):
             module = type(self).__module__.rsplit(".", 1)[-1]
             auto_map = {auto: f"{module}.{cls}" for auto, cls in self._remote_auto_map.items()}
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **auto_map}
+        if self.can_generate():  # pipeline("translation") through config.custom_pipelines (the file is copied along)
+            self.config.custom_pipelines = custom_pipelines_entry(self.config.languages)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module):
@@ -558,6 +561,10 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
         source = "model.shared.weight" if config.share_encoder_decoder_embeddings else "model.decoder.embed_tokens.weight"
         self._tied_weights_keys = {"lm_head.weight": source}
         self.post_init()
+        # Translation defaults, saved to generation_config.json (a folder's own file overrides them on load). The
+        # target language is forced per call (forced_bos_token_id), never stored globally.
+        self.generation_config.num_beams = 4
+        self.generation_config.max_new_tokens = min(256, config.max_position_embeddings - 1)
 
     def get_encoder(self):
         return self.model.encoder

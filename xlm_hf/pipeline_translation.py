@@ -1,0 +1,198 @@
+"""`pipeline("translation")` for XLM models on transformers 5, with the contract of the 4.x TranslationPipeline.
+
+transformers 5.19+ removed the `translation` task; the one way back is `config.custom_pipelines`, which
+`XLMForSeq2SeqLM.save_pretrained` writes (this file is copied next to the model code). Then
+
+    pipeline("translation", model="folder", trust_remote_code=True, src_lang="en", tgt_lang="fr")
+
+works in any process, and `translation_en_to_fr`-style task names too (one entry per direction is written for
+models of up to `MAX_DIRECTION_TASKS_LANGS` languages). This file is shipped as remote code: it imports only torch
+and transformers.
+"""
+
+import torch
+from transformers import GenerationConfig, Pipeline
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+TASK = "translation"
+MAX_DIRECTION_TASKS_LANGS = 12  # n*(n-1) `translation_xx_to_yy` entries in config.json: keep the file small
+
+
+def custom_pipelines_entry(languages: list[str]) -> dict:
+    """The `config.custom_pipelines` value for a model with these languages."""
+    entry = {"impl": f"{__name__.rsplit('.', 1)[-1]}.XLMTranslationPipeline", "pt": ["AutoModelForSeq2SeqLM"]}
+    tasks = {TASK: entry}
+    if len(languages) <= MAX_DIRECTION_TASKS_LANGS:
+        tasks.update({f"translation_{a}_to_{b}": entry for a in languages for b in languages if a != b})
+    return tasks
+
+
+def parse_task(task: str) -> tuple[str | None, str | None]:
+    """`translation_en_to_fr` -> ("en", "fr"); plain `translation` -> (None, None)."""
+    if task.startswith("translation_") and "_to_" in task:
+        src, tgt = task[len("translation_"):].split("_to_", 1)
+        return src, tgt
+    return None, None
+
+
+class XLMTranslationPipeline(Pipeline):
+    """Translate text with an XLM encoder-decoder.
+
+    Inputs: a string or a list of strings. Outputs: `[{"translation_text": ...}]` per input (a list of
+    `num_return_sequences` dicts when more than one is asked for), or `translation_token_ids` with
+    `return_tensors=True`.
+
+    `src_lang` / `tgt_lang` (codes such as "en") are set at construction, per call, or by the task name
+    `translation_en_to_fr`. The source gets its language tag from the tokenizer and the target tag is forced as
+    the first generated token, so the output is in the requested language. Generation defaults come from the
+    model's `generation_config.json` (beam 4), and `max_new_tokens` defaults to a bound relative to the source
+    length. An input longer than the model accepts is truncated with a warning, never silently.
+    """
+
+    _pipeline_calls_generate = True
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = True
+    _default_generation_config = GenerationConfig(num_beams=4)
+
+    def __init__(self, *args, src_lang=None, tgt_lang=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        task_src, task_tgt = parse_task(self.task or "")
+        self.src_lang = src_lang or task_src or getattr(self.tokenizer, "src_lang", None)
+        self.tgt_lang = tgt_lang or task_tgt or getattr(self.tokenizer, "tgt_lang", None)
+
+    def _sanitize_parameters(self, src_lang=None, tgt_lang=None, truncation=None, return_tensors=None,
+                             return_text=None, clean_up_tokenization_spaces=None, **generate_kwargs):
+        preprocess = {}
+        if src_lang is not None:
+            preprocess["src_lang"] = src_lang
+        if tgt_lang is not None:
+            preprocess["tgt_lang"] = tgt_lang
+        if truncation is not None:
+            preprocess["truncation"] = truncation
+        postprocess = {}
+        if return_tensors is not None:
+            postprocess["return_tensors"] = return_tensors
+        if return_text is not None:
+            postprocess["return_text"] = return_text
+        if clean_up_tokenization_spaces is not None:
+            postprocess["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
+        return preprocess, generate_kwargs, postprocess
+
+    @property
+    def max_source_tokens(self) -> int:
+        limits = [self.model.config.max_position_embeddings, getattr(self.tokenizer, "model_max_length", None)]
+        return min(limit for limit in limits if isinstance(limit, int) and limit > 0)
+
+    def preprocess(self, text, src_lang=None, tgt_lang=None, truncation=True):
+        if not isinstance(text, str):
+            raise TypeError(f"The translation pipeline takes strings, got {type(text).__name__}: {text!r:.80}")
+        src_lang, tgt_lang = src_lang or self.src_lang, tgt_lang or self.tgt_lang
+        if src_lang is None or tgt_lang is None:
+            known = getattr(self.tokenizer, "languages", None) or getattr(self.model.config, "languages", [])
+            raise ValueError(
+                f"Translation needs a source and a target language: pass src_lang= and tgt_lang= (one of {known}) "
+                f"to pipeline() or to the call, or use a task name such as 'translation_en_to_fr'."
+            )
+        inputs = self.tokenizer._build_translation_inputs(text, return_tensors="pt", src_lang=src_lang,
+                                                         tgt_lang=tgt_lang, truncation=False)
+        limit = self.max_source_tokens
+        length = inputs["input_ids"].shape[1]
+        if length > limit:
+            if not truncation:
+                raise ValueError(f"Input of {length} tokens is longer than the model's {limit}: split it.")
+            logger.warning(
+                f"Input of {length} tokens is longer than the model's limit of {limit}: it is truncated to {limit} "
+                f"tokens and the rest is not translated. Split long inputs into sentences. Input starts: {text[:60]!r}"
+            )
+            inputs = self.tokenizer._build_translation_inputs(text, return_tensors="pt", src_lang=src_lang,
+                                                             tgt_lang=tgt_lang, truncation=True, max_length=limit)
+        forced_bos = inputs.pop("forced_bos_token_id")
+        return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+                "forced_bos_token_id": int(forced_bos), "is_blank": not text.strip()}
+
+    def _forward(self, model_inputs, **generate_kwargs):
+        forced_bos = model_inputs["forced_bos_token_id"]
+        forced_bos = forced_bos[0] if isinstance(forced_bos, list) else forced_bos
+        input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
+        overrides = {"forced_bos_token_id": forced_bos}
+        user_set = {**self._generate_kwargs, **generate_kwargs}
+        if not {"max_new_tokens", "max_length", "generation_config"} & user_set.keys():
+            # Translations are about as long as their source: bound the output by it, within the model's default.
+            default = self.model.generation_config.max_new_tokens or self.model.config.max_position_embeddings - 1
+            overrides["max_new_tokens"] = min(default, 2 * input_ids.shape[1] + 10)
+        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs, **overrides)
+        output_ids = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
+        batch = input_ids.shape[0]
+        output_ids = output_ids.reshape(batch, output_ids.shape[0] // batch, *output_ids.shape[1:])  # (B, k, L)
+        return {"output_ids": output_ids, "is_blank": model_inputs["is_blank"]}
+
+    def postprocess(self, model_outputs, return_tensors=False, return_text=True, clean_up_tokenization_spaces=False):
+        blank = model_outputs["is_blank"]
+        blank = blank[0] if isinstance(blank, list) else blank
+        records = []
+        for output_ids in model_outputs["output_ids"][0]:
+            record = {}
+            if return_tensors:
+                record["translation_token_ids"] = output_ids
+            if return_text or not return_tensors:
+                text = "" if blank else self.tokenizer.decode(
+                    output_ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
+                )
+                record["translation_text"] = text
+            records.append(record)
+        return records
+
+    def __call__(self, inputs, *args, **kwargs):
+        """Translate a string (returns `[{"translation_text": ...}]`) or a list of strings (one result each)."""
+        result = super().__call__(inputs, *args, **kwargs)
+        if isinstance(inputs, list):
+            return [r[0] if len(r) == 1 else r for r in result]
+        return result
+
+    def save_pretrained(self, save_directory, **kwargs):
+        self.model.save_pretrained(save_directory, **kwargs)  # writes custom_pipelines and copies this file
+        self.tokenizer.save_pretrained(save_directory, **kwargs)
+
+
+def translation_pipeline(model, tokenizer, **kwargs) -> XLMTranslationPipeline:
+    """`pipeline("translation", ...)` for in-memory model and tokenizer objects.
+
+    The same as `transformers.pipeline("translation", model=model, tokenizer=tokenizer, config=model.config,
+    pipeline_class=XLMTranslationPipeline, **kwargs)` once `model.config.custom_pipelines` is set, which this does.
+    """
+    from transformers import pipeline
+
+    task = kwargs.pop("task", TASK)
+    if task not in (getattr(model.config, "custom_pipelines", None) or {}):
+        model.config.custom_pipelines = custom_pipelines_entry(model.config.languages)
+    kwargs.setdefault("device", model.device)
+    return pipeline(task, model=model, tokenizer=tokenizer, config=model.config,
+                    pipeline_class=XLMTranslationPipeline, **kwargs)
+
+
+def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, **kwargs):
+    """Translate a string or a list of strings; returns a string or a list of strings.
+
+    `model` is a model object (then pass `tokenizer`) or a folder / Hub id. Extra kwargs go to the pipeline call
+    (`num_beams`, `max_new_tokens`, `batch_size`, ...).
+    """
+    if isinstance(model, str):
+        from transformers import pipeline
+
+        pipe = pipeline(TASK, model=model, tokenizer=tokenizer, trust_remote_code=True)
+    else:
+        if tokenizer is None:
+            raise ValueError("translate(model=<object>) needs tokenizer= as well.")
+        pipe = translation_pipeline(model, tokenizer)
+    results = pipe(texts, src_lang=src_lang, tgt_lang=tgt_lang, **kwargs)
+    if isinstance(texts, str):
+        return results[0]["translation_text"]
+    return [r["translation_text"] for r in results]
+
+
+__all__ = ["XLMTranslationPipeline", "translation_pipeline", "translate", "custom_pipelines_entry"]
