@@ -6,10 +6,10 @@ Importing the package registers its classes with the Auto classes (and marks the
 
 __version__ = "0.1.0"
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
 from .configuration_xlm_hf import XLMConfig
-from .modeling_xlm_hf import XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel
+from .modeling_xlm_hf import XLMForPreTraining, XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel
 
 # --- Auto classes -----------------------------------------------------------------------------------------------------
 # Our config is called XLMConfig like transformers' own (encoder-only) one; the Auto mappings key on the class object,
@@ -17,10 +17,12 @@ from .modeling_xlm_hf import XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel
 AutoConfig.register(XLMConfig.model_type, XLMConfig)
 AutoModel.register(XLMConfig, XLMModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(XLMConfig, XLMForSeq2SeqLM, exist_ok=True)
+AutoModelForMaskedLM.register(XLMConfig, XLMForPreTraining, exist_ok=True)
 
 XLMConfig.register_for_auto_class("AutoConfig")
 XLMModel.register_for_auto_class("AutoModel")
 XLMForSeq2SeqLM.register_for_auto_class("AutoModelForSeq2SeqLM")
+XLMForPreTraining.register_for_auto_class("AutoModelForMaskedLM")
 
 # --- Tokenizer (owned by the tokenizer module) -------------------------------------------------------------------------
 
@@ -31,6 +33,7 @@ __all__ = [
     "XLMConfig",
     "XLMModel",
     "XLMForSeq2SeqLM",
+    "XLMForPreTraining",
     "XLMPreTrainedModel",
     "config_from_preset",
     "list_presets",

@@ -27,6 +27,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
+    MaskedLMOutput,
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
 )
@@ -68,6 +69,13 @@ def derive_langs(input_ids: torch.LongTensor, lang_token_ids: torch.LongTensor) 
     last_tag = torch.where(is_tag, positions, -1).cummax(dim=1).values  # (B, T)
     langs = tag_lang.gather(1, last_tag.clamp(min=0))
     return langs.masked_fill(last_tag < 0, -1)
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.LongTensor | None) -> torch.Tensor | None:
+    """Mean cross-entropy over the positions whose label is not -100 (fp32 softmax, also under bf16 autocast)."""
+    if labels is None:
+        return None
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
 
 
 def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
@@ -281,7 +289,7 @@ class XLMPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = True
 
     # Every Auto class a saved folder answers to with trust_remote_code (transformers writes only the saved class's).
-    _remote_auto_map = {"AutoModel": "XLMModel", "AutoModelForSeq2SeqLM": "XLMForSeq2SeqLM"}
+    _remote_auto_map: dict[str, str] = {}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:  # registered for remote code: advertise all our Auto classes
@@ -299,7 +307,7 @@ class XLMPreTrainedModel(PreTrainedModel):
                 init.copy_(module.lang_token_ids, torch.tensor(self.config.lang_token_ids))
             if self.config.sinusoidal_embeddings:
                 init.copy_(module.embed_positions.weight, sinusoidal_positions(*module.embed_positions.weight.shape))
-        elif isinstance(module, XLMForSeq2SeqLM) and module.lm_head.bias is not None:
+        elif isinstance(module, (XLMForSeq2SeqLM, XLMForPreTraining)) and module.lm_head.bias is not None:
             init.zeros_(module.lm_head.bias)
 
 
@@ -398,12 +406,19 @@ class XLMEncoder(XLMStack):
         langs: torch.LongTensor | None = None,  # (B, S) language ids, derived from tags when None
         position_ids: torch.LongTensor | None = None,  # (B, S); TLM restarts them on the second sentence
         inputs_embeds: torch.Tensor | None = None,
+        causal: bool = False,  # XLM's CLM objective runs the encoder stack left-to-right
         **kwargs,
     ) -> BaseModelOutput:
         hidden_states = self.embed(input_ids, inputs_embeds, position_ids, langs)
-        attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
-        )
+        if causal:  # an explicit mask even without padding: our attention modules say is_causal=False
+            attention_mask = create_causal_mask(
+                config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask, cache=None,
+                allow_is_causal_skip=False,
+            )
+        else:
+            attention_mask = create_bidirectional_mask(
+                config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+            )
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=self.finish(hidden_states))
@@ -466,6 +481,8 @@ class XLMDecoder(XLMStack):
 
 class XLMModel(XLMPreTrainedModel):
     """XLM encoder-decoder returning the decoder's last hidden states (`Seq2SeqModelOutput`)."""
+
+    _remote_auto_map = {"AutoModel": "XLMModel", "AutoModelForSeq2SeqLM": "XLMForSeq2SeqLM"}
 
     def __init__(self, config: XLMConfig):
         super().__init__(config)
@@ -552,7 +569,7 @@ class XLMModel(XLMPreTrainedModel):
 class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
     """XLM encoder-decoder with the output layer tied to the embeddings (XLM's `pred_layer`), for translation."""
 
-    _keys_to_ignore_on_load_missing = [r"lm_head\.bias"]
+    _remote_auto_map = XLMModel._remote_auto_map
 
     def __init__(self, config: XLMConfig):
         super().__init__(config)
@@ -620,11 +637,8 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
         if logits_to_keep:  # generation needs the last position only: skip the full-vocabulary projection elsewhere
             hidden_states = hidden_states[:, -logits_to_keep:]
         logits = self.lm_head(hidden_states)  # (B, T, V)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
         return Seq2SeqLMOutput(
-            loss=loss,
+            loss=lm_loss(logits, labels),
             logits=logits,
             cache=outputs.cache,
             decoder_hidden_states=outputs.decoder_hidden_states,
@@ -653,4 +667,117 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
         return model_inputs
 
 
-__all__ = ["XLMPreTrainedModel", "XLMModel", "XLMForSeq2SeqLM", "XLMEncoder", "XLMDecoder"]
+    @classmethod
+    def from_pretrained_lm(cls, lm, **config_overrides) -> "XLMForSeq2SeqLM":
+        """A translation model whose encoder AND decoder start from one pretrained cross-lingual LM (XLM's
+        `--reload_model 'mlm.pth,mlm.pth'`).
+
+        `lm` is an `XLMForPreTraining` or a folder holding one. The decoder gets the LM's layers as its self-attention
+        and feed-forward sub-layers (and its embeddings, positions, language embeddings); cross-attention
+        (`encoder_attn`, `encoder_attn_layer_norm`) starts fresh, as in the original. `config_overrides` change
+        non-architectural fields (dropout, ...). The report of what was copied and what was initialised is logged
+        and kept in `model.lm_init_report` (`{"copied": [...], "initialised": [...]}`).
+        """
+        if not isinstance(lm, XLMForPreTraining):
+            lm = XLMForPreTraining.from_pretrained(lm)
+        fields = lm.config.to_dict()
+        fields.update(
+            decoder_layers=lm.config.encoder_layers,
+            decoder_attention_heads=lm.config.encoder_attention_heads,
+            decoder_ffn_dim=lm.config.encoder_ffn_dim,
+            **config_overrides,
+        )
+        for key in ("architectures", "auto_map", "model_type", "transformers_version", "_name_or_path"):
+            fields.pop(key, None)
+        model = cls(XLMConfig(**fields))
+        lm_state = lm.state_dict()
+        target = model.state_dict()
+        copied = {}
+        for name, tensor in lm_state.items():
+            if name.startswith("encoder."):
+                for stack in ("encoder", "decoder"):
+                    copied[f"model.{stack}.{name[len('encoder.'):]}"] = tensor
+            elif name == "shared.weight":
+                copied["model.shared.weight"] = tensor
+            elif name == "lm_head.bias" and model.lm_head.bias is not None:
+                copied["lm_head.bias"] = tensor
+        unknown = sorted(k for k in copied if k not in target)
+        assert not unknown, f"pretrained LM weights without a place in the translation model: {unknown}"
+        for name, tensor in copied.items():
+            if target[name].shape != tensor.shape:
+                raise ValueError(f"Shape mismatch for {name}: LM {tuple(tensor.shape)} vs model {tuple(target[name].shape)}.")
+        model.load_state_dict(copied, strict=False)
+        model.tie_weights()
+        tied = set(model.all_tied_weights_keys)
+        initialised = sorted(k for k in target if k not in copied and k not in tied and k not in _non_persistent(model))
+        model.lm_init_report = {"copied": sorted(copied), "initialised": initialised}
+        logger.info(
+            f"Initialised from the pretrained LM: {len(copied)} tensors copied into encoder and decoder; "
+            f"{len(initialised)} start fresh: {', '.join(sorted({k.split('.layers.')[-1].split('.', 1)[-1] for k in initialised}))}"
+        )
+        return model
+
+
+def _non_persistent(model: nn.Module) -> set[str]:
+    return {name for name, _ in model.named_non_persistent_buffers()}
+
+
+class XLMForPreTraining(XLMPreTrainedModel):
+    """The XLM encoder with its LM head tied to the embeddings: MLM, TLM (`langs` + restarted `position_ids`) and
+    CLM (`causal=True`). Shares `XLMConfig` with the translation model (its decoder fields are unused), and is
+    what `XLMForSeq2SeqLM.from_pretrained_lm` loads into both encoder and decoder."""
+
+    _remote_auto_map = {"AutoModelForMaskedLM": "XLMForPreTraining"}
+
+    def __init__(self, config: XLMConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.encoder = XLMEncoder(config, self.shared)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=config.lm_head_bias)
+        self._tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight", "lm_head.weight": "shared.weight"}
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+        self.encoder.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,  # (B, T)
+        attention_mask: torch.Tensor | None = None,  # (B, T)
+        langs: torch.LongTensor | None = None,  # (B, T) per-token language ids (TLM: one per side)
+        position_ids: torch.LongTensor | None = None,  # (B, T) (TLM: restart on the second side)
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,  # (B, T): the token to predict at each position, -100 elsewhere
+        causal: bool = False,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        outputs = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            langs=langs,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            causal=causal,
+            **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+        return MaskedLMOutput(
+            loss=lm_loss(logits, labels),
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = ["XLMPreTrainedModel", "XLMModel", "XLMForSeq2SeqLM", "XLMForPreTraining", "XLMEncoder", "XLMDecoder"]
