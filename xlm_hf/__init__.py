@@ -25,6 +25,16 @@ XLMForSeq2SeqLM.register_for_auto_class("AutoModelForSeq2SeqLM")
 XLMForPreTraining.register_for_auto_class("AutoModelForMaskedLM")
 
 # --- Tokenizer (owned by the tokenizer module) -------------------------------------------------------------------------
+# The class is named XLMHFTokenizer (exported also as XLMTokenizerFast): AutoTokenizer strips "Fast" from a saved
+# tokenizer_class, and "XLMTokenizer" would resolve to transformers' own Moses tokenizer. exist_ok: see XLMConfig above.
+from transformers import AutoTokenizer  # noqa: E402
+
+from .data import load_translation_dataset, load_translation_datasets  # noqa: E402  (imports `datasets` lazily)
+from .tokenization_xlm_hf import XLMHFTokenizer, XLMTokenizerFast  # noqa: E402
+from .tokenizer_training import train_tokenizer  # noqa: E402
+
+AutoTokenizer.register(XLMConfig, tokenizer_class=XLMHFTokenizer, exist_ok=True)
+XLMHFTokenizer.register_for_auto_class("AutoTokenizer")
 
 # --- Lazy conveniences --------------------------------------------------------------------------------------------------
 from .presets import config_from_preset, list_presets  # noqa: E402
@@ -35,6 +45,11 @@ __all__ = [
     "XLMForSeq2SeqLM",
     "XLMForPreTraining",
     "XLMPreTrainedModel",
+    "XLMHFTokenizer",
+    "XLMTokenizerFast",
+    "train_tokenizer",
+    "load_translation_dataset",
+    "load_translation_datasets",
     "config_from_preset",
     "list_presets",
     "__version__",

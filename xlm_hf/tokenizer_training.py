@@ -1,0 +1,469 @@
+"""Training the shared multilingual vocabulary (XLM section 3.1) with the `tokenizers` library.
+
+XLM learns one BPE vocabulary on sentences sampled from all languages with probabilities
+
+    q_i = p_i^alpha / sum_j p_j^alpha,      p_i = n_i / sum_j n_j   (n_i: sentences of language i)
+
+so that alpha < 1 gives small languages a larger share than their size (XLM uses 0.5). `sample_sentences` draws that
+sample as a stream: every sentence of language i is kept `floor(r_i)` times plus once more with probability
+`r_i - floor(r_i)`, where `r_i = q_i * N / n_i` and N is the sample size (by default the corpus size). With alpha = 1
+every sentence is kept exactly once.
+
+The tokenizer pipeline, set explicitly:
+
+- normalizer: NFKC (no lowercasing), then a "▁" prepended to the text;
+- pre-tokenizer: Metaspace (spaces become "▁", words start with "▁"), as sentencepiece does;
+- model: BPE or Unigram with byte fallback: a character outside the vocabulary becomes its UTF-8 bytes (`<0xE4>`...),
+  so no input ever maps to `<unk>`, whatever its script;
+- decoder: the exact inverse, so `decode(encode(x)) == NFKC(x)` (a literal "▁" in the input decodes as a space).
+
+Training streams: sources are read line by line, normalised and pre-split in Python in chunks, and fed to the Rust
+trainer with `train_from_iterator(..., length=)`; the corpus is never held in a Python list.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tqdm.auto import tqdm
+
+from .tokenization_xlm_hf import SPECIAL_TOKENS, XLMTokenizerFast, lang_tag
+
+
+logger = logging.getLogger(__name__)
+
+WORD_START = "▁"  # sentencepiece's meta symbol: marks the start of a word in the vocabulary
+BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]  # byte-fallback tokens, sentencepiece's spelling
+_CHUNK_LINES = 1000  # sentences per item fed to the Rust trainer: fewer, larger items cut per-item overhead
+
+
+# --- text sources -------------------------------------------------------------------------------------------------------
+
+
+class _Source:
+    """The text of one language: re-iterable, non-empty lines without their newline, and a sentence count."""
+
+    def __init__(self, lang: str, obj, spool_dir: str):
+        self.lang = lang
+        self._files: list[Path] = []
+        self._dataset = None
+        if isinstance(obj, (str, os.PathLike)):
+            self._files = [Path(obj)]
+        elif isinstance(obj, (list, tuple)) and obj and all(_is_file(x) for x in obj):
+            self._files = [Path(x) for x in obj]
+        elif hasattr(obj, "column_names") and hasattr(obj, "iter"):  # a datasets.Dataset, streamed from Arrow
+            self._dataset = obj
+            self._column = _dataset_text_column(obj, lang)
+        elif isinstance(obj, Iterable):
+            self._files = [_spool(obj, lang, spool_dir)]  # one-shot iterators are written to disk, not to a list
+        else:
+            raise TypeError(
+                f"Text for language {lang!r} must be a file path, a list of file paths, a datasets.Dataset or an "
+                f"iterable of strings, got {type(obj).__name__}."
+            )
+        for path in self._files:
+            if not path.is_file():
+                raise FileNotFoundError(f"Text file for language {lang!r} not found: {path}")
+        self.description = ", ".join(map(str, self._files)) if self._files else f"a Dataset of {len(obj)} rows"
+        self._count: int | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._dataset is not None:
+            for batch in self._dataset.iter(batch_size=1000):
+                for value in batch[self._column]:
+                    line = value[self.lang] if isinstance(value, dict) else value
+                    if line and not line.isspace():
+                        yield line
+            return
+        for path in self._files:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    for line in handle:
+                        line = line.rstrip("\r\n")
+                        if line and not line.isspace():
+                            yield line
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path} is not UTF-8 text ({err}): convert it, e.g. with iconv -t UTF-8.") from None
+
+    def count(self) -> int:
+        if self._count is None:
+            if self._dataset is not None:
+                self._count = sum(1 for _ in self)
+            else:
+                self._count = sum(_count_nonempty_lines(path) for path in self._files)
+        return self._count
+
+
+def _is_file(x) -> bool:
+    return isinstance(x, (str, os.PathLike)) and os.path.isfile(x)
+
+
+def _count_nonempty_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _dataset_text_column(dataset, lang: str) -> str:
+    if "translation" in dataset.column_names:
+        return "translation"
+    if "text" in dataset.column_names:
+        return "text"
+    raise ValueError(
+        f"The Dataset given for language {lang!r} has columns {dataset.column_names}; it needs a 'text' column or a "
+        f"'translation' column of {{lang: sentence}} rows (the layout of xlm_hf.data.load_translation_dataset)."
+    )
+
+
+def _spool(lines: Iterable[str], lang: str, spool_dir: str) -> Path:
+    path = Path(spool_dir) / f"{lang}.txt"
+    with open(path, "w", encoding="utf-8") as out:
+        for line in lines:
+            if not isinstance(line, str):
+                raise TypeError(f"The text iterator for language {lang!r} yielded {type(line).__name__}, not str.")
+            for part in line.splitlines():
+                out.write(part + "\n")
+    return path
+
+
+def _sources(texts: Mapping[str, object], languages: Sequence[str], spool_dir: str) -> dict[str, _Source]:
+    if not isinstance(texts, Mapping) or not texts:
+        raise ValueError(
+            "texts must map language codes to their text, e.g. {'en': 'train.en', 'fr': 'train.fr'}; got "
+            f"{type(texts).__name__ if not isinstance(texts, Mapping) else 'an empty mapping'}."
+        )
+    unknown = [lang for lang in texts if lang not in languages]
+    if unknown:
+        raise ValueError(f"Text was given for {unknown}, which are not in languages={list(languages)}: add them.")
+    return {lang: _Source(lang, texts[lang], spool_dir) for lang in languages if lang in texts}
+
+
+# --- alpha sampling -----------------------------------------------------------------------------------------------------
+
+
+def language_sampling_probabilities(counts: Mapping[str, int], alpha: float) -> dict[str, float]:
+    """XLM's multinomial: `q_i = p_i^alpha / sum_j p_j^alpha` with `p_i = n_i / sum_j n_j`.
+
+    alpha = 1 keeps the natural shares; alpha < 1 flattens them towards uniform (small languages gain); alpha = 0 is
+    uniform. Languages with no sentences get probability 0.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (XLM uses 0.5 for BPE learning and 0.7 for batches), got {alpha}.")
+    total = sum(counts.values())
+    if total <= 0:
+        raise ValueError("Cannot compute sampling probabilities of an empty corpus: every language has 0 sentences.")
+    weights = {lang: (n / total) ** alpha if n > 0 else 0.0 for lang, n in counts.items()}
+    norm = sum(weights.values())
+    return {lang: w / norm for lang, w in weights.items()}
+
+
+def sample_sentences(
+    texts: Mapping[str, object],
+    *,
+    alpha: float = 0.5,
+    sample_size: int | None = None,
+    seed: int = 0,
+    languages: Sequence[str] | None = None,
+) -> Iterator[tuple[str, str]]:
+    """Stream `(language, sentence)` pairs sampled with XLM's exponent `alpha` (see the module docstring).
+
+    `texts` maps each language to its text (see `train_tokenizer`). `sample_size` is the expected number of sentences
+    drawn (default: the corpus size). Deterministic for a given `seed`. This is the exact stream `train_tokenizer`
+    learns from.
+    """
+    with tempfile.TemporaryDirectory(prefix="xlm_hf_spool_") as spool_dir:
+        sources = _sources(texts, list(languages or texts), spool_dir)
+        yield from _sample(sources, alpha=alpha, sample_size=sample_size, seed=seed)
+
+
+def _sample(sources: Mapping[str, _Source], *, alpha: float, sample_size: int | None, seed: int) -> Iterator[tuple[str, str]]:
+    if sample_size is not None and sample_size <= 0:
+        raise ValueError(f"sample_size must be positive, got {sample_size}.")
+    if alpha == 1.0 and sample_size is None:  # the sample is the corpus itself: no counting pass needed
+        rates = dict.fromkeys(sources, 1.0)
+    else:
+        counts = {lang: source.count() for lang, source in sources.items()}
+        _check_not_empty(sources, counts)
+        probabilities = language_sampling_probabilities(counts, alpha)
+        total = sample_size if sample_size is not None else sum(counts.values())
+        rates = {lang: probabilities[lang] * total / counts[lang] for lang in sources}
+        logger.info("Sampling rates per sentence (alpha=%s): %s", alpha, {k: round(v, 3) for k, v in rates.items()})
+    for lang, source in sources.items():
+        rate = rates[lang]
+        whole, fraction = int(rate), rate - int(rate)
+        rng = random.Random(f"{seed}:{lang}")  # str seeds are hashed with sha512: stable across processes
+        seen = 0
+        for sentence in source:
+            seen += 1
+            copies = whole + (1 if fraction and rng.random() < fraction else 0)
+            for _ in range(copies):
+                yield lang, sentence
+        if seen == 0:
+            raise ValueError(_empty_message(source))
+
+
+def _check_not_empty(sources: Mapping[str, _Source], counts: Mapping[str, int]) -> None:
+    for lang, n in counts.items():
+        if n == 0:
+            raise ValueError(_empty_message(sources[lang]))
+
+
+def _empty_message(source: _Source) -> str:
+    return (
+        f"Empty corpus for language {source.lang!r}: {source.description} has no non-empty line. Give it some text, "
+        f"or leave the language out of texts= (it can stay in languages= to reserve its tag)."
+    )
+
+
+# --- training -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LanguageSummary:
+    sampled_sentences: int
+    tokens_per_word: float
+    tokens_per_char: float
+
+
+@dataclass
+class TrainingSummary:
+    """What `train_tokenizer` did; `str(summary)` is the table it logs."""
+
+    model: str
+    vocab_size: int
+    alpha: float
+    seconds: float
+    languages: dict[str, LanguageSummary] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.model.upper()} vocabulary of {self.vocab_size} tokens, alpha={self.alpha}, trained in {self.seconds:.1f} s",
+            f"{'language':<10}{'sampled':>10}{'tokens/word':>13}{'tokens/char':>13}",
+        ]
+        for lang, s in self.languages.items():
+            lines.append(f"{lang:<10}{s.sampled_sentences:>10}{s.tokens_per_word:>13.3f}{s.tokens_per_char:>13.3f}")
+        return "\n".join(lines)
+
+
+def train_tokenizer(
+    texts: Mapping[str, object],
+    *,
+    vocab_size: int = 32000,
+    model: str = "bpe",
+    languages: Sequence[str] | None = None,
+    alpha: float = 0.5,
+    sample_size: int | None = None,
+    seed: int = 0,
+    min_frequency: int = 2,
+    limit_alphabet: int | None = None,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+    model_max_length: int = 512,
+    output_dir: str | os.PathLike | None = None,
+    show_progress: bool = True,
+    eval_sentences: int = 1000,
+) -> XLMTokenizerFast:
+    """Train the shared subword vocabulary of an xlm-hf model and return its `XLMTokenizerFast`.
+
+    Args:
+        texts: `{language: text}`, where text is a file path (one sentence a line), a list of file paths, a
+            `datasets.Dataset` (a `text` column, or a `translation` column of `{lang: sentence}` rows), or an
+            iterable of strings. Iterators are streamed (spooled to a temporary file), never collected in a list.
+        vocab_size: size of the whole vocabulary: special tokens, language tags and the 256 byte-fallback tokens
+            included.
+        model: `"bpe"` or `"unigram"`.
+        languages: language codes in language-id order (their tags get ids 5, 6, ...). Default: the keys of `texts`.
+            A language without text reserves its tag for later fine-tuning.
+        alpha: XLM's sampling exponent (0.5 in the paper); 1.0 trains on every sentence exactly once.
+        sample_size: expected number of sentences in the training sample (default: the corpus size).
+        seed: seed of the sampling; training is deterministic for a fixed seed.
+        min_frequency: minimum count of a BPE merge.
+        limit_alphabet: keep only the most frequent characters as base tokens (the rest use byte fallback).
+        src_lang / tgt_lang: defaults of the returned tokenizer (src_lang: the first language).
+        model_max_length: the tokenizer's truncation length (XLM's 512 positions).
+        output_dir: if given, the tokenizer is saved there (atomically: written next to it, then renamed).
+        show_progress: progress bar while reading the sample.
+        eval_sentences: sentences per language used for the fertility columns of the summary.
+
+    The summary table (vocabulary size, tokens per word and per character for each language, seconds) is logged and
+    kept as `tokenizer.training_summary`.
+    """
+    start = time.perf_counter()
+    if model not in ("bpe", "unigram"):
+        raise ValueError(f"model must be 'bpe' or 'unigram', got {model!r}.")
+    languages = list(languages) if languages is not None else list(texts) if isinstance(texts, Mapping) else []
+    tags = [lang_tag(code) for code in languages]
+    specials = list(SPECIAL_TOKENS.values()) + tags
+    base = len(specials) + len(BYTE_TOKENS)
+    if vocab_size <= base:
+        raise ValueError(
+            f"vocab_size={vocab_size} leaves no room for subwords: {len(specials)} special and language tokens and "
+            f"{len(BYTE_TOKENS)} byte tokens come first. Use vocab_size > {base} (XLM used 60k for MT)."
+        )
+    _warn_if_single_threaded()
+
+    with tempfile.TemporaryDirectory(prefix="xlm_hf_spool_") as spool_dir:
+        sources = _sources(texts, languages, spool_dir)
+        missing = [lang for lang in languages if lang not in sources]
+        if missing:
+            logger.warning("No text for %s: their tags are reserved but untrained.", missing)
+        sampled = dict.fromkeys(sources, 0)
+        stream = _sample(sources, alpha=alpha, sample_size=sample_size, seed=seed)
+        progress = tqdm(desc="Reading sentences", unit=" sent", disable=not show_progress)
+
+        def chunks() -> Iterator[str]:
+            while batch := list(itertools.islice(stream, _CHUNK_LINES)):
+                for lang, _ in batch:
+                    sampled[lang] += 1
+                progress.update(len(batch))
+                yield _pre_split("\n".join(sentence for _, sentence in batch))
+
+        trainer_vocab_size = vocab_size - len(BYTE_TOKENS)  # the byte tokens are inserted after training
+        backend = Tokenizer(models.BPE() if model == "bpe" else models.Unigram())
+        # Chunks arrive NFKC-normalised and pre-split by spaces (see _pre_split): the training pipeline only splits.
+        backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
+        if model == "bpe":
+            trainer = trainers.BpeTrainer(
+                vocab_size=trainer_vocab_size, min_frequency=min_frequency, special_tokens=specials,
+                show_progress=False, **({"limit_alphabet": limit_alphabet} if limit_alphabet else {}),
+            )
+        else:
+            trainer = trainers.UnigramTrainer(
+                vocab_size=trainer_vocab_size, special_tokens=specials, unk_token=SPECIAL_TOKENS["unk_token"],
+                show_progress=False,
+            )
+        try:
+            backend.train_from_iterator(chunks(), trainer=trainer)
+        finally:
+            progress.close()
+        if not any(sampled.values()):
+            raise ValueError("Empty corpus: the sample has no sentence (check texts= and sample_size=).")
+
+        backend = _with_byte_fallback(backend, specials)
+        tokenizer = XLMTokenizerFast(
+            tokenizer_object=backend,
+            languages=languages,
+            src_lang=src_lang,
+            tgt_lang=tgt_lang,
+            model_max_length=model_max_length,
+        )
+        summary = TrainingSummary(model=model, vocab_size=len(tokenizer), alpha=alpha, seconds=0.0)
+        for lang, source in sources.items():
+            tokens_per_word, tokens_per_char = fertility(tokenizer, itertools.islice(source, eval_sentences))
+            summary.languages[lang] = LanguageSummary(sampled[lang], tokens_per_word, tokens_per_char)
+    summary.seconds = time.perf_counter() - start
+    tokenizer.training_summary = summary
+    logger.info("Tokenizer trained:\n%s", summary)
+    if output_dir is not None:
+        save_tokenizer(tokenizer, output_dir)
+    return tokenizer
+
+
+def _pre_split(text: str) -> str:
+    """NFKC, then what the Metaspace pre-tokenizer does, on newline-separated sentences: every sentence and every space
+    starts a "▁" word; words come out separated by spaces for the trainer's cheap `Split(" ")`.
+
+    Equivalent to the final pipeline (NFKC, prepend "▁", Metaspace) sentence by sentence, but ~2x cheaper to train
+    on: the Rust normalizer and Metaspace track per-byte alignments that training does not need.
+    """
+    text = unicodedata.normalize("NFKC", text)  # NFKC never creates nor merges across "\n"
+    return WORD_START + text.replace(" ", " " + WORD_START).replace("\n", " " + WORD_START)
+
+
+def _with_byte_fallback(trained: Tokenizer, specials: list[str]) -> Tokenizer:
+    """The final tokenizer: the trained vocabulary with the 256 byte tokens inserted right after the special tokens
+    (so specials keep ids 0..), byte fallback on, and the full normalizer / pre-tokenizer / decoder pipeline."""
+    state = json.loads(trained.to_str())["model"]
+    n_special = len(specials)
+    byte_set = set(BYTE_TOKENS)
+    if state["type"] == "BPE":
+        learned = [tok for tok, _ in sorted(state["vocab"].items(), key=lambda kv: kv[1]) if tok not in byte_set]
+        assert learned[:n_special] == specials, "the trainer must give the special tokens the first ids"
+        vocab = {tok: i for i, tok in enumerate(specials + BYTE_TOKENS + learned[n_special:])}
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+        # A merge spelling a byte token would make literal text like "<0x41>" decode as "A": drop it.
+        merges = [m for m in merges if m[0] + m[1] not in byte_set]
+        model = models.BPE(vocab=vocab, merges=merges, unk_token=SPECIAL_TOKENS["unk_token"], byte_fallback=True)
+    else:
+        pieces = [(tok, score) for tok, score in state["vocab"] if tok not in byte_set]
+        assert [tok for tok, _ in pieces[:n_special]] == specials, "the trainer must give the special tokens the first ids"
+        floor = min(score for _, score in pieces[n_special:]) - 1000.0  # never chosen over real pieces
+        pieces = pieces[:n_special] + [(tok, floor) for tok in BYTE_TOKENS] + pieces[n_special:]
+        model = models.Unigram(pieces, unk_id=specials.index(SPECIAL_TOKENS["unk_token"]), byte_fallback=True)
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Prepend(WORD_START)])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=WORD_START, prepend_scheme="never", split=True)
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace(WORD_START, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tokenizer.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in specials])
+    return tokenizer
+
+
+def fertility(tokenizer, sentences: Iterable[str]) -> tuple[float, float]:
+    """(tokens per word, tokens per character) of `sentences`, special tokens not counted. Words are
+    whitespace-separated, so tokens per character is the comparable figure for scripts without spaces."""
+    tokens = words = chars = 0
+    for batch in _batched(sentences, 1000):
+        encoded = tokenizer(batch, add_special_tokens=False)["input_ids"]
+        tokens += sum(map(len, encoded))
+        words += sum(len(s.split()) for s in batch)
+        chars += sum(map(len, batch))
+    return tokens / max(words, 1), tokens / max(chars, 1)
+
+
+def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, n)):
+        yield batch
+
+
+def _warn_if_single_threaded() -> None:
+    value = os.environ.get("TOKENIZERS_PARALLELISM", "").lower()
+    if value in ("0", "false", "off", "no"):
+        logger.warning("TOKENIZERS_PARALLELISM=%s: tokenizer training runs on one thread.", value)
+
+
+def save_tokenizer(tokenizer, output_dir: str | os.PathLike) -> Path:
+    """Save atomically: write into a temporary folder next to `output_dir`, then rename it into place (an existing
+    folder is replaced only once the new one is complete)."""
+    target = Path(output_dir).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            if not target.is_dir():
+                raise NotADirectoryError(f"{target} exists and is not a folder: choose another output_dir.")
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Tokenizer saved to %s", target)
+    return target
+
+
+__all__ = [
+    "TrainingSummary",
+    "fertility",
+    "language_sampling_probabilities",
+    "sample_sentences",
+    "save_tokenizer",
+    "train_tokenizer",
+]
