@@ -124,6 +124,18 @@ def interleave_pairs(datasets: Mapping[str, object], *, alpha: float = 0.5, seed
     return mixed, probabilities
 
 
+def texts_by_language(datasets: Mapping[str, object], split: str = "train") -> dict[str, list]:
+    """`{language: [Dataset, ...]}` from `{pair: DatasetDict}` (`load_translation_datasets`): every side of every
+    pair, the input `xlm_hf.train_tokenizer` takes. Languages come in order of first appearance."""
+    texts: dict[str, list] = {}
+    for pair, splits in datasets.items():
+        if split not in splits:
+            raise ValueError(f"The pair {pair!r} has no {split!r} split (it has {sorted(splits)}).")
+        for lang in _split_pair(pair):
+            texts.setdefault(lang, []).append(splits[split])
+    return texts
+
+
 # --- finding files ------------------------------------------------------------------------------------------------------
 
 
@@ -295,4 +307,5 @@ __all__ = [
     "interleave_pairs",
     "load_translation_dataset",
     "load_translation_datasets",
+    "texts_by_language",
 ]

@@ -53,61 +53,86 @@ _CHUNK_LINES = 1000  # sentences per item fed to the Rust trainer: fewer, larger
 
 
 class _Source:
-    """The text of one language: re-iterable, non-empty lines without their newline, and a sentence count."""
+    """The text of one language: re-iterable non-empty lines (without their newline) and their count.
+
+    Made of parts: text files, `datasets.Dataset`s (streamed from Arrow), or an iterable of strings, which is spooled
+    to a temporary file on the way (a one-shot iterator can then be read twice, and is never held in a list).
+    """
 
     def __init__(self, lang: str, obj, spool_dir: str):
         self.lang = lang
-        self._files: list[Path] = []
-        self._dataset = None
-        if isinstance(obj, (str, os.PathLike)):
-            self._files = [Path(obj)]
-        elif isinstance(obj, (list, tuple)) and obj and all(_is_file(x) for x in obj):
-            self._files = [Path(x) for x in obj]
-        elif hasattr(obj, "column_names") and hasattr(obj, "iter"):  # a datasets.Dataset, streamed from Arrow
-            self._dataset = obj
-            self._column = _dataset_text_column(obj, lang)
-        elif isinstance(obj, Iterable):
-            self._files = [_spool(obj, lang, spool_dir)]  # one-shot iterators are written to disk, not to a list
-        else:
-            raise TypeError(
-                f"Text for language {lang!r} must be a file path, a list of file paths, a datasets.Dataset or an "
-                f"iterable of strings, got {type(obj).__name__}."
-            )
-        for path in self._files:
-            if not path.is_file():
-                raise FileNotFoundError(f"Text file for language {lang!r} not found: {path}")
-        self.description = ", ".join(map(str, self._files)) if self._files else f"a Dataset of {len(obj)} rows"
+        self._parts: list[Path | tuple[object, str]] = []
+        for i, item in enumerate(_parts_of(obj, lang)):
+            if isinstance(item, (str, os.PathLike)):
+                if not os.path.isfile(item):
+                    raise FileNotFoundError(f"Text file for language {lang!r} not found: {item}")
+                self._parts.append(Path(item))
+            elif _is_dataset(item):
+                self._parts.append((item, _dataset_text_column(item, lang)))
+            elif isinstance(item, Iterable):
+                self._parts.append(_spool(item, Path(spool_dir) / f"{lang}.{i}.txt", lang))
+            else:
+                raise TypeError(
+                    f"Text for language {lang!r} must be a file path, a datasets.Dataset, an iterable of strings, or a "
+                    f"list of those; got {type(item).__name__}."
+                )
+        self.description = ", ".join(
+            str(part) if isinstance(part, Path) else f"a Dataset of {len(part[0])} rows" for part in self._parts
+        )
         self._count: int | None = None
 
     def __iter__(self) -> Iterator[str]:
-        if self._dataset is not None:
-            for batch in self._dataset.iter(batch_size=1000):
-                for value in batch[self._column]:
-                    line = value[self.lang] if isinstance(value, dict) else value
-                    if line and not line.isspace():
-                        yield line
-            return
-        for path in self._files:
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    for line in handle:
-                        line = line.rstrip("\r\n")
-                        if line and not line.isspace():
-                            yield line
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path} is not UTF-8 text ({err}): convert it, e.g. with iconv -t UTF-8.") from None
+        for part in self._parts:
+            yield from _dataset_lines(*part, self.lang) if isinstance(part, tuple) else _file_lines(part)
 
     def count(self) -> int:
         if self._count is None:
-            if self._dataset is not None:
-                self._count = sum(1 for _ in self)
-            else:
-                self._count = sum(_count_nonempty_lines(path) for path in self._files)
+            self._count = sum(
+                _count_nonempty_lines(part) if isinstance(part, Path) else sum(1 for _ in _dataset_lines(*part, self.lang))
+                for part in self._parts
+            )
         return self._count
 
 
-def _is_file(x) -> bool:
-    return isinstance(x, (str, os.PathLike)) and os.path.isfile(x)
+def _parts_of(obj, lang: str) -> list:
+    """A list of files / Datasets is several parts; a list of other strings is one iterable of sentences."""
+    if not isinstance(obj, (list, tuple)) or not obj:
+        return [obj]
+    if all(isinstance(x, os.PathLike) or _is_dataset(x) for x in obj):
+        return list(obj)
+    strings = [x for x in obj if isinstance(x, str)]
+    files = [x for x in strings if os.path.isfile(x)]
+    if files and len(files) == len(obj):
+        return list(obj)
+    if files:
+        raise ValueError(
+            f"The text for {lang!r} mixes file paths ({files[0]!r}...) and sentences: pass a list of pathlib.Path for "
+            f"files, or a list of sentences."
+        )
+    return [obj]
+
+
+def _is_dataset(obj) -> bool:
+    return hasattr(obj, "column_names") and hasattr(obj, "iter")
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                line = line.rstrip("\r\n")
+                if line and not line.isspace():
+                    yield line
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err}): convert it, e.g. with iconv -t UTF-8.") from None
+
+
+def _dataset_lines(dataset, column: str, lang: str) -> Iterator[str]:
+    for batch in dataset.iter(batch_size=1000):
+        for value in batch[column]:
+            line = value.get(lang) if isinstance(value, dict) else value
+            if line and not line.isspace():
+                yield line
 
 
 def _count_nonempty_lines(path: Path) -> int:
@@ -126,8 +151,7 @@ def _dataset_text_column(dataset, lang: str) -> str:
     )
 
 
-def _spool(lines: Iterable[str], lang: str, spool_dir: str) -> Path:
-    path = Path(spool_dir) / f"{lang}.txt"
+def _spool(lines: Iterable[str], path: Path, lang: str) -> Path:
     with open(path, "w", encoding="utf-8") as out:
         for line in lines:
             if not isinstance(line, str):
@@ -289,7 +313,9 @@ def train_tokenizer(
         sample_size: expected number of sentences in the training sample (default: the corpus size).
         seed: seed of the sampling; training is deterministic for a fixed seed.
         min_frequency: minimum count of a BPE merge.
-        limit_alphabet: keep only the most frequent characters as base tokens (the rest use byte fallback).
+        limit_alphabet: how many of the most frequent characters become base tokens (BPE); rarer ones are spelled
+            with byte-fallback tokens. Default: half of the learned vocabulary, so that a small vocabulary over many
+            scripts still has room for merges.
         src_lang / tgt_lang: defaults of the returned tokenizer (src_lang: the first language).
         model_max_length: the tokenizer's truncation length (XLM's 512 positions).
         output_dir: if given, the tokenizer is saved there (atomically: written next to it, then renamed).
@@ -330,13 +356,15 @@ def train_tokenizer(
                 yield _pre_split("\n".join(sentence for _, sentence in batch))
 
         trainer_vocab_size = vocab_size - len(BYTE_TOKENS)  # the byte tokens are inserted after training
+        if limit_alphabet is None:
+            limit_alphabet = (trainer_vocab_size - len(specials)) // 2
         backend = Tokenizer(models.BPE() if model == "bpe" else models.Unigram())
         # Chunks arrive NFKC-normalised and pre-split by spaces (see _pre_split): the training pipeline only splits.
         backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
         if model == "bpe":
             trainer = trainers.BpeTrainer(
                 vocab_size=trainer_vocab_size, min_frequency=min_frequency, special_tokens=specials,
-                show_progress=False, **({"limit_alphabet": limit_alphabet} if limit_alphabet else {}),
+                limit_alphabet=limit_alphabet, show_progress=False,
             )
         else:
             trainer = trainers.UnigramTrainer(

@@ -1,0 +1,42 @@
+"""Shared fixtures.
+
+`tokenizer`: a small BPE `XLMTokenizerFast` (2000 tokens) trained once per session on the bundled po-mini corpus,
+languages en fr de es ru zh (tags `__en__`=5 ... `__zh__`=10), src_lang "en", tgt_lang "fr".
+"""
+
+import os
+
+import pytest
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TOKENIZER_LANGUAGES = ["en", "fr", "de", "es", "ru", "zh"]
+TOKENIZER_VOCAB_SIZE = 2000
+
+
+@pytest.fixture(scope="session")
+def bundled_pairs():
+    """`{pair: DatasetDict}` of the whole bundled corpus."""
+    from xlm_hf.data import load_translation_datasets
+
+    return load_translation_datasets("bundled")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bundled_pairs):
+    from xlm_hf.data import texts_by_language
+    from xlm_hf.tokenizer_training import train_tokenizer
+
+    texts = texts_by_language(bundled_pairs, split="train")
+    return train_tokenizer(
+        texts,
+        languages=TOKENIZER_LANGUAGES,
+        vocab_size=TOKENIZER_VOCAB_SIZE,
+        src_lang="en",
+        tgt_lang="fr",
+        seed=0,
+        show_progress=False,
+    )
