@@ -1,0 +1,258 @@
+"""Pretraining data: monolingual streams and parallel pairs from the translation data loader, mixed with XLM's alpha.
+
+The path from the loader to batches (`examples/pretrain_xlm.py` runs it):
+
+    datasets = xlm_hf.load_translation_datasets(source, pairs=["en-fr", "en-de"])      # {pair: DatasetDict}
+    corpus = corpus_from_datasets(datasets, split="train")                               # sentences per language, pairs
+    dataset = build_pretraining_dataset(tokenizer, corpus, objectives=("mlm", "tlm"), alpha=0.7)
+    collator = XLMPretrainingCollator(tokenizer)                                         # xlm_hf.collators
+
+- Monolingual text is every side of every pair (each sentence once per language, so English shared by five pairs
+  counts once). MLM and CLM examples are streams as in XLM: sentences of one language, each `__lang__ w1 .. wn </s>`
+  as the tokenizer writes it, packed in corpus-shuffled order into blocks of at most `block_size` tokens (cut at
+  sentence boundaries, since the translation model later reads single sentences).
+- TLM examples are the pairs, one pair each; the side that comes first is random (`swap_pairs`), so both
+  directions are seen. `parallel_limit` caps a pair (a low-resource direction keeps only its fine-tuning pairs).
+- Sampling (XLM section 3.4): every source (a language's stream for MLM/CLM, a pair for TLM) has `n_i` examples,
+  `p_i = n_i / sum_j n_j`, and is drawn with probability `q_i = p_i^alpha / sum_j p_j^alpha`: alpha < 1 raises the
+  share of small languages and pairs (XLM: 0.7 for batches). The dataset has `num_examples` rows (default: the total
+  number of examples); a source gets `round(q_i * num_examples)` rows: whole passes over its examples, then a
+  random subset.
+
+Rows: `{"input_ids": [...], "lang": int, "pair_input_ids": [...] or None, "pair_lang": int or None}`, languages as
+ids of `tokenizer.languages`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .tokenizer_training import language_sampling_probabilities
+
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("mlm", "tlm", "clm")
+
+
+@dataclass
+class PretrainingCorpus:
+    """Raw pretraining text: `monolingual[lang]` sentences, `parallel["en-de"]` (en, de) pairs."""
+
+    monolingual: dict[str, list[str]] = field(default_factory=dict)
+    parallel: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        mono = ", ".join(f"{lang} {len(s):,}" for lang, s in self.monolingual.items()) or "-"
+        para = ", ".join(f"{pair} {len(p):,}" for pair, p in self.parallel.items()) or "-"
+        return f"monolingual sentences: {mono}; parallel pairs: {para}"
+
+
+def corpus_from_datasets(
+    datasets: Mapping[str, object],
+    *,
+    split: str = "train",
+    monolingual: bool = True,
+    parallel: bool = True,
+    parallel_limit: Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> PretrainingCorpus:
+    """Sentences and pairs of `split` from the loader's `{pair: DatasetDict}` (or `{pair: Dataset}`).
+
+    `parallel_limit={"en-de": 2000}` keeps a random subset of a pair for TLM (its monolingual sides stay whole).
+    """
+    limits = dict(parallel_limit or {})
+    unknown = sorted(set(limits) - set(datasets))
+    if unknown:
+        raise ValueError(f"parallel_limit names pairs {unknown} that are not loaded ({sorted(datasets)}).")
+    corpus = PretrainingCorpus()
+    seen: dict[str, set[str]] = {}
+    for pair, data in datasets.items():
+        rows = data[split] if hasattr(data, "keys") and split in data.keys() else data
+        if hasattr(data, "keys") and split not in data.keys():
+            raise ValueError(f"The pair {pair!r} has no {split!r} split (it has {sorted(data.keys())}).")
+        src, tgt = pair.split("-")
+        translations = rows["translation"]
+        if monolingual:
+            for lang in (src, tgt):
+                known = seen.setdefault(lang, set())
+                sentences = corpus.monolingual.setdefault(lang, [])
+                for row in translations:
+                    if row[lang] not in known:
+                        known.add(row[lang])
+                        sentences.append(row[lang])
+        if parallel:
+            pairs = [(row[src], row[tgt]) for row in translations]
+            if pair in limits and limits[pair] < len(pairs):
+                pairs = random.Random(f"{seed}:{pair}").sample(pairs, limits[pair])
+            corpus.parallel[pair] = pairs
+    logger.info("Pretraining corpus: %s", corpus.summary())
+    return corpus
+
+
+def tokenize_sentences(tokenizer, sentences: Sequence[str], lang: str, max_length: int, batch_size: int = 2048) -> list[list[int]]:
+    """`__lang__ w1 .. wn </s>` ids of each sentence, truncated to `max_length` tokens (the tag and `</s>` kept)."""
+    previous = tokenizer.src_lang
+    tokenizer.src_lang = lang
+    try:
+        ids = []
+        for start in range(0, len(sentences), batch_size):
+            batch = list(sentences[start:start + batch_size])
+            ids.extend(tokenizer(batch, truncation=True, max_length=max_length)["input_ids"])
+        return ids
+    finally:
+        tokenizer.src_lang = previous
+
+
+def pack_stream(sentences: Iterable[list[int]], block_size: int) -> list[list[int]]:
+    """Whole sentences concatenated into blocks of at most `block_size` tokens (a longer sentence is its own block)."""
+    blocks, current = [], []
+    for ids in sentences:
+        if current and len(current) + len(ids) > block_size:
+            blocks.append(current)
+            current = []
+        current = current + list(ids)
+        if len(current) >= block_size:
+            blocks.append(current[:block_size])
+            current = []
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def sample_counts(sizes: Mapping[str, int], alpha: float, num_examples: int | None = None) -> dict[str, int]:
+    """Rows per source for XLM's alpha sampling: `round(q_i * num_examples)` (see the module docstring)."""
+    probabilities = language_sampling_probabilities(dict(sizes), alpha)
+    total = num_examples if num_examples is not None else sum(sizes.values())
+    return {name: round(q * total) if sizes[name] else 0 for name, q in probabilities.items()}
+
+
+def _draw(n_rows: int, n_items: int, rng: random.Random) -> list[int]:
+    """Indices of `n_rows` draws over `n_items` items: whole shuffled passes, then a random subset."""
+    indices = []
+    while len(indices) + n_items <= n_rows:
+        indices.extend(rng.sample(range(n_items), n_items))
+    indices.extend(rng.sample(range(n_items), n_rows - len(indices)))
+    return indices
+
+
+def build_pretraining_dataset(
+    tokenizer,
+    corpus: PretrainingCorpus,
+    *,
+    objectives: Sequence[str] = ("mlm", "tlm"),
+    alpha: float = 0.7,
+    block_size: int = 256,
+    max_length: int = 128,
+    num_examples: int | None = None,
+    swap_pairs: bool = True,
+    seed: int = 0,
+    show_progress: bool = True,
+):
+    """A shuffled `datasets.Dataset` of MLM/CLM stream blocks and TLM pairs, mixed with alpha (module docstring).
+
+    `objectives`: "mlm" and "clm" use the monolingual streams (one of them at a time), "tlm" the pairs.
+    `max_length` truncates each sentence (each side of a pair); `block_size` bounds a stream block.
+    """
+    from datasets import Dataset, Features, Sequence as SequenceFeature, Value
+
+    objectives = tuple(objectives)
+    bad = [o for o in objectives if o not in OBJECTIVES]
+    if bad or not objectives:
+        raise ValueError(f"Unknown pretraining objectives {bad or objectives}: use some of {OBJECTIVES}, e.g. ('mlm', 'tlm').")
+    if "mlm" in objectives and "clm" in objectives:
+        raise ValueError("MLM and CLM need different attention (bidirectional vs causal): pretrain with one of them.")
+    if block_size < 2 or max_length < 2:
+        raise ValueError(f"block_size ({block_size}) and max_length ({max_length}) must be at least 2.")
+    lang2id = {code: i for i, code in enumerate(tokenizer.languages)}
+    used = set(corpus.monolingual) | {lang for pair in corpus.parallel for lang in pair.split("-")}
+    unknown = sorted(used - set(lang2id))
+    if unknown:
+        raise ValueError(
+            f"The corpus has languages {unknown} that the tokenizer has no tag for ({tokenizer.languages}): train the "
+            f"tokenizer with every pretraining language."
+        )
+
+    sources: dict[str, list] = {}  # "mlm:en" -> blocks, "tlm:en-de" -> (ids, lang, pair_ids, pair_lang)
+    progress = tqdm(desc="Tokenizing pretraining text", unit=" source", disable=not show_progress,
+                    total=len(corpus.monolingual) + len(corpus.parallel))
+    stream_objective = next((o for o in objectives if o in ("mlm", "clm")), None)
+    if stream_objective:
+        for lang, sentences in corpus.monolingual.items():
+            order = random.Random(f"{seed}:stream:{lang}").sample(range(len(sentences)), len(sentences))
+            ids = tokenize_sentences(tokenizer, [sentences[i] for i in order], lang, max_length)
+            sources[f"{stream_objective}:{lang}"] = [(block, lang2id[lang], None, None) for block in pack_stream(ids, block_size)]
+            progress.update()
+    if "tlm" in objectives:
+        for pair, pairs in corpus.parallel.items():
+            src, tgt = pair.split("-")
+            src_ids = tokenize_sentences(tokenizer, [p[0] for p in pairs], src, max_length)
+            tgt_ids = tokenize_sentences(tokenizer, [p[1] for p in pairs], tgt, max_length)
+            rng = random.Random(f"{seed}:swap:{pair}")
+            examples = []
+            for a, b in zip(src_ids, tgt_ids):
+                if swap_pairs and rng.random() < 0.5:
+                    examples.append((b, lang2id[tgt], a, lang2id[src]))
+                else:
+                    examples.append((a, lang2id[src], b, lang2id[tgt]))
+            sources[f"tlm:{pair}"] = examples
+            progress.update()
+    progress.close()
+    sources = {name: examples for name, examples in sources.items() if examples}
+    if not sources:
+        raise ValueError(
+            f"No pretraining examples for objectives {objectives}: MLM/CLM need monolingual text and TLM parallel "
+            f"pairs in the corpus ({corpus.summary()})."
+        )
+    counts = sample_counts({name: len(ex) for name, ex in sources.items()}, alpha, num_examples)
+    logger.info("Pretraining mix (alpha=%s): %s", alpha, ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    rng = random.Random(seed)
+    rows = [sources[name][i] for name, n in counts.items() for i in _draw(n, len(sources[name]), rng)]
+    rng.shuffle(rows)
+    columns = {
+        "input_ids": [r[0] for r in rows],
+        "lang": [r[1] for r in rows],
+        "pair_input_ids": [r[2] for r in rows],
+        "pair_lang": [r[3] for r in rows],
+    }
+    features = Features({
+        "input_ids": SequenceFeature(Value("int32")),
+        "lang": Value("int16"),
+        "pair_input_ids": SequenceFeature(Value("int32")),
+        "pair_lang": Value("int16"),
+    })
+    dataset = Dataset.from_dict(columns, features=features)
+    dataset.info.description = f"xlm-hf pretraining mix, alpha={alpha}: " + ", ".join(f"{k}={v}" for k, v in counts.items())
+    return dataset
+
+
+def count_tokens(dataset, vocab_size: int) -> torch.Tensor:
+    """Occurrences of every token id in a pretraining dataset (both sides of pairs): the `token_counts` of
+    the collators' frequency smoothing."""
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for column in ("input_ids", "pair_input_ids"):
+        if column not in dataset.column_names:
+            continue
+        for batch in dataset.iter(batch_size=10_000):
+            flat = [i for ids in batch[column] if ids for i in ids]
+            if flat:
+                counts += torch.bincount(torch.tensor(flat, dtype=torch.long), minlength=vocab_size)[:vocab_size]
+    return counts
+
+
+__all__ = [
+    "OBJECTIVES",
+    "PretrainingCorpus",
+    "corpus_from_datasets",
+    "build_pretraining_dataset",
+    "count_tokens",
+    "pack_stream",
+    "sample_counts",
+    "tokenize_sentences",
+]
