@@ -47,6 +47,9 @@ class XLMHFTokenizer(TokenizersBackend):
     Special tokens have XLM's ids: `<s>`=0, `</s>`=1, `<pad>`=2, `<unk>`=3, `<mask>`=4, then one language tag per
     language (`__en__`, `__fr__`, ...) in the order of `languages`, from id 5.
 
+    Special tokens are never read from the text (`split_special_tokens=True` by default): a sentence containing
+    "__de__" or "</s>" is encoded as ordinary characters.
+
     Source texts are encoded as `__src_lang__ tokens </s>`; `text_target=` gives labels `__tgt_lang__ tokens </s>`
     (NLLB's non-legacy pattern). The tag sits at position 0 of both. The model uses `</s>` as decoder start token and
     generation forces the target tag with `forced_bos_token_id` (see [`_build_translation_inputs`]), so decoder inputs
@@ -98,6 +101,9 @@ class XLMHFTokenizer(TokenizersBackend):
         self._tag_ids: dict[str, int] = {}
         self._templates: dict[str, processors.TemplateProcessing] = {}
         self._mode: str | None = None  # language whose template is installed in the backend
+        # Special tokens are added by the tokenizer, never parsed from the text: a sentence that spells "__de__" or
+        # "<unk>" is encoded as ordinary text, so it cannot switch the language the model derives from the tags.
+        kwargs.setdefault("split_special_tokens", True)
         super().__init__(
             tokenizer_object=tokenizer_object,
             tokenizer_file=tokenizer_file,
