@@ -141,7 +141,11 @@ def load_corpus(data_args: PretrainingDataArguments, split: str, *, seed: int) -
             lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
             if not lines:
                 raise ValueError(f"--monolingual_files {lang}={path} has no text.")
-            corpus.monolingual.setdefault(lang, []).extend(lines)
+            sentences = corpus.monolingual.setdefault(lang, [])
+            known = set(sentences)
+            sentences.extend(line for line in dict.fromkeys(lines) if line not in known)
+        if data_args.monolingual_paths:
+            logger.info("With --monolingual_files: %s", corpus.summary())
     return corpus
 
 
