@@ -36,10 +36,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 
-from .tokenization_xlm_hf import SPECIAL_TOKENS, XLMTokenizerFast, lang_tag
+from .tokenization_xlm_hf import SPECIAL_TOKENS, XLMTokenizerFast, _check_language_codes, lang_tag
 
 
 logger = logging.getLogger(__name__)
@@ -161,12 +162,16 @@ def _spool(lines: Iterable[str], path: Path, lang: str) -> Path:
     return path
 
 
-def _sources(texts: Mapping[str, object], languages: Sequence[str], spool_dir: str) -> dict[str, _Source]:
+def _check_texts(texts) -> None:
     if not isinstance(texts, Mapping) or not texts:
         raise ValueError(
             "texts must map language codes to their text, e.g. {'en': 'train.en', 'fr': 'train.fr'}; got "
             f"{type(texts).__name__ if not isinstance(texts, Mapping) else 'an empty mapping'}."
         )
+
+
+def _sources(texts: Mapping[str, object], languages: Sequence[str], spool_dir: str) -> dict[str, _Source]:
+    _check_texts(texts)
     unknown = [lang for lang in texts if lang not in languages]
     if unknown:
         raise ValueError(f"Text was given for {unknown}, which are not in languages={list(languages)}: add them.")
@@ -328,7 +333,11 @@ def train_tokenizer(
     start = time.perf_counter()
     if model not in ("bpe", "unigram"):
         raise ValueError(f"model must be 'bpe' or 'unigram', got {model!r}.")
-    languages = list(languages) if languages is not None else list(texts) if isinstance(texts, Mapping) else []
+    _check_texts(texts)
+    languages = _check_language_codes(list(languages) if languages is not None else list(texts))
+    for name, code in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
+        if code is not None and code not in languages:
+            raise ValueError(f"Unknown language code {code!r} for {name}: the tokenizer will know {', '.join(languages)}.")
     tags = [lang_tag(code) for code in languages]
     specials = list(SPECIAL_TOKENS.values()) + tags
     base = len(specials) + len(BYTE_TOKENS)
@@ -344,39 +353,32 @@ def train_tokenizer(
         missing = [lang for lang in languages if lang not in sources]
         if missing:
             logger.warning("No text for %s: their tags are reserved but untrained.", missing)
-        sampled = dict.fromkeys(sources, 0)
+        # Pass 1 (Python): draw the sample, normalise and pre-split it, write it to a spool file, count characters.
+        spool = Path(spool_dir) / "training-sample.txt"
         stream = _sample(sources, alpha=alpha, sample_size=sample_size, seed=seed)
-        progress = tqdm(desc="Reading sentences", unit=" sent", disable=not show_progress)
+        sampled, char_counts = _write_training_text(stream, spool, list(sources), show_progress)
+        if not any(sampled.values()):
+            raise ValueError("Empty corpus: the sample has no sentence (check texts= and sample_size=).")
 
-        def chunks() -> Iterator[str]:
-            while batch := list(itertools.islice(stream, _CHUNK_LINES)):
-                for lang, _ in batch:
-                    sampled[lang] += 1
-                progress.update(len(batch))
-                yield _pre_split("\n".join(sentence for _, sentence in batch))
-
+        # Pass 2 (Rust, all cores, no GIL): learn the vocabulary from the spool file.
         trainer_vocab_size = vocab_size - len(BYTE_TOKENS)  # the byte tokens are inserted after training
         if limit_alphabet is None:
             limit_alphabet = (trainer_vocab_size - len(specials)) // 2
+        alphabet = _alphabet(char_counts, limit_alphabet)
         backend = Tokenizer(models.BPE() if model == "bpe" else models.Unigram())
-        # Chunks arrive NFKC-normalised and pre-split by spaces (see _pre_split): the training pipeline only splits.
+        # The spool holds NFKC-normalised words separated by spaces (see _pre_split): training only splits.
         backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
         if model == "bpe":
             trainer = trainers.BpeTrainer(
                 vocab_size=trainer_vocab_size, min_frequency=min_frequency, special_tokens=specials,
-                limit_alphabet=limit_alphabet, show_progress=False,
+                show_progress=show_progress, **({"initial_alphabet": alphabet, "limit_alphabet": len(alphabet)} if alphabet else {}),
             )
         else:
             trainer = trainers.UnigramTrainer(
                 vocab_size=trainer_vocab_size, special_tokens=specials, unk_token=SPECIAL_TOKENS["unk_token"],
-                show_progress=False,
+                show_progress=show_progress,
             )
-        try:
-            backend.train_from_iterator(chunks(), trainer=trainer)
-        finally:
-            progress.close()
-        if not any(sampled.values()):
-            raise ValueError("Empty corpus: the sample has no sentence (check texts= and sample_size=).")
+        backend.train([str(spool)], trainer=trainer)
 
         backend = _with_byte_fallback(backend, specials)
         tokenizer = XLMTokenizerFast(
@@ -396,6 +398,39 @@ def train_tokenizer(
     if output_dir is not None:
         save_tokenizer(tokenizer, output_dir)
     return tokenizer
+
+
+def _write_training_text(stream, spool: Path, languages: list[str], show_progress: bool):
+    """Write the sampled sentences, `_CHUNK_LINES` to a line, as `_pre_split` words; return the sentences per language
+    and the count of every code point (an int64 array indexed by code point)."""
+    sampled = dict.fromkeys(languages, 0)
+    char_counts = np.zeros(0x110000, dtype=np.int64)
+    with open(spool, "w", encoding="utf-8") as out, tqdm(
+        desc="Sampling sentences", unit=" sent", disable=not show_progress
+    ) as progress:
+        for batch in _batched(stream, _CHUNK_LINES):
+            for lang, _ in batch:
+                sampled[lang] += 1
+            chunk = _pre_split("\n".join(sentence for _, sentence in batch))
+            counts = np.bincount(np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32))
+            char_counts[: len(counts)] += counts
+            out.write(chunk + "\n")
+            progress.update(len(batch))
+    return sampled, char_counts
+
+
+def _alphabet(char_counts, limit: int) -> list[str]:
+    """The `limit` most frequent characters (ties broken by code point), or [] when all characters fit.
+
+    `BpeTrainer(limit_alphabet=)` alone breaks ties between equally frequent characters in hash-map order, which
+    differs from run to run: given explicitly, the alphabet makes training deterministic."""
+    char_counts = char_counts.copy()
+    char_counts[ord(" ")] = 0  # the word separator of the spool, never part of a word
+    present = np.flatnonzero(char_counts)
+    if len(present) <= limit:
+        return []
+    order = np.lexsort((present, -char_counts[present]))  # by count (descending), then code point
+    return [chr(cp) for cp in present[order[:limit]]]
 
 
 def _pre_split(text: str) -> str:

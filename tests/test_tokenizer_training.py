@@ -1,0 +1,255 @@
+"""train_tokenizer: inputs (files, Dataset, iterators), alpha sampling, determinism, vocabulary layout, errors, the
+summary, atomic saving, and the `xlm-hf train-tokenizer` command. Tiny vocabularies on the bundled corpus."""
+
+import json
+import subprocess
+import sys
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from xlm_hf.cli import main
+from xlm_hf.data import bundled_data_dir
+from xlm_hf.tokenizer_training import (
+    BYTE_TOKENS,
+    _pre_split,
+    _with_byte_fallback,
+    language_sampling_probabilities,
+    sample_sentences,
+    train_tokenizer,
+)
+from tokenizers import Tokenizer, models, normalizers, trainers
+
+
+def side(pair, lang, split="train"):
+    """The `lang` side of a bundled TSV file, as a list of sentences."""
+    index = pair.split("-").index(lang)
+    lines = (bundled_data_dir() / f"{pair}.{split}.tsv").read_text(encoding="utf-8").splitlines()
+    return [line.split("\t")[index] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def text_files(tmp_path_factory):
+    """en (5053 sentences), fr (5053) and zh (2867) train sides as plain text files."""
+    folder = tmp_path_factory.mktemp("text")
+    files = {}
+    for pair, lang in (("en-fr", "en"), ("en-fr", "fr"), ("en-zh", "zh")):
+        files[lang] = folder / f"train.{lang}"
+        files[lang].write_text("\n".join(side(pair, lang)) + "\n", encoding="utf-8")
+    return files
+
+
+def train_small(texts, **kwargs):
+    kwargs = {"vocab_size": 800, "show_progress": False, "seed": 0, **kwargs}
+    return train_tokenizer(texts, **kwargs)
+
+
+# --- alpha sampling ------------------------------------------------------------------------------------------------------
+
+
+def test_sampling_probabilities_follow_xlm_formula():
+    counts = {"en": 900, "fr": 100}
+    assert language_sampling_probabilities(counts, 1.0) == pytest.approx({"en": 0.9, "fr": 0.1})
+    assert language_sampling_probabilities(counts, 0.0) == pytest.approx({"en": 0.5, "fr": 0.5})
+    q = language_sampling_probabilities(counts, 0.5)
+    assert q["fr"] == pytest.approx(0.1**0.5 / (0.1**0.5 + 0.9**0.5))
+    with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\]"):
+        language_sampling_probabilities(counts, 1.5)
+
+
+def test_alpha_below_one_raises_the_minority_share_of_the_sample(text_files):
+    texts = {"en": text_files["en"], "zh": text_files["zh"]}
+
+    def zh_share(alpha):
+        counts = Counter(lang for lang, _ in sample_sentences(texts, alpha=alpha, seed=0))
+        return counts["zh"] / sum(counts.values()), sum(counts.values())
+
+    natural, n_natural = zh_share(1.0)
+    boosted, n_boosted = zh_share(0.3)
+    assert natural == pytest.approx(2867 / (2867 + 5053))  # alpha = 1: every sentence exactly once
+    assert n_natural == 2867 + 5053
+    expected = language_sampling_probabilities({"en": 5053, "zh": 2867}, 0.3)["zh"]
+    assert boosted > natural + 0.05
+    assert boosted == pytest.approx(expected, abs=0.02)
+    assert n_boosted == pytest.approx(n_natural, rel=0.03)  # the sample keeps the corpus size
+
+
+def test_alpha_one_sample_is_the_corpus_and_sample_size_scales_it(text_files):
+    sample = list(sample_sentences({"fr": text_files["fr"]}, alpha=1.0))
+    assert [s for _, s in sample] == side("en-fr", "fr")
+    smaller = list(sample_sentences({"fr": text_files["fr"]}, alpha=1.0, sample_size=1000, seed=3))
+    assert len(smaller) == pytest.approx(1000, rel=0.1)
+    assert smaller == list(sample_sentences({"fr": text_files["fr"]}, alpha=1.0, sample_size=1000, seed=3))
+
+
+def test_training_sample_counts_are_reported(text_files):
+    tok = train_small({"en": text_files["en"], "zh": text_files["zh"]}, alpha=0.3)
+    summary = tok.training_summary
+    counts = Counter(lang for lang, _ in sample_sentences({"en": text_files["en"], "zh": text_files["zh"]}, alpha=0.3))
+    assert {lang: s.sampled_sentences for lang, s in summary.languages.items()} == dict(counts)
+
+
+# --- inputs, determinism, layout ----------------------------------------------------------------------------------------
+
+
+def test_files_datasets_and_iterators_train_the_same_tokenizer(text_files):
+    fr = side("en-fr", "fr")
+    from_files = train_small({"en": text_files["en"], "fr": text_files["fr"]})
+    from_dataset = train_small({"en": [Path(text_files["en"])], "fr": Dataset.from_dict({"text": fr})})
+    from_iterator = train_small({"en": str(text_files["en"]), "fr": (line for line in fr)})
+    json_of = lambda tok: tok.backend_tokenizer.to_str()  # noqa: E731
+    assert json_of(from_files) == json_of(from_dataset) == json_of(from_iterator)
+
+
+def test_translation_dataset_columns_are_read_per_language():
+    rows = [{"en": e, "fr": f} for e, f in zip(side("en-fr", "en")[:2000], side("en-fr", "fr")[:2000])]
+    ds = Dataset.from_dict({"translation": rows})
+    tok = train_small({"en": ds, "fr": ds}, alpha=1.0)
+    assert tok.training_summary.languages["en"].sampled_sentences == 2000
+    assert tok.training_summary.languages["fr"].sampled_sentences == 2000
+
+
+def test_training_is_deterministic_for_a_fixed_seed(text_files):
+    texts = {"en": text_files["en"], "fr": text_files["fr"], "zh": text_files["zh"]}
+    first = train_small(texts, alpha=0.5, seed=7).backend_tokenizer.to_str()
+    assert train_small(texts, alpha=0.5, seed=7).backend_tokenizer.to_str() == first
+    # and in another process (Rust hash maps are seeded per process)
+    code = (
+        "import sys; from pathlib import Path; from xlm_hf.tokenizer_training import train_tokenizer; "
+        f"t = train_tokenizer({{k: Path(v) for k, v in {json.dumps({k: str(v) for k, v in texts.items()})}.items()}}, "
+        "vocab_size=800, show_progress=False, seed=7, alpha=0.5); sys.stdout.write(t.backend_tokenizer.to_str())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == first
+
+
+def test_vocabulary_layout_specials_tags_bytes(text_files):
+    tok = train_small({"en": text_files["en"], "fr": text_files["fr"]}, languages=["fr", "en", "de"], vocab_size=700)
+    vocab = tok.get_vocab()
+    assert len(tok) == 700
+    assert [vocab[t] for t in ("<s>", "</s>", "<pad>", "<unk>", "<mask>", "__fr__", "__en__", "__de__")] == list(range(8))
+    assert [vocab[b] for b in BYTE_TOKENS] == list(range(8, 8 + 256))
+    assert tok.languages == ["fr", "en", "de"] and tok.src_lang == "fr"  # "de" has no text: its tag is reserved
+    config = tok.model_config_kwargs()
+    assert config["lang2id"] == {"fr": 0, "en": 1, "de": 2} and config["lang_token_ids"] == [5, 6, 7]
+
+
+def test_unigram_model_round_trips_without_unk():
+    texts = {"en": side("en-fr", "en")[:1500], "fr": side("en-fr", "fr")[:1500]}
+    tok = train_small(texts, model="unigram", vocab_size=600)
+    assert type(tok.backend_tokenizer.model).__name__ == "Unigram"
+    for text in ["Fichier introuvable : %s", "東京 😀 \x00"]:
+        ids = tok(text)["input_ids"]
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids, skip_special_tokens=True) == unicodedata.normalize("NFKC", text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.characters(blacklist_characters="\n\r▁", blacklist_categories=("Cs",)), max_size=80))
+def test_training_words_are_the_words_of_the_final_pipeline(text):
+    """The trainer sees `_pre_split` words; encoding uses the normalizer + Metaspace: they must agree."""
+    assume(text.strip() and unicodedata.normalize("NFKC", text) == normalizers.NFKC().normalize_str(text))
+    final = _with_byte_fallback(_tiny_trained(), ["<s>"])
+    normalized = final.normalizer.normalize_str(text)
+    words = [w for w, _ in final.pre_tokenizer.pre_tokenize_str(normalized)]
+    assert _pre_split(text).split(" ") == words
+
+
+def _tiny_trained():
+    tok = Tokenizer(models.BPE())
+    tok.train_from_iterator(["a"], trainer=trainers.BpeTrainer(special_tokens=["<s>"], show_progress=False))
+    return tok
+
+
+# --- errors --------------------------------------------------------------------------------------------------------------
+
+
+def test_empty_corpus_is_a_clear_error(tmp_path, text_files):
+    empty = tmp_path / "empty.fr"
+    empty.write_text("\n  \n", encoding="utf-8")
+    for alpha in (1.0, 0.5):
+        with pytest.raises(ValueError, match="Empty corpus for language 'fr'.*empty.fr has no non-empty line"):
+            train_small({"en": text_files["en"], "fr": empty}, alpha=alpha)
+    with pytest.raises(ValueError, match="Empty corpus for language 'de'"):
+        train_small({"de": iter([])})
+    with pytest.raises(ValueError, match="texts must map language codes"):
+        train_small({})
+
+
+def test_user_mistakes_get_messages_naming_the_fix(tmp_path, text_files):
+    with pytest.raises(FileNotFoundError, match="Text file for language 'en' not found"):
+        train_small({"en": tmp_path / "missing.txt"})
+    with pytest.raises(ValueError, match="vocab_size=262 leaves no room for subwords"):
+        train_small({"en": text_files["en"]}, vocab_size=262)
+    with pytest.raises(ValueError, match="model must be 'bpe' or 'unigram'"):
+        train_small({"en": text_files["en"]}, model="wordpiece")
+    with pytest.raises(ValueError, match="not in languages=\\['en'\\]"):
+        train_small({"en": text_files["en"], "fr": text_files["fr"]}, languages=["en"])
+    with pytest.raises(ValueError, match="listed more than once"):
+        train_small({"en": text_files["en"]}, languages=["en", "en"])
+    with pytest.raises(ValueError, match="Unknown language code 'xx'"):
+        train_small({"en": text_files["en"]}, src_lang="xx")
+    with pytest.raises(ValueError, match="mixes file paths"):
+        train_small({"en": [str(text_files["en"]), "a sentence"]})
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        train_small({"en": bad})
+
+
+# --- summary, saving, CLI ------------------------------------------------------------------------------------------------
+
+
+def test_summary_reports_vocabulary_fertility_and_time(text_files):
+    tok = train_small({"en": text_files["en"], "zh": text_files["zh"]})
+    summary = tok.training_summary
+    assert summary.vocab_size == len(tok) == 800 and summary.seconds > 0
+    assert set(summary.languages) == {"en", "zh"}
+    assert 1.0 < summary.languages["en"].tokens_per_word < 5.0
+    assert 0.0 < summary.languages["zh"].tokens_per_char <= 3.0
+    table = str(summary)
+    assert "tokens/word" in table and "tokens/char" in table and "800 tokens" in table
+
+
+def test_output_dir_is_written_atomically_and_replaced(tmp_path, text_files):
+    out = tmp_path / "tok"
+    train_small({"en": text_files["en"]}, output_dir=out)
+    (out / "stale.txt").write_text("old")
+    train_small({"en": text_files["en"]}, output_dir=out, vocab_size=600)
+    assert sorted(p.name for p in out.iterdir()) == ["tokenization_xlm_hf.py", "tokenizer.json", "tokenizer_config.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # no staging folders left behind
+    assert len(json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]) == 600
+
+
+def test_cli_trains_from_text_files_and_prints_the_summary(tmp_path, text_files, capsys):
+    out = tmp_path / "tok"
+    code = main(["train-tokenizer", "--text", f"en={text_files['en']}", "--text", f"fr={text_files['fr']}",
+                 "--vocab-size", "700", "--alpha", "0.7", "--tgt-lang", "fr", "--output-dir", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "700 tokens" in printed and "tokens/word" in printed and str(out) in printed
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert config["languages"] == ["en", "fr"] and config["tgt_lang"] == "fr"
+
+
+def test_cli_trains_from_the_bundled_corpus(tmp_path, capsys):
+    out = tmp_path / "tok"
+    assert main(["train-tokenizer", "--data", "bundled", "--pairs", "en-de,en-es", "--vocab-size", "700",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "tokenizer_config.json").read_text())["languages"] == ["en", "de", "es"]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train-tokenizer", "--text", "en", "--output-dir", str(tmp_path / "t")]) == 2
+    assert "--text takes LANG=FILE" in capsys.readouterr().err
+    assert main(["train-tokenizer", "--output-dir", str(tmp_path / "t")]) == 2
+    assert "either as --text" in capsys.readouterr().err
+    assert main(["train-tokenizer", "--text", f"en={tmp_path / 'nope'}", "--output-dir", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err
