@@ -9,7 +9,7 @@ import hashlib
 import os
 import sys
 
-FRACTIONS = {"train": 0.10, "valid": 0.35, "test": 0.35}
+FRACTIONS = {"train": 0.10, "valid": 0.40, "test": 0.40}
 PAIRS = ["en-de", "en-es", "en-fr", "en-ru", "en-zh"]
 
 
