@@ -29,9 +29,11 @@ import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import TrainingArguments
 
 from .tokenizer_training import language_sampling_probabilities
 
@@ -246,8 +248,139 @@ def count_tokens(dataset, vocab_size: int) -> torch.Tensor:
     return counts
 
 
+# --- the pretraining script's arguments and lifecycle pieces (examples/pretrain_xlm.py) -----------------------------------
+
+
+@dataclass
+class PretrainingDataArguments:
+    """What to pretrain on, and how to mask it."""
+
+    dataset: str = field(
+        default="bundled",
+        metadata={"help": "'bundled', a folder of SRC-TGT.SPLIT.tsv / .jsonl files, or a saved DatasetDict (the "
+                  "loader of the fine-tuning scripts)."},
+    )
+    pairs: list[str] | None = field(
+        default=None, metadata={"help": "Language pairs whose text is used, e.g. en-fr en-de (default: every pair found)."}
+    )
+    objectives: list[str] = field(
+        default_factory=lambda: ["mlm", "tlm"],
+        metadata={"help": "mlm (monolingual streams), tlm (parallel pairs), or clm (causal, monolingual streams)."},
+    )
+    monolingual_files: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra monolingual text for MLM/CLM, one sentence a line: lang=path entries (en=news.en.txt)."},
+    )
+    parallel_limit: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Cap the TLM pairs of a language pair: pair=N entries (en-de=2000), e.g. a low-resource "
+                  "direction keeping only its fine-tuning pairs. Its monolingual sides stay whole."},
+    )
+    sampling_alpha: float = field(
+        default=0.7,
+        metadata={"help": "XLM's exponent over the sources (each language's stream, each pair): q_i ∝ p_i^alpha; "
+                  "0.7 in XLM, 1 keeps the natural shares."},
+    )
+    num_examples: int | None = field(
+        default=None, metadata={"help": "Rows of the sampled training mix (default: as many as there are examples)."}
+    )
+    block_size: int = field(default=256, metadata={"help": "Tokens per monolingual stream block (XLM's bptt)."})
+    max_length: int = field(default=128, metadata={"help": "Tokens kept per sentence (per side of a pair)."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of the tokens predicted (XLM: 0.15)."})
+    frequency_smoothing: float = field(
+        default=0.0,
+        metadata={"help": "XLM's sample_alpha: mask tokens with probability ∝ count^-a (0 = uniform; 0.5 in XLM's "
+                  "paper favours rare words)."},
+    )
+    eval_split: str = field(default="validation", metadata={"help": "Split for the evaluation loss (--do_eval)."})
+    max_eval_examples: int | None = field(default=2000, metadata={"help": "Rows of the evaluation mix."})
+    on_error: str = field(default="skip", metadata={"help": "Malformed data lines: skip or fail.", "choices": ["skip", "fail"]})
+
+    def __post_init__(self):
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        if bad or not self.objectives:
+            raise ValueError(f"--objectives {bad or self.objectives}: choose from {list(OBJECTIVES)} (e.g. mlm tlm).")
+        self.parallel_limits = {k: int(v) for k, v in (_key_value(e, "--parallel_limit", "en-de=2000") for e in self.parallel_limit)}
+        self.monolingual_paths = dict(_key_value(e, "--monolingual_files", "en=news.en.txt") for e in self.monolingual_files)
+        if not 0.0 <= self.sampling_alpha <= 1.0:
+            raise ValueError(f"--sampling_alpha must be in [0, 1], got {self.sampling_alpha}.")
+
+
+def _key_value(entry: str, option: str, example: str) -> tuple[str, str]:
+    key, sep, value = entry.partition("=")
+    if not sep or not key or not value:
+        raise ValueError(f"{option} entries look like {example}; cannot read {entry!r}.")
+    return key, value
+
+
+@dataclass
+class PretrainingArguments(TrainingArguments):
+    """`TrainingArguments` for the LM: the example columns (`lang`, `pair_input_ids`, ...) must reach the collator."""
+
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: the collator reads every column."})
+    report_to: None | str | list[str] = field(
+        default="auto", metadata={"help": "Integrations to log to; 'auto' = tensorboard when installed, else none."}
+    )
+
+    def __post_init__(self):
+        if self.remove_unused_columns:
+            raise ValueError("--remove_unused_columns must be False for pretraining: the collators read the language "
+                             "and pair columns that the model's forward does not take.")
+        from .training import resolve_report_to
+
+        self.report_to = resolve_report_to(self.report_to)
+        super().__post_init__()
+
+
+def load_corpus(data_args: PretrainingDataArguments, split: str, *, seed: int) -> PretrainingCorpus:
+    """Monolingual sides and pairs of `split` through `xlm_hf.data`, plus the extra monolingual files (train only)."""
+    from .data import load_translation_datasets
+
+    raw = load_translation_datasets(data_args.dataset, pairs=data_args.pairs, splits=[split], on_error=data_args.on_error)
+    corpus = corpus_from_datasets(raw, split=split, monolingual=bool({"mlm", "clm"} & set(data_args.objectives)),
+                                  parallel="tlm" in data_args.objectives, parallel_limit=data_args.parallel_limits, seed=seed)
+    if split == "train":
+        for lang, path in data_args.monolingual_paths.items():
+            lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not lines:
+                raise ValueError(f"--monolingual_files {lang}={path} has no text.")
+            sentences = corpus.monolingual.setdefault(lang, [])
+            known = set(sentences)
+            sentences.extend(line for line in dict.fromkeys(lines) if line not in known)
+        if data_args.monolingual_paths:
+            logger.info("With --monolingual_files: %s", corpus.summary())
+    return corpus
+
+
+def create_lm(model_args, tokenizer):
+    """The LM: loaded from `model_name_or_path` (continued pretraining, or a converted xlm-mlm checkpoint), or new
+    from `preset` + the tokenizer's vocabulary and languages."""
+    from transformers import AutoModelForMaskedLM
+
+    from .presets import config_from_preset
+    from .training import check_model_matches_tokenizer, parse_config_overrides
+
+    if model_args.model_name_or_path and model_args.preset:
+        raise ValueError("Pass either --model_name_or_path (continue pretraining) or --preset (from scratch), not both.")
+    if model_args.model_name_or_path:
+        model = AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path)
+        check_model_matches_tokenizer(model.config, tokenizer)
+    elif model_args.preset:
+        overrides = parse_config_overrides(model_args.config_overrides)
+        model = AutoModelForMaskedLM.from_config(config_from_preset(model_args.preset, tokenizer=tokenizer, **overrides))
+    else:
+        raise ValueError("No model: pass --preset NAME with --tokenizer_name_or_path to pretrain from scratch, or "
+                         "--model_name_or_path LM to continue.")
+    logger.info("LM: %s, %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
+    return model
+
+
 __all__ = [
     "OBJECTIVES",
+    "PretrainingArguments",
+    "PretrainingDataArguments",
+    "create_lm",
+    "load_corpus",
     "PretrainingCorpus",
     "corpus_from_datasets",
     "build_pretraining_dataset",
