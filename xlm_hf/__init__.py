@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelF
 
 from .configuration_xlm_hf import XLMConfig
 from .modeling_xlm_hf import XLMForPreTraining, XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel
+from .pipeline_translation import XLMTranslationPipeline, translate, translation_pipeline
 
 # --- Auto classes -----------------------------------------------------------------------------------------------------
 # Our config is called XLMConfig like transformers' own (encoder-only) one; the Auto mappings key on the class object,
@@ -50,6 +51,9 @@ __all__ = [
     "train_tokenizer",
     "load_translation_dataset",
     "load_translation_datasets",
+    "XLMTranslationPipeline",
+    "translate",
+    "translation_pipeline",
     "config_from_preset",
     "list_presets",
     "__version__",

@@ -45,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Free text after options (`translate DIR --src en --tgt fr "Hello"`) belongs to the command's TEXT arguments.
+    if extra and isinstance(getattr(args, "text", None), list) and not any(e.startswith("-") for e in extra):
+        args.text += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 0

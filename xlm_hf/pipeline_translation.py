@@ -23,11 +23,11 @@ MAX_DIRECTION_TASKS_LANGS = 12  # n*(n-1) `translation_xx_to_yy` entries in conf
 
 def custom_pipelines_entry(languages: list[str]) -> dict:
     """The `config.custom_pipelines` value for a model with these languages."""
-    entry = {"impl": f"{__name__.rsplit('.', 1)[-1]}.XLMTranslationPipeline", "pt": ["AutoModelForSeq2SeqLM"]}
-    tasks = {TASK: entry}
+    names = [TASK]
     if len(languages) <= MAX_DIRECTION_TASKS_LANGS:
-        tasks.update({f"translation_{a}_to_{b}": entry for a in languages for b in languages if a != b})
-    return tasks
+        names += [f"translation_{a}_to_{b}" for a in languages for b in languages if a != b]
+    impl = f"{__name__.rsplit('.', 1)[-1]}.XLMTranslationPipeline"
+    return {name: {"impl": impl, "pt": ["AutoModelForSeq2SeqLM"]} for name in names}  # fresh dicts: pipeline() edits them
 
 
 def parse_task(task: str) -> tuple[str | None, str | None]:
@@ -148,11 +148,18 @@ class XLMTranslationPipeline(Pipeline):
         return records
 
     def __call__(self, inputs, *args, **kwargs):
-        """Translate a string (returns `[{"translation_text": ...}]`) or a list of strings (one result each)."""
-        result = super().__call__(inputs, *args, **kwargs)
-        if isinstance(inputs, list):
-            return [r[0] if len(r) == 1 else r for r in result]
-        return result
+        """Translate a string (returns `[{"translation_text": ...}]`) or a list of strings (one result each).
+
+        Lists are translated in batches of similar length (less padding), and returned in input order.
+        """
+        if not isinstance(inputs, list):
+            return super().__call__(inputs, *args, **kwargs)
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]) if isinstance(inputs[i], str) else 0)
+        results = super().__call__([inputs[i] for i in order], *args, **kwargs)
+        unsorted = [None] * len(inputs)
+        for position, result in zip(order, results):
+            unsorted[position] = result[0] if len(result) == 1 else result
+        return unsorted
 
     def save_pretrained(self, save_directory, **kwargs):
         self.model.save_pretrained(save_directory, **kwargs)  # writes custom_pipelines and copies this file
@@ -162,17 +169,20 @@ class XLMTranslationPipeline(Pipeline):
 def translation_pipeline(model, tokenizer, **kwargs) -> XLMTranslationPipeline:
     """`pipeline("translation", ...)` for in-memory model and tokenizer objects.
 
-    The same as `transformers.pipeline("translation", model=model, tokenizer=tokenizer, config=model.config,
-    pipeline_class=XLMTranslationPipeline, **kwargs)` once `model.config.custom_pipelines` is set, which this does.
+    The same as `transformers.pipeline("translation", model=model, tokenizer=tokenizer, config=config,
+    pipeline_class=XLMTranslationPipeline, **kwargs)` with `config` a copy of `model.config` whose
+    `custom_pipelines` declares the task (transformers 5.19+ refuses the task name otherwise).
     """
+    import copy
+
     from transformers import pipeline
 
     task = kwargs.pop("task", TASK)
-    if task not in (getattr(model.config, "custom_pipelines", None) or {}):
-        model.config.custom_pipelines = custom_pipelines_entry(model.config.languages)
+    config = copy.copy(model.config)  # pipeline() rewrites the custom_pipelines entries it reads: not the model's
+    config.custom_pipelines = custom_pipelines_entry(model.config.languages)
     kwargs.setdefault("device", model.device)
-    return pipeline(task, model=model, tokenizer=tokenizer, config=model.config,
-                    pipeline_class=XLMTranslationPipeline, **kwargs)
+    return pipeline(task, model=model, tokenizer=tokenizer, config=config, pipeline_class=XLMTranslationPipeline,
+                    **kwargs)
 
 
 def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, **kwargs):

@@ -1,0 +1,270 @@
+"""pipeline("translation") on transformers 5, xlm_hf.translate, `xlm-hf translate` and the attention picture.
+
+A tiny model memorises four English sentences with their French AND German translations; every way in must give
+back exactly those translations for the requested target language.
+"""
+
+import json
+import logging
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoConfig, DataCollatorForSeq2Seq, pipeline
+
+import xlm_hf
+from xlm_hf import XLMForSeq2SeqLM, train_tokenizer
+from xlm_hf.cli import main
+from xlm_hf.pipeline_translation import XLMTranslationPipeline, translation_pipeline
+from xlm_hf.plotting import attention_figure_size
+
+
+EN = ["Cannot open file %s", "Save the document", "Quit the program", "Print all pages"]
+FR = ["Impossible d'ouvrir le fichier %s", "Enregistrer le document", "Quitter le programme",
+      "Imprimer toutes les pages"]
+DE = ["Datei %s kann nicht geöffnet werden", "Dokument speichern", "Programm beenden", "Alle Seiten drucken"]
+TARGETS = {"fr": FR, "de": DE}
+
+
+def memorise(tokenizer, model, max_steps=400):
+    rows = []
+    for tgt, targets in TARGETS.items():
+        tokenizer.src_lang, tokenizer.tgt_lang = "en", tgt
+        enc = tokenizer(EN, text_target=targets)
+        rows += [{"input_ids": i, "labels": lab} for i, lab in zip(enc["input_ids"], enc["labels"])]
+    batch = DataCollatorForSeq2Seq(tokenizer, model=model)(rows)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(max_steps):
+        loss = model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.02:
+            break
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(model, tokenizer, folder): a memorising model and its tokenizer, also saved to a folder."""
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer({"en": EN * 3, "fr": FR * 3, "de": DE * 3}, vocab_size=400,
+                                languages=["en", "fr", "de"], min_frequency=1, show_progress=False)
+    config = xlm_hf.config_from_preset("tiny", tokenizer=tokenizer, d_model=64, encoder_ffn_dim=128,
+                                       decoder_ffn_dim=128)
+    model = memorise(tokenizer, XLMForSeq2SeqLM(config))
+    tokenizer.src_lang, tokenizer.tgt_lang = "en", "fr"
+    folder = tmp_path_factory.mktemp("memorised")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model, tokenizer, folder
+
+
+def texts(results):
+    return [r["translation_text"] for r in results]
+
+
+# --- ways in ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tgt", ["fr", "de"])
+def test_in_memory_one_liner_translates_to_the_requested_language(trained, tgt):
+    model, tokenizer, _ = trained
+    translator = translation_pipeline(model, tokenizer, src_lang="en", tgt_lang=tgt)
+    assert isinstance(translator, XLMTranslationPipeline)
+    assert texts(translator(EN)) == TARGETS[tgt]
+    assert translator(EN[1]) == [{"translation_text": TARGETS[tgt][1]}]
+
+
+def test_saved_folder_declares_the_translation_pipeline(trained):
+    _, _, folder = trained
+    config = AutoConfig.from_pretrained(folder)
+    assert config.custom_pipelines["translation"] == {
+        "impl": "pipeline_translation.XLMTranslationPipeline", "pt": ["AutoModelForSeq2SeqLM"]}
+    assert "translation_en_to_de" in config.custom_pipelines
+    assert (folder / "pipeline_translation.py").is_file()
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert generation["num_beams"] == 4 and generation["max_new_tokens"] > 20
+    assert "forced_bos_token_id" not in generation  # the target language is chosen per call
+
+
+def test_pipeline_from_folder_with_xlm_hf_imported(trained):
+    _, _, folder = trained
+    translator = pipeline("translation", model=str(folder), trust_remote_code=True)
+    assert texts(translator(EN, src_lang="en", tgt_lang="de")) == DE
+    assert texts(translator(EN, src_lang="en", tgt_lang="fr")) == FR
+
+
+def test_task_name_with_direction(trained):
+    _, _, folder = trained
+    translator = pipeline("translation_en_to_de", model=str(folder), trust_remote_code=True)
+    assert texts(translator(EN)) == DE
+
+
+def test_fresh_process_without_xlm_hf(trained, tmp_path):
+    _, _, folder = trained
+    code = f"""
+import json, sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "xlm_hf" or name.startswith("xlm_hf."):
+            raise ImportError("blocked")
+sys.meta_path.insert(0, _Block())
+from transformers import pipeline
+fr = pipeline("translation", model={str(folder)!r}, trust_remote_code=True, src_lang="en", tgt_lang="fr")
+de = pipeline("translation_en_to_de", model={str(folder)!r}, trust_remote_code=True)
+print(json.dumps([[r["translation_text"] for r in fr({EN!r})], [r["translation_text"] for r in de({EN!r})]]))
+"""
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [FR, DE]
+
+
+def test_translate_convenience(trained):
+    model, tokenizer, folder = trained
+    assert xlm_hf.translate(EN[0], model=model, tokenizer=tokenizer, src_lang="en", tgt_lang="de") == DE[0]
+    assert xlm_hf.translate(EN, model=str(folder), src_lang="en", tgt_lang="fr") == FR
+
+
+# --- the 4.x contract -------------------------------------------------------------------------------------------------
+
+
+def test_batch_size_does_not_change_outputs(trained):
+    model, tokenizer, _ = trained
+    translator = translation_pipeline(model, tokenizer, src_lang="en", tgt_lang="fr")
+    inputs = EN + ["Save the document now", "Quit"] + EN[::-1]
+    assert texts(translator(inputs, batch_size=1)) == texts(translator(inputs, batch_size=8))
+
+
+def test_generation_kwargs_and_return_tensors_pass_through(trained):
+    model, tokenizer, _ = trained
+    translator = translation_pipeline(model, tokenizer, src_lang="en", tgt_lang="fr")
+    out = translator(EN[2], return_tensors=True, return_text=False, num_beams=1, max_new_tokens=3)[0]
+    assert set(out) == {"translation_token_ids"}
+    ids = out["translation_token_ids"]
+    assert ids[0].item() == model.config.decoder_start_token_id and ids[1].item() == tokenizer.lang_token_id("fr")
+    assert len(ids) <= 1 + 3
+    several = translator(EN[2], num_beams=4, num_return_sequences=3)
+    assert len(several) == 3 and several[0]["translation_text"] == FR[2]
+    torch.manual_seed(0)
+    sampled = translator(EN[2], do_sample=True, top_k=2, num_beams=1)
+    assert isinstance(sampled[0]["translation_text"], str)
+
+
+def test_empty_and_whitespace_inputs_give_empty_translations(trained):
+    model, tokenizer, _ = trained
+    translator = translation_pipeline(model, tokenizer, src_lang="en", tgt_lang="fr")
+    assert texts(translator(["", "   ", EN[0]], batch_size=3)) == ["", "", FR[0]]
+
+
+def test_overlong_input_is_truncated_with_a_warning(trained, caplog):
+    model, tokenizer, _ = trained
+    translator = translation_pipeline(model, tokenizer, src_lang="en", tgt_lang="fr")
+    long_text = " ".join(["Save the document"] * 200)
+    with caplog.at_level(logging.WARNING):
+        out = translator(long_text, max_new_tokens=5)
+    assert isinstance(out[0]["translation_text"], str)
+    assert any("longer than the model's limit" in r.getMessage() for r in caplog.records)
+
+
+def test_mixed_script_input(trained):
+    model, tokenizer, _ = trained
+    translator = translation_pipeline(model, tokenizer, src_lang="en", tgt_lang="de")
+    out = translator("Save 文档 документ 🎉 the document", max_new_tokens=10)
+    assert isinstance(out[0]["translation_text"], str)
+
+
+def test_unknown_or_missing_language_is_a_clear_error(trained):
+    model, tokenizer, _ = trained
+    translator = translation_pipeline(model, tokenizer)
+    with pytest.raises(ValueError, match="xx"):
+        translator(EN[0], src_lang="en", tgt_lang="xx")
+    tokenizer_no_tgt = translation_pipeline(model, tokenizer)
+    tokenizer_no_tgt.tgt_lang = None
+    with pytest.raises(ValueError, match="needs a source and a target language"):
+        tokenizer_no_tgt(EN[0], src_lang="en")
+    with pytest.raises(TypeError, match="takes strings"):
+        translator([3], src_lang="en", tgt_lang="fr")
+
+
+# --- CLI --------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_translates_arguments(trained, capsys):
+    _, _, folder = trained
+    assert main(["translate", str(folder), "--src", "en", "--tgt", "de", "--no-progress", EN[0], EN[3]]) == 0
+    assert capsys.readouterr().out.splitlines() == [DE[0], DE[3]]
+
+
+def test_cli_file_with_empty_lines_keeps_lines_and_order(trained, tmp_path):
+    _, _, folder = trained
+    source = tmp_path / "in.txt"
+    lines = [EN[2], "", EN[0], "   ", EN[1]]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    target = tmp_path / "out.txt"
+    result = subprocess.run(
+        [sys.executable, "-m", "xlm_hf", "translate", str(folder), "--src", "en", "--tgt", "fr", "-i", str(source),
+         "-o", str(target), "--batch-size", "2", "--beams", "2"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert target.read_text(encoding="utf-8").split("\n")[:-1] == [FR[2], "", FR[0], "", FR[1]]
+    assert not list(tmp_path.glob(".out.txt.tmp*"))
+
+
+def test_cli_stdin(trained):
+    _, _, folder = trained
+    result = subprocess.run(
+        [sys.executable, "-m", "xlm_hf", "translate", str(folder), "--src", "en", "--tgt", "de"],
+        input=f"{EN[1]}\n\n{EN[2]}\n", capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[:3] == [DE[1], "", DE[2]]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--src", "en", "--tgt", "xx", "hello"], "unknown language 'xx'"),
+        (["--src", "en", "--tgt", "fr", "--batch-size", "0", "hello"], "expected a positive integer"),
+        (["--src", "en", "--tgt", "fr", "-i", "/nonexistent/file.txt"], "does not exist"),
+    ],
+)
+def test_cli_bad_arguments_are_one_line_errors(trained, argv, message):
+    _, _, folder = trained
+    result = subprocess.run([sys.executable, "-m", "xlm_hf", "translate", str(folder), *argv], capture_output=True,
+                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("xlm-hf")]) == 1
+
+
+# --- attention picture ------------------------------------------------------------------------------------------------
+
+
+def png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plot_attention_writes_a_png_of_the_expected_size(trained, tmp_path):
+    _, _, folder = trained
+    picture = tmp_path / "attention.png"
+    assert main(["translate", str(folder), "--src", "en", "--tgt", "fr", "--no-progress", "--plot-attention",
+                 str(picture), EN[0]]) == 0
+    model, tokenizer, _ = trained
+    tokenizer.src_lang = "en"
+    n_src = len(tokenizer(EN[0])["input_ids"])
+    tokenizer.tgt_lang = "fr"
+    n_tgt = len(tokenizer(text_target=FR[0])["input_ids"])  # tag ... </s>: the generated tokens
+    width, height = attention_figure_size(n_src, n_tgt)
+    assert png_size(picture) == (round(width * 100), round(height * 100))

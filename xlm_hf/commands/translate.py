@@ -1,0 +1,160 @@
+"""`xlm-hf translate MODEL_DIR`: translate arguments, a file or stdin, one output line per input line."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+
+
+CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays flat on any file size
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "translate",
+        help="translate text with a saved model",
+        description="Translate TEXT arguments, or the lines of --input (or stdin). Output has one line per input "
+        "line, in order; empty input lines stay empty.",
+    )
+    p.add_argument("model_dir", help="model folder (model + tokenizer), e.g. from save_pretrained or the demo")
+    p.add_argument("text", nargs="*", help="sentences to translate (default: read --input or stdin)")
+    p.add_argument("-i", "--input", help="file to translate, one sentence per line ('-' for stdin)")
+    p.add_argument("-o", "--output", help="write translations here (default: stdout); written atomically")
+    p.add_argument("--src", required=True, help="source language code, e.g. en")
+    p.add_argument("--tgt", required=True, help="target language code, e.g. fr")
+    p.add_argument("--beams", type=_positive_int, default=None, help="beam size (default: the model's, 4)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="sentences per batch (default 16)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="cap on generated tokens per line")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="weights dtype; bfloat16 is faster on CPUs with AMX/AVX512-BF16")
+    p.add_argument("--plot-attention", metavar="PNG", help="save the cross-attention heatmap of the first sentence")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def _positive_int(value: str) -> int:
+    import argparse
+
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def _read_lines(args):
+    """An iterator over input lines (without newlines), and the line count when known (for the progress bar)."""
+    from ..cli import CLIError
+
+    if args.text:
+        if args.input:
+            raise CLIError("give either TEXT arguments or --input, not both")
+        return iter(args.text), len(args.text)
+    if args.input and args.input != "-":
+        path = Path(args.input)
+        if not path.is_file():
+            raise CLIError(f"input file {path} does not exist")
+        with path.open("rb") as f:
+            total = sum(1 for _ in f)
+        return _lines_of(path.open(encoding="utf-8", errors="strict", newline="")), total
+    if sys.stdin.isatty():
+        raise CLIError("nothing to translate: pass TEXT, --input FILE, or pipe text on stdin")
+    return _lines_of(sys.stdin), None
+
+
+def _lines_of(stream):
+    from ..cli import CLIError
+
+    try:
+        for number, line in enumerate(stream, 1):
+            yield line.rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise CLIError(f"line {number}: not valid UTF-8 ({err.reason}): convert the file to UTF-8 first") from None
+
+
+def load(model_dir: str, dtype: str = "float32"):
+    """Model and tokenizer of a folder, through the Auto classes (our registered classes, no remote code)."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from ..cli import CLIError
+
+    folder = Path(model_dir)
+    if not (folder / "config.json").is_file():
+        raise CLIError(f"{folder} is not a model folder (no config.json): pass a folder written by save_pretrained")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
+    return model, tokenizer
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from ..cli import CLIError
+    from ..pipeline_translation import translation_pipeline
+
+    lines, total = _read_lines(args)
+    model, tokenizer = load(args.model_dir, args.dtype)
+    for code in (args.src, args.tgt):
+        if code not in tokenizer.languages:
+            raise CLIError(f"unknown language {code!r}: this model knows {', '.join(tokenizer.languages)}")
+    pipe = translation_pipeline(model, tokenizer, src_lang=args.src, tgt_lang=args.tgt)
+    generate_kwargs = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
+
+    out, tmp = _open_output(args.output)
+    progress = tqdm(total=total, unit="line", desc="translating", disable=args.no_progress or total is None,
+                    file=sys.stderr)
+    first_line = None
+    try:
+        while chunk := list(itertools.islice(lines, CHUNK_LINES)):
+            first_line = first_line if first_line is not None else next((l for l in chunk if l.strip()), None)
+            for translation in translate_lines(pipe, chunk, args.batch_size, generate_kwargs):
+                out.write(translation + "\n")
+            out.flush()
+            progress.update(len(chunk))
+    except BaseException:
+        if tmp is not None:
+            out.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        progress.close()
+    if tmp is not None:
+        out.close()
+        os.replace(tmp, args.output)
+    if args.plot_attention:
+        if first_line is None:
+            raise CLIError("--plot-attention needs at least one non-empty line")
+        from ..plotting import plot_attention
+
+        path = plot_attention(model, tokenizer, first_line, args.src, args.tgt, args.plot_attention, **generate_kwargs)
+        print(f"attention heatmap written to {path}", file=sys.stderr)
+    return 0
+
+
+def translate_lines(pipe, lines: list[str], batch_size: int, generate_kwargs: dict) -> list[str]:
+    """Translations of `lines` in order; blank lines stay blank and cost nothing."""
+    todo = [i for i, line in enumerate(lines) if line.strip()]
+    results = [""] * len(lines)
+    if todo:
+        outputs = pipe([lines[i] for i in todo], batch_size=batch_size, **generate_kwargs)
+        for i, output in zip(todo, outputs):
+            results[i] = " ".join(output["translation_text"].split("\n"))  # one output line per input line
+    return results
+
+
+def _open_output(output: str | None):
+    if not output:
+        return sys.stdout, None
+    target = Path(output)
+    if target.is_dir():
+        from ..cli import CLIError
+
+        raise CLIError(f"--output {target} is a directory: give a file path")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    return tmp.open("w", encoding="utf-8"), tmp
