@@ -156,7 +156,7 @@ def main(argv=None) -> dict:
 
     for split, wanted in (("eval", args.do_eval), ("test", args.do_predict)):
         if wanted:
-            scores = evaluate(split)
+            scores = {**evaluate(split), f"{split}_samples": len(getattr(data, split))}
             results.update(scores)
             if accelerator.is_main_process:
                 logger.info("%s scores:\n%s", split, format_metrics_table(scores, prefix=f"{split}_"))

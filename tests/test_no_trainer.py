@@ -1,0 +1,68 @@
+"""examples/run_translation_no_trainer.py (Accelerate): a few-step run learns, saves its state atomically, a resume
+skips the consumed batches and ends with the same weights; with `accelerate launch` on two CPU processes it really
+runs DDP (world size 2) and both ranks end with identical weights."""
+
+import shutil
+import sys
+
+import pytest
+
+from training_scripts import (
+    LOOP_SCRIPT, TINY_RUN, logged, read_json, run, run_script, saved_weights_digest, tokenizer_dir,  # noqa: F401
+)
+
+# Gradient accumulation over 2 batches of 4, on about 2 x 16 pairs: an epoch is 4 or 5 optimizer steps, so the run
+# crosses an epoch boundary and the state saved at step 6 is in the middle of the second epoch.
+LOOP_ARGS = ["--gradient_accumulation_steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tokenizer_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("loop") / "run"
+    run_script(LOOP_SCRIPT, *LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
+               "--save_steps", "3")
+    return out
+
+
+def test_few_steps_learn_save_state_and_evaluate(first_run):
+    report = read_json(first_run / "rank0.json")
+    assert report["world_size"] == 1 and report["steps"] == 8
+    losses = logged(read_json(first_run / "trainer_state.json")["log_history"])
+    assert [step for step, _ in losses] == list(range(1, 9))
+    assert sum(v for _, v in losses[-3:]) < sum(v for _, v in losses[:3])  # the loss goes down
+    for step in (3, 6):
+        state = first_run / "checkpoints" / f"step_{step}"
+        assert (state / "model.safetensors").is_file() and (state / "random_states_0.pkl").is_file()
+        assert read_json(state / "loop_state.json")["completed_steps"] == step
+    assert read_json(first_run / "checkpoints" / "step_6" / "loop_state.json")["epoch"] == 1
+    assert not list(first_run.rglob(".tmp*"))
+    results = read_json(first_run / "eval_results.json")
+    assert results["eval_samples"] == 6 and {"eval_bleu_en-fr", "eval_chrf_fr-en", "eval_chrf"} <= set(results)
+    assert saved_weights_digest(first_run) == report["weights_sha256"]
+
+
+def test_resume_skips_consumed_batches_and_ends_with_the_same_weights(first_run, tokenizer_dir, tmp_path):
+    out = tmp_path / "resumed"
+    shutil.copytree(first_run / "checkpoints" / "step_6", out / "checkpoints" / "step_6")  # stopped mid-epoch
+    run_script(LOOP_SCRIPT, *LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
+               "--save_steps", "3", "--resume_from_checkpoint", "latest", "--do_eval", "false")
+    report = read_json(out / "rank0.json")
+    assert report["steps"] == 8
+    assert [step for step, _ in logged(read_json(out / "trainer_state.json")["log_history"])] == list(range(1, 9))
+    assert report["weights_sha256"] == read_json(first_run / "rank0.json")["weights_sha256"]
+
+
+def test_two_process_ddp_has_world_size_2_and_identical_weights(tokenizer_dir, tmp_path):
+    out = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    # 5 evaluation pairs per direction, batches of 4 on 2 ranks: the gathered tail holds duplicates to drop.
+    run([*launch, LOOP_SCRIPT, *TINY_RUN, "--use_cpu", "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
+         "--max_steps", "4", "--max_eval_samples", "5", "--per_device_eval_batch_size", "4"], threads=1)
+    reports = [read_json(out / f"rank{rank}.json") for rank in (0, 1)]
+    assert [r["world_size"] for r in reports] == [2, 2] and [r["rank"] for r in reports] == [0, 1]
+    assert [r["steps"] for r in reports] == [4, 4]
+    assert reports[0]["weights_sha256"] == reports[1]["weights_sha256"]
+    assert saved_weights_digest(out) == reports[0]["weights_sha256"]
+    results = read_json(out / "eval_results.json")
+    assert results["eval_samples"] == 10 and "eval_bleu_fr-en" in results
