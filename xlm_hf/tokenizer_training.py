@@ -27,11 +27,11 @@ import itertools
 import json
 import logging
 import os
-import random
 import shutil
 import tempfile
 import time
 import unicodedata
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 WORD_START = "▁"  # sentencepiece's meta symbol: marks the start of a word in the vocabulary
 BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]  # byte-fallback tokens, sentencepiece's spelling
-_CHUNK_LINES = 1000  # sentences per item fed to the Rust trainer: fewer, larger items cut per-item overhead
+_BLOCK_LINES = 1000  # lines read, sampled and written to the trainer's input at a time
 
 
 # --- text sources -------------------------------------------------------------------------------------------------------
@@ -82,14 +82,19 @@ class _Source:
         )
         self._count: int | None = None
 
-    def __iter__(self) -> Iterator[str]:
+    def blocks(self) -> Iterator[list[str]]:
+        """The lines in lists of up to `_BLOCK_LINES` (a list per block keeps per-line Python work to a minimum)."""
         for part in self._parts:
-            yield from _dataset_lines(*part, self.lang) if isinstance(part, tuple) else _file_lines(part)
+            yield from _dataset_blocks(*part, self.lang) if isinstance(part, tuple) else _file_blocks(part)
+
+    def __iter__(self) -> Iterator[str]:
+        for block in self.blocks():
+            yield from block
 
     def count(self) -> int:
         if self._count is None:
             self._count = sum(
-                _count_nonempty_lines(part) if isinstance(part, Path) else sum(1 for _ in _dataset_lines(*part, self.lang))
+                _count_nonempty_lines(part) if isinstance(part, Path) else sum(map(len, _dataset_blocks(*part, self.lang)))
                 for part in self._parts
             )
         return self._count
@@ -117,23 +122,19 @@ def _is_dataset(obj) -> bool:
     return hasattr(obj, "column_names") and hasattr(obj, "iter")
 
 
-def _file_lines(path: Path) -> Iterator[str]:
+def _file_blocks(path: Path) -> Iterator[list[str]]:
     try:
         with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                line = line.rstrip("\r\n")
-                if line and not line.isspace():
-                    yield line
+            while lines := list(itertools.islice(handle, _BLOCK_LINES)):
+                yield [line for line in (raw.rstrip("\r\n") for raw in lines) if line and not line.isspace()]
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text ({err}): convert it, e.g. with iconv -t UTF-8.") from None
 
 
-def _dataset_lines(dataset, column: str, lang: str) -> Iterator[str]:
-    for batch in dataset.iter(batch_size=1000):
-        for value in batch[column]:
-            line = value.get(lang) if isinstance(value, dict) else value
-            if line and not line.isspace():
-                yield line
+def _dataset_blocks(dataset, column: str, lang: str) -> Iterator[list[str]]:
+    for batch in dataset.iter(batch_size=_BLOCK_LINES):
+        values = (value.get(lang) if isinstance(value, dict) else value for value in batch[column])
+        yield [line for line in values if line and not line.isspace()]
 
 
 def _count_nonempty_lines(path: Path) -> int:
@@ -209,14 +210,19 @@ def sample_sentences(
 
     `texts` maps each language to its text (see `train_tokenizer`). `sample_size` is the expected number of sentences
     drawn (default: the corpus size). Deterministic for a given `seed`. This is the exact stream `train_tokenizer`
-    learns from.
+    learns from (in another order: BPE counts do not depend on it).
     """
     with tempfile.TemporaryDirectory(prefix="xlm_hf_spool_") as spool_dir:
         sources = _sources(texts, list(languages or texts), spool_dir)
-        yield from _sample(sources, alpha=alpha, sample_size=sample_size, seed=seed)
+        for lang, block in _sample_blocks(sources, alpha=alpha, sample_size=sample_size, seed=seed):
+            for sentence in block:
+                yield lang, sentence
 
 
-def _sample(sources: Mapping[str, _Source], *, alpha: float, sample_size: int | None, seed: int) -> Iterator[tuple[str, str]]:
+def _sample_blocks(
+    sources: Mapping[str, _Source], *, alpha: float, sample_size: int | None, seed: int
+) -> Iterator[tuple[str, list[str]]]:
+    """`(language, sampled sentences)` blocks: each sentence kept floor(r) times, plus once with probability r - floor(r)."""
     if sample_size is not None and sample_size <= 0:
         raise ValueError(f"sample_size must be positive, got {sample_size}.")
     if alpha == 1.0 and sample_size is None:  # the sample is the corpus itself: no counting pass needed
@@ -229,15 +235,17 @@ def _sample(sources: Mapping[str, _Source], *, alpha: float, sample_size: int | 
         rates = {lang: probabilities[lang] * total / counts[lang] for lang in sources}
         logger.info("Sampling rates per sentence (alpha=%s): %s", alpha, {k: round(v, 3) for k, v in rates.items()})
     for lang, source in sources.items():
-        rate = rates[lang]
-        whole, fraction = int(rate), rate - int(rate)
-        rng = random.Random(f"{seed}:{lang}")  # str seeds are hashed with sha512: stable across processes
+        whole, fraction = divmod(rates[lang], 1.0)
+        # Seeded by (seed, language): stable across processes and independent of the other languages.
+        rng = np.random.default_rng([seed, zlib.crc32(lang.encode("utf-8"))])
         seen = 0
-        for sentence in source:
-            seen += 1
-            copies = whole + (1 if fraction and rng.random() < fraction else 0)
-            for _ in range(copies):
-                yield lang, sentence
+        for block in source.blocks():
+            seen += len(block)
+            sampled = block * int(whole)
+            if fraction:
+                sampled += itertools.compress(block, rng.random(len(block)) < fraction)
+            if sampled:
+                yield lang, sampled
         if seen == 0:
             raise ValueError(_empty_message(source))
 
@@ -355,8 +363,8 @@ def train_tokenizer(
             logger.warning("No text for %s: their tags are reserved but untrained.", missing)
         # Pass 1 (Python): draw the sample, normalise and pre-split it, write it to a spool file, count characters.
         spool = Path(spool_dir) / "training-sample.txt"
-        stream = _sample(sources, alpha=alpha, sample_size=sample_size, seed=seed)
-        sampled, char_counts = _write_training_text(stream, spool, list(sources), show_progress)
+        blocks = _sample_blocks(sources, alpha=alpha, sample_size=sample_size, seed=seed)
+        sampled, char_counts = _write_training_text(blocks, spool, list(sources), show_progress)
         if not any(sampled.values()):
             raise ValueError("Empty corpus: the sample has no sentence (check texts= and sample_size=).")
 
@@ -400,22 +408,21 @@ def train_tokenizer(
     return tokenizer
 
 
-def _write_training_text(stream, spool: Path, languages: list[str], show_progress: bool):
-    """Write the sampled sentences, `_CHUNK_LINES` to a line, as `_pre_split` words; return the sentences per language
-    and the count of every code point (an int64 array indexed by code point)."""
+def _write_training_text(blocks, spool: Path, languages: list[str], show_progress: bool):
+    """Write the sampled sentences, a block to a line, as `_pre_split` words; return the sentences per language and
+    the count of every code point (an int64 array indexed by code point)."""
     sampled = dict.fromkeys(languages, 0)
     char_counts = np.zeros(0x110000, dtype=np.int64)
     with open(spool, "w", encoding="utf-8") as out, tqdm(
         desc="Sampling sentences", unit=" sent", disable=not show_progress
     ) as progress:
-        for batch in _batched(stream, _CHUNK_LINES):
-            for lang, _ in batch:
-                sampled[lang] += 1
-            chunk = _pre_split("\n".join(sentence for _, sentence in batch))
+        for lang, block in blocks:
+            sampled[lang] += len(block)
+            chunk = _pre_split("\n".join(block))
             counts = np.bincount(np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32))
             char_counts[: len(counts)] += counts
             out.write(chunk + "\n")
-            progress.update(len(batch))
+            progress.update(len(block))
     return sampled, char_counts
 
 
