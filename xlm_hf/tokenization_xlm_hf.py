@@ -299,7 +299,7 @@ class XLMHFTokenizer(TokenizersBackend):
             and return_attention_mask is not False
             and not kwargs
             and (split_special_tokens is None or split_special_tokens == self.split_special_tokens)
-            and (isinstance(text, str) or (is_batch and all(isinstance(t, str) for t in text)))
+            and (isinstance(text, str) or (is_batch and (not text or isinstance(text[0], str))))
         )
         if not simple:
             return super()._encode_plus(
@@ -324,7 +324,11 @@ class XLMHFTokenizer(TokenizersBackend):
         batch = list(text) if is_batch else [text]
         encodings = self._tokenizer.encode_batch_fast(batch, add_special_tokens=add_special_tokens)
         input_ids = [e.ids for e in encodings]
-        data = {"input_ids": input_ids, "attention_mask": [e.attention_mask for e in encodings]}
+        if padding_strategy == PaddingStrategy.DO_NOT_PAD:
+            attention_mask = [[1] * len(ids) for ids in input_ids]  # cheaper than converting the backend's masks
+        else:
+            attention_mask = [e.attention_mask for e in encodings]
+        data = {"input_ids": input_ids, "attention_mask": attention_mask}
         if input_ids and truncation_strategy == TruncationStrategy.DO_NOT_TRUNCATE:
             self._eventual_warn_about_too_long_sequence(max(input_ids, key=len), max_length, verbose)
         if not is_batch and return_tensors is None:
