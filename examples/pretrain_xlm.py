@@ -18,13 +18,14 @@ Data comes from `xlm_hf.data` (the fine-tuning scripts' loader): `--objectives m
 sides of `--pairs` (plus plain-text files from `--monolingual_files en=news.en.txt`), `tlm` reads the pairs
 themselves; `--parallel_limit en-de=2000` keeps a low-resource pair small. `xlm_hf.pretraining` builds the
 alpha-sampled mix, `xlm_hf.collators` masks it. Logging, recipes, resume and the atomic final save are those of
-`xlm_hf.training`; the arguments, data and model creation are in `xlm_hf.pretraining`. `main(argv)` returns the
+`xlm_hf.training` (the model: `create_model` with `AutoModelForMaskedLM`); the pretraining arguments and data are in
+`xlm_hf.pretraining`. `main(argv)` returns the
 metrics.
 """
 
 import logging
 
-from transformers import Trainer, set_seed
+from transformers import AutoModelForMaskedLM, Trainer, set_seed
 
 from xlm_hf.collators import CLMCollator, XLMPretrainingCollator
 from xlm_hf.pretraining import (
@@ -32,10 +33,17 @@ from xlm_hf.pretraining import (
     PretrainingDataArguments,
     build_pretraining_dataset,
     count_tokens,
-    create_lm,
     load_corpus,
 )
-from xlm_hf.training import ModelArguments, load_tokenizer, parse_args, resolve_resume, save_final_model, setup_logging
+from xlm_hf.training import (
+    ModelArguments,
+    create_model,
+    load_tokenizer,
+    parse_args,
+    resolve_resume,
+    save_final_model,
+    setup_logging,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +60,7 @@ def main(argv=None) -> dict:
     set_seed(training_args.seed)
 
     tokenizer = load_tokenizer(model_args)
-    model = create_lm(model_args, tokenizer)
+    model = create_model(model_args, tokenizer, auto_class=AutoModelForMaskedLM)  # an XLMForPreTraining
     build = dict(objectives=data_args.objectives, alpha=data_args.sampling_alpha, block_size=data_args.block_size,
                  max_length=data_args.max_length, seed=training_args.seed, show_progress=training_args.should_log)
     train_data = eval_data = None

@@ -417,6 +417,8 @@ def _check_output_folder(out_dir: str | os.PathLike) -> Path:
 
 def save_atomically(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     """`save_pretrained` into a temporary folder next to `out_dir`, then rename it into place."""
+    from .training import publish_dir
+
     target = _check_output_folder(out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -424,12 +426,10 @@ def save_atomically(model, tokenizer, out_dir: str | os.PathLike) -> Path:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if target.exists():
-            target.rmdir()
-        os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish_dir(tmp, target)  # a rename: the folder appears complete or not at all
     logger.info("Converted model written to %s", target)
     return target
 

@@ -19,8 +19,9 @@ The path from the loader to batches (`examples/pretrain_xlm.py` runs it):
   number of examples); a source gets `round(q_i * num_examples)` rows: whole passes over its examples, then a
   random subset.
 
-Rows: `{"input_ids": [...], "lang": int, "pair_input_ids": [...] or None, "pair_lang": int or None}`, languages as
-ids of `tokenizer.languages`.
+Rows: `{"input_ids": [...], "lang": int, "pair_input_ids": [...] or None, "pair_lang": int or None, "length": int}`,
+languages as ids of `tokenizer.languages`; `length` (tokens of the row) lets the Trainer batch rows of similar length
+(`--train_sampling_strategy group_by_length`).
 """
 
 from __future__ import annotations
@@ -222,12 +223,14 @@ def build_pretraining_dataset(
         "lang": [r[1] for r in rows],
         "pair_input_ids": [r[2] for r in rows],
         "pair_lang": [r[3] for r in rows],
+        "length": [len(r[0]) + len(r[2] or ()) for r in rows],
     }
     features = Features({
         "input_ids": SequenceFeature(Value("int32")),
         "lang": Value("int16"),
         "pair_input_ids": SequenceFeature(Value("int32")),
         "pair_lang": Value("int16"),
+        "length": Value("int32"),  # for the Trainer's train_sampling_strategy="group_by_length" (less padding)
     })
     dataset = Dataset.from_dict(columns, features=features)
     dataset.info.description = f"xlm-hf pretraining mix, alpha={alpha}: " + ", ".join(f"{k}={v}" for k, v in counts.items())
@@ -352,34 +355,10 @@ def load_corpus(data_args: PretrainingDataArguments, split: str, *, seed: int) -
     return corpus
 
 
-def create_lm(model_args, tokenizer):
-    """The LM: loaded from `model_name_or_path` (continued pretraining, or a converted xlm-mlm checkpoint), or new
-    from `preset` + the tokenizer's vocabulary and languages."""
-    from transformers import AutoModelForMaskedLM
-
-    from .presets import config_from_preset
-    from .training import check_model_matches_tokenizer, parse_config_overrides
-
-    if model_args.model_name_or_path and model_args.preset:
-        raise ValueError("Pass either --model_name_or_path (continue pretraining) or --preset (from scratch), not both.")
-    if model_args.model_name_or_path:
-        model = AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path)
-        check_model_matches_tokenizer(model.config, tokenizer)
-    elif model_args.preset:
-        overrides = parse_config_overrides(model_args.config_overrides)
-        model = AutoModelForMaskedLM.from_config(config_from_preset(model_args.preset, tokenizer=tokenizer, **overrides))
-    else:
-        raise ValueError("No model: pass --preset NAME with --tokenizer_name_or_path to pretrain from scratch, or "
-                         "--model_name_or_path LM to continue.")
-    logger.info("LM: %s, %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
-    return model
-
-
 __all__ = [
     "OBJECTIVES",
     "PretrainingArguments",
     "PretrainingDataArguments",
-    "create_lm",
     "load_corpus",
     "PretrainingCorpus",
     "corpus_from_datasets",

@@ -1,0 +1,235 @@
+"""Does cross-lingual LM pretraining help a low-resource direction? XLM's claim, at small scale, on po-parallel.
+
+Two arms fine-tune the same model size on the same low-resource data with the same budget (steps, batch, learning
+rate, schedule, seed, dropout), through the same script (`examples/run_translation.py`):
+
+- random init: an `XLMForSeq2SeqLM` from random weights;
+- pretrained init: first MLM+TLM pretraining (`examples/pretrain_xlm.py`), then encoder AND decoder from the LM
+  (`XLMForSeq2SeqLM.from_pretrained_lm`, cross-attention fresh), then the same fine-tuning.
+
+Data (the shared corpus, train splits only for training; BLEU/chrF on the direction's test split):
+
+- fine-tuning: `--train-pairs` pairs of `--direction` (default en->de, 2,000 pairs), a seeded sample of its train split;
+- pretraining: MLM on the monolingual sides of all five pairs (each sentence once per language; the full en-de sides
+  included, as unpaired text), TLM on the pairs of the four other language pairs and on the SAME 2,000 en-de pairs
+  (no other en-de pair is seen as a pair). Languages and pairs are mixed with XLM's alpha = 0.7.
+- one tokenizer for both arms: an 8k BPE vocabulary trained on the train sides of all pairs.
+
+    python benchmarks/bench_pretraining.py                     # ~20 min on 2 CPU cores
+    python benchmarks/bench_pretraining.py --pretrain-steps 50 --finetune-steps 20 --test-samples 50   # smoke run
+
+The work folder keeps every stage's output (tokenizer, LM, both fine-tuned models with their test predictions);
+`--json` writes the results. The table: BLEU and chrF of both arms, their difference, and the wall time of each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import machine_info, markdown_table  # benchmarks/ is sys.path[0] when run as a script
+
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = Path("/work/shared/data/po-parallel")
+logger = logging.getLogger("bench_pretraining")
+
+
+def load_script(name: str):
+    """An example script as a module (its `main(argv)` runs the same lifecycle as the command line)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_tsv(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.count("\t") == 1]
+
+
+def prepare_data(corpus: Path, work: Path, direction: str, train_pairs: int, seed: int) -> dict[str, Path]:
+    """Three folders/files: the fine-tuning data, the pretraining pairs, and the low-resource pair's full sides as
+    monolingual text."""
+    src, tgt = direction.split("-")
+    pair = f"{src}-{tgt}" if (corpus / f"{src}-{tgt}.train.tsv").is_file() else f"{tgt}-{src}"
+    finetune, pretrain = work / "data-finetune", work / "data-pretrain"
+    for folder in (finetune, pretrain):
+        folder.mkdir(parents=True, exist_ok=True)
+    lines = read_tsv(corpus / f"{pair}.train.tsv")
+    sample = random.Random(seed).sample(lines, train_pairs)
+    for folder in (finetune, pretrain):
+        (folder / f"{pair}.train.tsv").write_text("\n".join(sample) + "\n", encoding="utf-8")
+    for split in ("valid", "test"):
+        (finetune / f"{pair}.{split}.tsv").write_text((corpus / f"{pair}.{split}.tsv").read_text(encoding="utf-8"), encoding="utf-8")
+    others = sorted(p.name.split(".")[0] for p in corpus.glob("*.train.tsv") if not p.name.startswith(pair + "."))
+    for other in others:
+        for split in ("train", "valid"):
+            link = pretrain / f"{other}.{split}.tsv"
+            if not link.exists():
+                link.symlink_to(corpus / f"{other}.{split}.tsv")
+    (pretrain / f"{pair}.valid.tsv").write_text((corpus / f"{pair}.valid.tsv").read_text(encoding="utf-8"), encoding="utf-8")
+    mono = {}
+    left, right = pair.split("-")
+    for index, lang in enumerate((left, right)):
+        mono[lang] = work / f"mono.{pair}.{lang}.txt"
+        mono[lang].write_text("\n".join(line.split("\t")[index] for line in lines) + "\n", encoding="utf-8")
+    logger.info("Data: %d %s fine-tuning pairs (of %d); pretraining pairs %s + those %d; monolingual %s",
+                train_pairs, pair, len(lines), others, train_pairs, pair)
+    return {"finetune": finetune, "pretrain": pretrain, "pair": pair, "others": others, **{f"mono_{k}": v for k, v in mono.items()}}
+
+
+def train_shared_tokenizer(corpus: Path, work: Path, vocab_size: int, sample_size: int, seed: int) -> Path:
+    import xlm_hf
+
+    out = work / "tokenizer"
+    if (out / "tokenizer.json").is_file():
+        return out
+    pairs = xlm_hf.load_translation_datasets(str(corpus), splits=["train"])
+    texts = xlm_hf.data.texts_by_language(pairs, split="train")
+    xlm_hf.train_tokenizer(texts, vocab_size=vocab_size, sample_size=sample_size, seed=seed, output_dir=out,
+                           show_progress=False)
+    return out
+
+
+def finetune_args(model_dir: Path, out: Path, data: dict, args) -> list[str]:
+    """The one fine-tuning command of both arms: only the starting model and the output folder differ."""
+    src, tgt = args.direction.split("-")
+    return [
+        "--model_name_or_path", str(model_dir), "--output_dir", str(out),
+        "--dataset", str(data["finetune"]), "--pairs", args.direction,
+        "--do_train", "--do_predict", "--test_split", "test",
+        "--max_steps", str(args.finetune_steps), "--per_device_train_batch_size", str(args.batch_size),
+        "--per_device_eval_batch_size", "64", "--learning_rate", str(args.finetune_lr),
+        "--lr_scheduler_type", "linear", "--warmup_steps", str(args.finetune_warmup), "--weight_decay", "0.0",
+        "--adam_beta2", "0.98", "--max_grad_norm", "1.0", "--label_smoothing_factor", "0.1",
+        "--max_source_length", "64", "--max_target_length", "64",
+        "--generation_num_beams", "1", "--generation_max_length", "64",
+        *(["--max_eval_samples", str(args.test_samples)] if args.test_samples else []),
+        "--seed", str(args.seed), "--save_strategy", "no", "--logging_steps", "25", "--report_to", "none",
+        "--use_cpu", "--bf16", str(args.bf16), "--dataloader_num_workers", "0", "--disable_tqdm", "true",
+    ]
+
+
+def pretrain_args(tokenizer: Path, out: Path, data: dict, args) -> list[str]:
+    return [
+        "--preset", args.preset, "--tokenizer_name_or_path", str(tokenizer), "--output_dir", str(out),
+        "--dataset", str(data["pretrain"]), "--objectives", "mlm", "tlm",
+        "--monolingual_files", *(f"{lang}={data[f'mono_{lang}']}" for lang in data["pair"].split("-")),
+        "--sampling_alpha", "0.7", "--block_size", str(args.block_size), "--max_length", "40",
+        "--train_sampling_strategy", "group_by_length",
+        "--num_examples", str(args.pretrain_steps * args.pretrain_batch_size),
+        "--do_train", "--max_steps", str(args.pretrain_steps), "--per_device_train_batch_size", str(args.pretrain_batch_size),
+        "--learning_rate", str(args.pretrain_lr), "--lr_scheduler_type", "linear",
+        "--warmup_steps", str(max(1, args.pretrain_steps // 20)), "--adam_beta2", "0.98", "--weight_decay", "0.01",
+        "--seed", str(args.seed), "--save_strategy", "no", "--logging_steps", "25", "--report_to", "none",
+        "--use_cpu", "--bf16", str(args.bf16), "--disable_tqdm", "true",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of SRC-TGT.SPLIT.tsv files")
+    parser.add_argument("--work-dir", type=Path, default=None, help="keeps every stage (default: a temporary folder)")
+    parser.add_argument("--direction", default="en-de")
+    parser.add_argument("--train-pairs", type=int, default=2000)
+    parser.add_argument("--preset", default="small", help="model size of both arms (small: d 256, 4+4 layers)")
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--tokenizer-sample", type=int, default=100_000, help="sentences sampled to learn the BPE")
+    parser.add_argument("--pretrain-steps", type=int, default=1000)
+    parser.add_argument("--pretrain-batch-size", type=int, default=32)
+    parser.add_argument("--pretrain-lr", type=float, default=1e-3)
+    parser.add_argument("--block-size", type=int, default=48, help="MLM stream block (TLM pairs are ~40 tokens)")
+    parser.add_argument("--finetune-steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--finetune-lr", type=float, default=5e-4)
+    parser.add_argument("--finetune-warmup", type=int, default=50)
+    parser.add_argument("--test-samples", type=int, default=None, help="score only the first N test pairs (smoke runs)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast; off by default: at d_model 256 on this CPU it was 1.9x slower than fp32 "
+                        "(casts of the weights every step, and a slow bf16 SDPA backward)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args()
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import xlm_hf
+    from transformers import set_seed
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_pretraining_"))
+    work.mkdir(parents=True, exist_ok=True)
+    times, start = {}, time.perf_counter()
+
+    def stage(name, fn):
+        t0 = time.perf_counter()
+        result = fn()
+        times[name] = time.perf_counter() - t0
+        logger.info("stage %s: %.1f s", name, times[name])
+        return result
+
+    data = stage("data", lambda: prepare_data(args.corpus, work, args.direction, args.train_pairs, args.seed))
+    tokenizer_dir = stage("tokenizer", lambda: train_shared_tokenizer(args.corpus, work, args.vocab_size,
+                                                                      args.tokenizer_sample, args.seed))
+    pretrain, translate = load_script("pretrain_xlm"), load_script("run_translation")
+    lm_dir = work / "lm"
+    pretrain_metrics = stage("pretrain", lambda: pretrain.main(pretrain_args(tokenizer_dir, lm_dir, data, args)))
+
+    # The two starting points, saved so that both arms run the identical fine-tuning command.
+    tokenizer = xlm_hf.XLMTokenizerFast.from_pretrained(tokenizer_dir)
+    set_seed(args.seed)
+    # use_cache: the Trainer saved the LM with its training-time use_cache=False; the translation model caches.
+    pretrained = xlm_hf.XLMForSeq2SeqLM.from_pretrained_lm(str(lm_dir), use_cache=True)
+    set_seed(args.seed)
+    random_init = xlm_hf.XLMForSeq2SeqLM(xlm_hf.config_from_preset(args.preset, tokenizer=tokenizer))
+    ours, theirs = pretrained.config.to_dict(), random_init.config.to_dict()
+    differing = {k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)} - {"architectures", "_name_or_path", "auto_map", "custom_pipelines", "dtype"}
+    assert not differing, f"the arms' configs differ in {sorted(differing)}"
+    starts = {"random init": work / "init-random", "pretrained init": work / "init-pretrained"}
+    for model, folder in zip((random_init, pretrained), starts.values()):
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    report = pretrained.lm_init_report
+
+    results = {}
+    for arm, folder in starts.items():
+        out = work / f"finetune-{arm.split()[0]}"
+        metrics = stage(f"finetune {arm}", lambda: translate.main(finetune_args(folder, out, data, args)))
+        results[arm] = {"bleu": metrics["test_bleu"], "chrf": metrics["test_chrf"], "train_loss": metrics.get("train_loss")}
+    total = time.perf_counter() - start
+
+    gain = results["pretrained init"]["bleu"] - results["random init"]["bleu"]
+    rows = [[arm, f"{r['bleu']:.2f}", f"{r['chrf']:.2f}", f"{r['train_loss']:.3f}", f"{times[f'finetune {arm}']:.0f}"]
+            for arm, r in results.items()]
+    print(f"\n{args.direction}, {args.train_pairs} training pairs, {args.finetune_steps} fine-tuning steps x batch "
+          f"{args.batch_size}, lr {args.finetune_lr}, seed {args.seed}; test split"
+          f"{f' (first {args.test_samples})' if args.test_samples else ''}, greedy decoding\n")
+    print(markdown_table(["arm", "BLEU", "chrF", "final train loss", "fine-tune s"], rows))
+    print(f"\npretrained - random: {gain:+.2f} BLEU, "
+          f"{results['pretrained init']['chrf'] - results['random init']['chrf']:+.2f} chrF "
+          f"(bar: >= +2 BLEU: {'met' if gain >= 2 else 'NOT met'})")
+    print(f"pretraining: {args.pretrain_steps} steps x {args.pretrain_batch_size} (MLM+TLM), mean train loss "
+          f"{pretrain_metrics.get('train_loss', float('nan')):.3f}; {len(report['copied'])} tensors copied into "
+          f"encoder+decoder, {len(report['initialised'])} fresh (cross-attention)")
+    print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {total:.0f} s")
+    print(f"work folder: {work}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "results": results, "bleu_gain": gain, "pretrain": pretrain_metrics, "seconds": times, "total_seconds": total,
+            "machine": machine_info(),
+        }, indent=2, default=str), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
