@@ -127,6 +127,7 @@ def interleave_pairs(datasets: Mapping[str, object], *, alpha: float = 0.5, seed
 def texts_by_language(datasets: Mapping[str, object], split: str = "train") -> dict[str, list]:
     """`{language: [Dataset, ...]}` from `{pair: DatasetDict}` (`load_translation_datasets`): every side of every
     pair, the input `xlm_hf.train_tokenizer` takes. Languages come in order of first appearance."""
+    split = _split_name(split)
     texts: dict[str, list] = {}
     for pair, splits in datasets.items():
         if split not in splits:

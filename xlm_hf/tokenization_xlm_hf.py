@@ -44,6 +44,9 @@ class XLMHFTokenizer(TokenizersBackend):
     with [`xlm_hf.train_tokenizer`], NFKC-normalised (no lowercasing), with byte fallback so that no input ever maps
     to `<unk>`.
 
+    Exported as `xlm_hf.XLMTokenizerFast`. The class name itself has no "Fast": `AutoTokenizer` strips that suffix from
+    a saved `tokenizer_class`, and `XLMTokenizer` is transformers' own (Moses + BPE) tokenizer.
+
     Special tokens have XLM's ids: `<s>`=0, `</s>`=1, `<pad>`=2, `<unk>`=3, `<mask>`=4, then one language tag per
     language (`__en__`, `__fr__`, ...) in the order of `languages`, from id 5.
 
@@ -127,7 +130,7 @@ class XLMHFTokenizer(TokenizersBackend):
                 f"was trained with; retrain with xlm_hf.train_tokenizer(..., languages=[...]) to add languages."
             )
         self._tag_ids = {code: self._tokenizer.token_to_id(lang_tag(code)) for code in self._languages}
-        # The language tags are special tokens: never split, skipped by decode(skip_special_tokens=True).
+        # The language tags are special tokens: in all_special_ids, skipped by decode(skip_special_tokens=True).
         extra = [str(token) for token in self._extra_special_tokens]
         self.extra_special_tokens = extra + [lang_tag(c) for c in self._languages if lang_tag(c) not in extra]
         self._special_ids = {name: self._tokenizer.token_to_id(str(getattr(self, name))) for name in SPECIAL_TOKENS}

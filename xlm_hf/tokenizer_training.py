@@ -217,8 +217,8 @@ def sample_sentences(
     """Stream `(language, sentence)` pairs sampled with XLM's exponent `alpha` (see the module docstring).
 
     `texts` maps each language to its text (see `train_tokenizer`). `sample_size` is the expected number of sentences
-    drawn (default: the corpus size). Deterministic for a given `seed`. This is the exact stream `train_tokenizer`
-    learns from (in another order: BPE counts do not depend on it).
+    drawn (default: the corpus size). Deterministic for a given `seed`. This is the exact sample `train_tokenizer`
+    learns from.
     """
     with tempfile.TemporaryDirectory(prefix="xlm_hf_spool_") as spool_dir:
         sources = _sources(texts, list(languages or texts), spool_dir)

@@ -74,7 +74,7 @@ def _texts(args: argparse.Namespace) -> dict:
         from ..data import load_translation_datasets, texts_by_language
 
         pairs = load_translation_datasets(args.data, pairs=_csv(args.pairs), splits=[args.split])
-        return texts_by_language(pairs, split=_split_key(args.split))
+        return texts_by_language(pairs, split=args.split)
     texts: dict[str, list[Path]] = {}
     for item in args.text:
         lang, sep, path = item.partition("=")
@@ -82,12 +82,6 @@ def _texts(args: argparse.Namespace) -> dict:
             raise CLIError(f"--text takes LANG=FILE, e.g. --text en=train.en; got {item!r}.")
         texts.setdefault(lang, []).append(Path(path))
     return texts
-
-
-def _split_key(split: str) -> str:
-    from ..data import SPLIT_ALIASES
-
-    return SPLIT_ALIASES.get(split.lower(), split)
 
 
 def _csv(value: str | None) -> list[str] | None:
