@@ -135,6 +135,7 @@ def test_vocabulary_layout_specials_tags_bytes(text_files):
     assert len(tok) == 700
     assert [vocab[t] for t in ("<s>", "</s>", "<pad>", "<unk>", "<mask>", "__fr__", "__en__", "__de__")] == list(range(8))
     assert [vocab[b] for b in BYTE_TOKENS] == list(range(8, 8 + 256))
+    assert not [token for token in vocab if "\n" in token or " " in token]  # no artefacts of the spool file
     assert tok.languages == ["fr", "en", "de"] and tok.src_lang == "fr"  # "de" has no text: its tag is reserved
     config = tok.model_config_kwargs()
     assert config["lang2id"] == {"fr": 0, "en": 1, "de": 2} and config["lang_token_ids"] == [5, 6, 7]

@@ -411,6 +411,7 @@ def _learn_vocabulary(
     """Train a BPE or Unigram model on the spool file (NFKC-normalised words separated by spaces: training only
     splits). The special tokens get the first ids, in order."""
     backend = Tokenizer(models.BPE() if model == "bpe" else models.Unigram())
+    backend.normalizer = normalizers.Strip(left=False, right=True)  # `Tokenizer.train` keeps each line's "\n"
     backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
     if model == "bpe":
         limit = {"initial_alphabet": alphabet, "limit_alphabet": len(alphabet)} if alphabet else {}
