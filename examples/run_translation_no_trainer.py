@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 def make_optimizer(model, args: LoopArguments) -> torch.optim.Optimizer:
     """AdamW, without weight decay on biases and LayerNorm weights."""
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -127,12 +127,9 @@ def main(argv=None) -> dict:
     model, optimizer, *prepared = accelerator.prepare(model, optimizer, *loaders.values())
     loaders = dict(zip(loaders, prepared))
 
-    def evaluate(split: str) -> dict:
-        scores = evaluate_translation(
-            model, loaders[split], tokenizer, accelerator, groups=direction_groups(getattr(data, split)),
-            num_beams=args.generation_num_beams, max_new_tokens=args.generation_max_length or data_args.max_target_length,
-        )
-        return prefixed(scores, split)
+    def evaluate(split: str) -> dict:  # generation settings: model.generation_config (configure_generation)
+        groups = direction_groups(getattr(data, split))
+        return prefixed(evaluate_translation(model, loaders[split], tokenizer, accelerator, groups=groups), split)
 
     results, log_history = {}, []
     completed_steps = 0

@@ -53,12 +53,13 @@ def test_resume_skips_consumed_batches_and_ends_with_the_same_weights(first_run,
 
 
 def test_two_process_ddp_has_world_size_2_and_identical_weights(tokenizer_dir, tmp_path):
+    """Also the streaming path: each rank reads the stream and keeps its share of every global batch."""
     out = tmp_path / "ddp"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
     # 5 evaluation pairs per direction, batches of 4 on 2 ranks: the gathered tail holds duplicates to drop.
     run([*launch, LOOP_SCRIPT, *TINY_RUN, "--use_cpu", "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
-         "--max_steps", "4", "--max_eval_samples", "5", "--per_device_eval_batch_size", "4"], threads=1)
+         "--max_steps", "4", "--max_eval_samples", "5", "--per_device_eval_batch_size", "4", "--streaming"], threads=1)
     reports = [read_json(out / f"rank{rank}.json") for rank in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2] and [r["rank"] for r in reports] == [0, 1]
     assert [r["steps"] for r in reports] == [4, 4]

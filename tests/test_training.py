@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments
+from transformers import AutoModelForMaskedLM, AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments
 
 import xlm_hf
 from xlm_hf.training import (
@@ -165,6 +165,16 @@ def test_streaming_reads_lazily_with_the_same_tags(tokenizer):
         [r["input_ids"] for r in rows]
 
 
+def test_trainer_trains_on_a_stream(tokenizer, tmp_path):
+    model = create_model(ModelArguments(preset="tiny"), tokenizer)
+    data = build_datasets(small_data(streaming=True, both_directions=True), tokenizer, seed=0, evaluate=False)
+    args = TranslationTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=3,
+                                        per_device_train_batch_size=4, save_strategy="no", logging_steps=1)
+    trainer = TranslationTrainer(model=model, args=args, train_dataset=model_inputs(data.train),
+                                 processing_class=tokenizer, data_collator=make_data_collator(tokenizer, model))
+    assert trainer.train().global_step == 3
+
+
 def test_missing_language_pair_is_a_clear_error(tokenizer):
     # The tokenizer knows fr and de; the bundled corpus pairs English with each language only.
     with pytest.raises(ValueError, match="No data for the pair 'fr-de'.*en-fr"):
@@ -225,6 +235,8 @@ def test_create_model_from_preset_and_from_checkpoint(tokenizer, tiny_model, tmp
         create_model(ModelArguments(), tokenizer)
     overridden = create_model(ModelArguments(preset="tiny", config_overrides="dropout=0.3"), tokenizer)
     assert overridden.config.dropout == 0.3
+    lm = create_model(ModelArguments(preset="tiny"), tokenizer, auto_class=AutoModelForMaskedLM)
+    assert isinstance(lm, xlm_hf.XLMForPreTraining)
 
 
 def test_generation_forces_each_rows_target_language(tokenizer, tiny_model, tmp_path):

@@ -24,6 +24,7 @@ is ever stored in the model's generation config.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
+from .data import _split_pair as split_pair  # 'en-fr' -> ('en', 'fr'), with the loader's error message
 from .evaluation import IGNORE_INDEX, compute_translation_metrics, postprocess_generated
 
 if TYPE_CHECKING:
@@ -140,8 +142,9 @@ class DataArguments:
     def __post_init__(self):
         for pair in self.pairs:
             split_pair(pair)
-        if self.sampling_alpha < 0:
-            raise ValueError(f"sampling_alpha must be >= 0 (0 = uniform, 1 = natural shares), got {self.sampling_alpha}.")
+        if not 0.0 <= self.sampling_alpha <= 1.0:
+            raise ValueError(f"sampling_alpha must be in [0, 1] (0 = uniform, 1 = natural shares), got "
+                             f"{self.sampling_alpha}.")
         for name in ("max_source_length", "max_target_length"):
             if getattr(self, name) < 3:
                 raise ValueError(f"{name} is too small ({getattr(self, name)}): a sequence needs its tag, a token and </s>.")
@@ -314,16 +317,17 @@ def read_recipe(path: Path, parser) -> dict[str, Any]:
     return recipe
 
 
-def _recipe_value_problem(value: Any, action) -> str | None:
-    """Why `value` does not fit the argparse `action` of a dataclass field, or None."""
+def _recipe_value_problem(value: Any, action, *, item: bool = False) -> str | None:
+    """Why `value` (an item of a list field with `item=True`) does not fit the argparse `action` of a dataclass
+    field, or None."""
     from transformers.hf_argparser import string_to_bool
 
     if value is None:
         return None
-    if action.nargs == "+":
+    if action.nargs == "+" and not item:
         if not isinstance(value, list):
             return "must be a JSON list"
-        return next((p for p in (_recipe_value_problem(v, _Scalar(action)) for v in value) if p), None)
+        return next((p for p in (_recipe_value_problem(v, action, item=True) for v in value) if p), None)
     if action.type is string_to_bool:
         return None if isinstance(value, bool) else "must be true or false"
     if action.choices:
@@ -337,16 +341,6 @@ def _recipe_value_problem(value: Any, action) -> str | None:
     if action.type is str and isinstance(value, (bool, int, float)):
         return "must be a string"
     return None
-
-
-@dataclass
-class _Scalar:
-    """The item view of a list-valued argparse action."""
-
-    _action: Any
-
-    def __getattr__(self, name):
-        return None if name == "nargs" else getattr(self._action, name)
 
 
 # --- logging ------------------------------------------------------------------------------------------------------------
@@ -371,14 +365,6 @@ def setup_logging(level: int) -> None:
 
 
 # --- data ---------------------------------------------------------------------------------------------------------------
-
-
-def split_pair(pair: str) -> tuple[str, str]:
-    """'en-fr' -> ('en', 'fr')."""
-    parts = pair.split("-") if isinstance(pair, str) else []
-    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise ValueError(f"A language pair is written 'src-tgt' with two different codes, e.g. 'en-fr'; got {pair!r}.")
-    return parts[0], parts[1]
 
 
 def translation_directions(pairs: Sequence[str], both_directions: bool = False) -> list[tuple[str, str, str]]:
@@ -433,8 +419,6 @@ def _encode(batch: dict[str, list], *, tokenizer, src: str, tgt: str, max_source
 
 def tokenize_direction(dataset, tokenizer, src: str, tgt: str, data_args: DataArguments, *, desc: str = ""):
     """A raw `Dataset` / `IterableDataset` of one pair, tokenized in the direction src -> tgt."""
-    import functools
-
     encode = functools.partial(
         _encode, tokenizer=tokenizer, src=src, tgt=tgt,
         max_source_length=data_args.max_source_length, max_target_length=data_args.max_target_length,
@@ -476,14 +460,23 @@ def build_datasets(
     check_tokenizer_languages(tokenizer, data_args.pairs)
     directions = translation_directions(data_args.pairs, data_args.both_directions)
     result = TranslationData(directions=[f"{s}-{t}" for _, s, t in directions])
-    eval_splits = [s for s, wanted in ((data_args.eval_split, evaluate), (data_args.test_split, predict)) if wanted]
-    if eval_splits:
-        raw = load_raw_pairs(data_args, eval_splits)
-        for split, attribute in ((data_args.eval_split, "eval"), (data_args.test_split, "test")):
-            if split in eval_splits:
-                setattr(result, attribute, _build_eval_split(raw, split, directions, tokenizer, data_args))
+    wanted = {"eval": (data_args.eval_split, evaluate), "test": (data_args.test_split, predict),
+              "train": ("train", train and not data_args.streaming)}
+    splits = [split for split, load in wanted.values() if load]
+    raw = load_raw_pairs(data_args, splits) if splits else {}
+    for attribute in ("eval", "test"):
+        split, load = wanted[attribute]
+        if load:
+            setattr(result, attribute, _build_eval_split(raw, split, directions, tokenizer, data_args))
     if train:
-        result.train, result.sampling_probabilities = _build_train_split(data_args, directions, tokenizer, seed)
+        if data_args.streaming:
+            sources, sizes = _streaming_train_pairs(data_args)
+        else:
+            sources = {pair: _split_of(raw, pair, "train") for pair in data_args.pairs}
+            sizes = {pair: len(dataset) for pair, dataset in sources.items()}
+        result.train, result.sampling_probabilities = _build_train_split(
+            sources, sizes, directions, tokenizer, data_args, seed
+        )
     return result
 
 
@@ -506,52 +499,48 @@ def _build_eval_split(raw, split: str, directions, tokenizer, data_args: DataArg
     return concatenate_datasets(parts)
 
 
-def _build_train_split(data_args: DataArguments, directions, tokenizer, seed: int):
-    """The training mixture: each direction shuffled with the seed, tokenized, then alpha-sampled."""
+def _build_train_split(sources: Mapping[str, Any], sizes: Mapping[str, int], directions, tokenizer,
+                       data_args: DataArguments, seed: int):
+    """The training mixture of the directions: `(dataset, {direction: probability})`.
+
+    In memory, each direction is shuffled with the seed (which rows repeat when a small direction is oversampled),
+    tokenized, then alpha-sampled by `xlm_hf.data.interleave_pairs`; the trainer shuffles the mixture every epoch.
+    A stream is alpha-sampled with the probabilities of the directions' line counts, then shuffled in a buffer
+    whose order depends on seed + epoch (`IterableDataset.set_epoch`).
+    """
     from .data import interleave_pairs
     from .tokenizer_training import language_sampling_probabilities
 
-    if data_args.streaming:
-        sources, sizes = _streaming_train_pairs(data_args)
-    else:
-        raw = load_raw_pairs(data_args, ["train"])
-        sources = {pair: _split_of(raw, pair, "train") for pair in data_args.pairs}
-        sizes = {pair: len(ds) for pair, ds in sources.items()}
-    parts = {}
+    cap = data_args.max_train_samples
+    parts, counts = {}, {}
     for pair, src, tgt in directions:
         dataset = sources[pair]
-        if data_args.max_train_samples is not None:
-            dataset = dataset.take(data_args.max_train_samples) if data_args.streaming else dataset.select(
-                range(min(data_args.max_train_samples, len(dataset))))
-        if not data_args.streaming:
-            dataset = dataset.shuffle(seed=seed)  # which rows repeat when a small direction is oversampled
+        if data_args.streaming:
+            dataset = dataset if cap is None else dataset.take(cap)
+        else:
+            dataset = dataset.select(range(min(cap, len(dataset)))) if cap is not None else dataset
+            dataset = dataset.shuffle(seed=seed)
         parts[f"{src}-{tgt}"] = tokenize_direction(dataset, tokenizer, src, tgt, data_args)
+        counts[f"{src}-{tgt}"] = sizes[pair] if cap is None else min(cap, sizes[pair])
 
-    if data_args.streaming:
+    if len(parts) == 1:
+        mixed, probabilities = next(iter(parts.values())), {}
+    elif data_args.streaming:
         from datasets import interleave_datasets
 
-        counts = {f"{s}-{t}": _capped(sizes[pair], data_args.max_train_samples) for pair, s, t in directions}
-        probabilities = language_sampling_probabilities(counts, data_args.sampling_alpha) if len(parts) > 1 else {}
-        mixed = parts[next(iter(parts))] if len(parts) == 1 else interleave_datasets(
-            list(parts.values()), probabilities=[probabilities[d] for d in parts], seed=seed,
-            stopping_strategy=data_args.sampling_stopping_strategy,
-        )
-        # The buffer mixes the directions and reshuffles every epoch (seed + epoch, see IterableDataset.set_epoch).
-        mixed = mixed.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
-    elif len(parts) == 1:
-        mixed, probabilities = next(iter(parts.values())), {}
+        probabilities = language_sampling_probabilities(counts, data_args.sampling_alpha)
+        mixed = interleave_datasets(list(parts.values()), probabilities=[probabilities[d] for d in parts], seed=seed,
+                                    stopping_strategy=data_args.sampling_stopping_strategy)
     else:
         mixed, probabilities = interleave_pairs(
             parts, alpha=data_args.sampling_alpha, seed=seed, stopping_strategy=data_args.sampling_stopping_strategy
         )
+    if data_args.streaming:
+        mixed = mixed.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
     if probabilities:
         logger.info("Sampling the training directions with alpha=%s: %s", data_args.sampling_alpha,
                     ", ".join(f"{d} {p:.3f}" for d, p in probabilities.items()))
     return mixed, probabilities
-
-
-def _capped(size: int, cap: int | None) -> int:
-    return size if cap is None else min(size, cap)
 
 
 # --- streaming ----------------------------------------------------------------------------------------------------------
@@ -634,31 +623,34 @@ def load_tokenizer(model_args: ModelArguments) -> XLMTokenizerFast:
     return XLMTokenizerFast.from_pretrained(path)
 
 
-def create_model(model_args: ModelArguments, tokenizer) -> XLMForSeq2SeqLM:
+def create_model(model_args: ModelArguments, tokenizer, *, auto_class=None):
     """The model to train: loaded from `model_name_or_path`, or new from `preset` + the tokenizer's vocabulary and
-    languages (seed first: `transformers.set_seed`). The one place where models are made."""
+    languages (seed first: `transformers.set_seed`). The one place where models are made; `auto_class` (default
+    `AutoModelForSeq2SeqLM`) picks the head, e.g. `AutoModelForMaskedLM` for pretraining."""
     from transformers import AutoModelForSeq2SeqLM
 
     from .presets import config_from_preset
 
+    auto_class = auto_class or AutoModelForSeq2SeqLM
     if model_args.model_name_or_path and model_args.preset:
-        raise ValueError("Pass either --model_name_or_path (fine-tune a checkpoint) or --preset (train from scratch), "
+        raise ValueError("Pass either --model_name_or_path (start from a checkpoint) or --preset (train from scratch), "
                          "not both.")
     if model_args.model_name_or_path:
-        model = AutoModelForSeq2SeqLM.from_pretrained(model_args.model_name_or_path)
+        model = auto_class.from_pretrained(model_args.model_name_or_path)
         check_model_matches_tokenizer(model.config, tokenizer)
     # Issue 7: `elif model_args.<pretrained LM path>: model = XLMForSeq2SeqLM.from_pretrained_lm(path, **overrides)`.
     elif model_args.preset:
         overrides = parse_config_overrides(model_args.config_overrides)
-        model = AutoModelForSeq2SeqLM.from_config(config_from_preset(model_args.preset, tokenizer=tokenizer, **overrides))
+        model = auto_class.from_config(config_from_preset(model_args.preset, tokenizer=tokenizer, **overrides))
     else:
         raise ValueError("No model: pass --preset NAME (tiny, small, base, xlm-1024) with --tokenizer_name_or_path to "
-                         "train from scratch, or --model_name_or_path CHECKPOINT to fine-tune.")
-    if model.generation_config.forced_bos_token_id is not None:
+                         "train from scratch, or --model_name_or_path CHECKPOINT to start from a saved model.")
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None and generation_config.forced_bos_token_id is not None:
         # A global forced BOS translates every direction into one language: targets are forced per row instead.
         logger.warning("Dropping forced_bos_token_id=%s from the generation config: the target language is chosen "
-                       "per example.", model.generation_config.forced_bos_token_id)
-        model.generation_config.forced_bos_token_id = None
+                       "per example.", generation_config.forced_bos_token_id)
+        generation_config.forced_bos_token_id = None
     logger.info("Model: %s, %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
     return model
 
@@ -773,13 +765,14 @@ def evaluate_translation(
     was_training = unwrapped.training
     unwrapped.eval()
     pad = tokenizer.pad_token_id
+    # Unset options fall back to the model's generation_config (see configure_generation).
+    options = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
     predictions, references = [], []
     for batch in tqdm(dataloader, desc="Generating", disable=not accelerator.is_local_main_process):
         with accelerator.autocast():
             generated = unwrapped.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                decoder_input_ids=target_prefix(batch["labels"], unwrapped.config),
-                num_beams=num_beams, max_new_tokens=max_new_tokens,
+                decoder_input_ids=target_prefix(batch["labels"], unwrapped.config), **options,
             )
         generated = accelerator.pad_across_processes(generated, dim=1, pad_index=pad)
         labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=IGNORE_INDEX)
@@ -978,6 +971,7 @@ def weights_digest(model_or_state_dict) -> str:
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write JSON atomically (temporary file + rename)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
     os.replace(tmp, path)
