@@ -8,8 +8,8 @@
    raw `tokenizers` `encode_batch` of our backend (the ceiling for any wrapper).
 
 The machine may be shared: before every timed run the benchmark waits (up to --quiet-timeout s) until other processes
-use under 10% of the CPUs, records the share they used during the run, and reports the best of --repeats runs (the
-least disturbed); training runs alternate their order.
+use under 10% of the CPUs, records the share they used during the run (and its CPU time), and reports the best of
+--repeats runs (the least disturbed); runs alternate their order.
 
     python benchmarks/bench_tokenizer.py                       # ../shared/data/po-parallel, 32k, 3 repeats
     python benchmarks/bench_tokenizer.py --corpus DIR --vocab-size 16000 --json out.json
@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import sentencepiece as spm  # noqa: E402
 from transformers import MarianTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
-from common import OtherLoad, machine_info, markdown_table  # noqa: E402  (benchmarks/ is sys.path[0])
+from common import Meter, machine_info, markdown_table  # noqa: E402  (benchmarks/ is sys.path[0])
 
 from xlm_hf.tokenizer_training import train_tokenizer  # noqa: E402
 
@@ -62,17 +62,15 @@ def write_sides(corpus: Path, folder: Path) -> dict[str, list[Path]]:
     return sides
 
 
-def timed(fn, load: OtherLoad, quiet_timeout: float):
-    """(seconds, other processes' CPU share during the run, result)."""
-    load.wait_for_quiet(QUIET, quiet_timeout)
-    load.start()
-    start = time.perf_counter()
+def timed(fn, meter: Meter, quiet_timeout: float):
+    """(Sample(wall, cpu, other processes' CPU share), result) of one run, started on a quiet machine if possible."""
+    meter.wait_for_quiet(QUIET, quiet_timeout)
+    meter.start()
     result = fn()
-    wall = time.perf_counter() - start
-    return wall, load.stop(wall), result
+    return meter.stop(), result
 
 
-def bench_training(sides, vocab_size: int, repeats: int, folder: Path, load: OtherLoad, quiet_timeout: float):
+def bench_training(sides, vocab_size: int, repeats: int, folder: Path, meter: Meter, quiet_timeout: float):
     files = [str(p) for paths in sides.values() for p in paths]
 
     def ours():
@@ -90,9 +88,10 @@ def bench_training(sides, vocab_size: int, repeats: int, folder: Path, load: Oth
     for r in range(repeats):
         order = [("ours", ours), ("sentencepiece", sentencepiece)]
         for name, fn in order if r % 2 == 0 else order[::-1]:
-            wall, other, results[name] = timed(fn, load, quiet_timeout)
-            runs[name].append((wall, other))
-            print(f"  train {name:<14} run {r + 1}: {wall:6.2f} s  (others used {_pct(other)} of the CPUs)", flush=True)
+            sample, results[name] = timed(fn, meter, quiet_timeout)
+            runs[name].append(sample)
+            print(f"  train {name:<14} run {r + 1}: {sample.wall:6.2f} s, {sample.cpu:6.2f} CPU-s "
+                  f"(others used {_pct(sample.other_load)} of the CPUs)", flush=True)
     return runs, results["ours"], results["sentencepiece"]
 
 
@@ -108,7 +107,7 @@ def build_marian(sp_model: Path, folder: Path) -> MarianTokenizer:
     return MarianTokenizer(source_spm=str(sp_model), target_spm=str(sp_model), vocab=str(folder / "vocab.json"))
 
 
-def bench_encoding(contenders: dict, sentences: list[str], batch_size: int, repeats: int, load: OtherLoad,
+def bench_encoding(contenders: dict, sentences: list[str], batch_size: int, repeats: int, meter: Meter,
                    quiet_timeout: float, min_seconds: float = 1.0):
     """Best sentences/s of each contender over `repeats` interleaved rounds; a round encodes the sentences in batches
     until `min_seconds` have passed."""
@@ -118,7 +117,7 @@ def bench_encoding(contenders: dict, sentences: list[str], batch_size: int, repe
         names = list(contenders) if r % 2 == 0 else list(contenders)[::-1]
         for name in names:
             encode = contenders[name]
-            load.wait_for_quiet(QUIET, quiet_timeout)
+            meter.wait_for_quiet(QUIET, quiet_timeout)
             start, n = time.perf_counter(), 0
             while time.perf_counter() - start < min_seconds:
                 for batch in batches:
@@ -137,11 +136,14 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of SRC-TGT.SPLIT.tsv files")
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quiet-timeout", type=float, default=60.0, help="max seconds to wait for a quiet machine")
+    parser.add_argument("--quiet-timeout", type=float, default=300.0,
+                        help="max seconds to wait for a quiet machine before a training run")
+    parser.add_argument("--encode-quiet-timeout", type=float, default=30.0,
+                        help="max seconds to wait for a quiet machine before an encoding round")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    load = OtherLoad()
+    meter = Meter()
     report: dict = {"machine": machine_info(), "corpus": str(args.corpus), "vocab_size": args.vocab_size,
                     "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "(unset: parallel)")}
 
@@ -152,10 +154,9 @@ def main() -> int:
         print(f"corpus: {args.corpus} train splits, {sum(map(len, sides.values()))} sides, {n_sentences} sentences")
 
         print("training")
-        runs, ours, sp = bench_training(sides, args.vocab_size, args.repeats, folder, load, args.quiet_timeout)
-        best = {name: min(w for w, _ in r) for name, r in runs.items()}
-        report["training_seconds"] = {name: [w for w, _ in r] for name, r in runs.items()}
-        report["training_other_load"] = {name: [o for _, o in r] for name, r in runs.items()}
+        runs, ours, sp = bench_training(sides, args.vocab_size, args.repeats, folder, meter, args.quiet_timeout)
+        best = {name: min(sample.wall for sample in r) for name, r in runs.items()}
+        report["training_runs"] = {name: [sample._asdict() for sample in r] for name, r in runs.items()}
 
         test = [line.rstrip("\n").split("\t") for line in open(args.corpus / "en-fr.test.tsv", encoding="utf-8")]
         fert = {}
@@ -181,16 +182,17 @@ def main() -> int:
         }
         encode = {}
         for batch_size in (1000, 32):
-            encode[batch_size] = bench_encoding(contenders, sentences, batch_size, args.repeats, load, args.quiet_timeout)
+            encode[batch_size] = bench_encoding(contenders, sentences, batch_size, args.repeats, meter, args.encode_quiet_timeout)
         report["encode_sentences_per_s"] = encode
 
     # --- report ---
     print()
     print(f"# Tokenizer benchmark ({report['machine'].get('cpu')}, {report['machine'].get('cpus')} CPUs)")
     print(f"\n## Training a {args.vocab_size} BPE vocabulary on {n_sentences} sentences (best of {args.repeats})\n")
-    rows = [[name, f"{best[name]:.2f}", ", ".join(f"{w:.2f}" for w, _ in runs[name]),
-             ", ".join(_pct(o) for _, o in runs[name])] for name in runs]
-    print(markdown_table(["trainer", "best s", "runs s", "others' CPU share per run"], rows))
+    rows = [[name, f"{best[name]:.2f}", ", ".join(f"{x.wall:.2f}" for x in runs[name]),
+             ", ".join(f"{x.cpu:.2f}" for x in runs[name]), ", ".join(_pct(x.other_load) for x in runs[name])]
+            for name in runs]
+    print(markdown_table(["trainer", "best s", "runs: wall s", "runs: CPU s", "runs: others' CPU share"], rows))
     ratio = best["ours"] / best["sentencepiece"]
     print(f"\nours / sentencepiece: {ratio:.2f}x  (bar: <= 2.0x)  {'PASS' if ratio <= 2.0 else 'FAIL'}")
     print("\n## Fertility on the en-fr test split (tokens per sentence, no special tokens)\n")
