@@ -1,0 +1,286 @@
+"""Speed and memory of xlm-hf against transformers' MarianMTModel at the same dimensions.
+
+A case is a model x a mode (`xlm/train-fp32`, `marian/greedy`, ...). Every case runs in its own process (so its peak
+memory is its own); the cases of one mode are timed in alternating rounds, one step each, so machine noise hits
+both models alike. The table reports, per case, the median step time, tokens/s, peak RSS growth, and the ratios to
+Marian in the same mode (speed: ours/Marian; memory: Marian/ours; >= 1.0 means ours is at least as good).
+
+    python benchmarks/bench_model.py                        # base dims, batch 16, 32 + 32 tokens, 2 threads
+    python benchmarks/bench_model.py --cases 'train-*' --steps 5 --json out.json
+
+To add a case, add a model to MODELS or a mode to MODES; every (model, mode) pair is a case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from transformers import MarianConfig, MarianMTModel
+
+from xlm_hf import XLMForSeq2SeqLM, config_from_preset
+
+from common import machine_info, markdown_table, run_interleaved  # benchmarks/ is sys.path[0] when run as a script
+
+
+FIRST_WORD_ID = 16  # random tokens start above every special id (XLM's 0-4; Marian is given the same ids below)
+BASELINE = "marian"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Models: same dimensions, dropouts, activation, embedding sharing and special ids; only the architectures differ.
+
+
+def xlm_model(args) -> torch.nn.Module:
+    return XLMForSeq2SeqLM(config_from_preset(args.preset, vocab_size=args.vocab_size))
+
+
+def marian_model(args) -> torch.nn.Module:
+    ours = config_from_preset(args.preset, vocab_size=args.vocab_size)
+    config = MarianConfig(
+        vocab_size=ours.vocab_size,
+        d_model=ours.d_model,
+        encoder_layers=ours.encoder_layers,
+        decoder_layers=ours.decoder_layers,
+        encoder_attention_heads=ours.encoder_attention_heads,
+        decoder_attention_heads=ours.decoder_attention_heads,
+        encoder_ffn_dim=ours.encoder_ffn_dim,
+        decoder_ffn_dim=ours.decoder_ffn_dim,
+        max_position_embeddings=ours.max_position_embeddings,
+        activation_function=ours.activation_function,  # some Marian checkpoints use swish; ours is gelu
+        dropout=ours.dropout,
+        attention_dropout=ours.attention_dropout,  # Marian's default is 0.0; match ours
+        activation_dropout=ours.activation_dropout,
+        scale_embedding=ours.scale_embedding,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+        pad_token_id=ours.pad_token_id,
+        eos_token_id=ours.eos_token_id,
+        bos_token_id=ours.bos_token_id,
+        decoder_start_token_id=ours.decoder_start_token_id,
+        forced_eos_token_id=None,  # no extra logits processor that ours does not have
+    )
+    return MarianMTModel(config)
+
+
+MODELS: dict[str, Callable] = {"xlm": xlm_model, "marian": marian_model}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Modes: `prepare(model, batch, args)` returns the step to time; `tokens(args)` is what one step processes.
+
+
+def train_step(model, batch, args, *, autocast_dtype: torch.dtype | None = None) -> Callable[[], None]:
+    """Forward with labels (+ loss) under optional autocast, backward, AdamW step, zero_grad."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    precision = partial(torch.autocast, "cpu", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext
+
+    def step():
+        with precision():
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+def generate_step(model, batch, args, *, num_beams: int = 1) -> Callable[[], None]:
+    """generate() with the cache, forced to produce exactly --tgt-len new tokens (min = max, so eos cannot stop it)."""
+    model.eval()
+    kwargs = dict(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        max_new_tokens=args.tgt_len,
+        min_new_tokens=args.tgt_len,
+        do_sample=False,
+        num_beams=num_beams,
+        use_cache=True,
+    )
+
+    def step():
+        out = model.generate(**kwargs)
+        if out.shape[1] != args.tgt_len + 1:  # decoder start token + new tokens
+            raise RuntimeError(f"generate returned {out.shape[1]} positions, expected {args.tgt_len + 1}")
+
+    return step
+
+
+def train_tokens(args) -> int:
+    return args.batch_size * (args.src_len + args.tgt_len)
+
+
+def generated_tokens(args) -> int:
+    return args.batch_size * args.tgt_len
+
+
+@dataclass(frozen=True)
+class Mode:
+    prepare: Callable
+    tokens: Callable
+    counts: str  # what "tokens" means, for the report
+
+
+MODES: dict[str, Mode] = {
+    "train-fp32": Mode(train_step, train_tokens, "source + target tokens per training step"),
+    "train-bf16": Mode(
+        partial(train_step, autocast_dtype=torch.bfloat16), train_tokens, "source + target tokens, bf16 autocast"
+    ),
+    "greedy": Mode(generate_step, generated_tokens, "generated tokens, greedy, with the cache"),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One case, built inside its worker process
+
+
+def make_batch(args, vocab_size: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)  # the same data for every model
+    ids = partial(torch.randint, FIRST_WORD_ID, vocab_size, generator=generator)
+    input_ids = ids((args.batch_size, args.src_len))
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": ids((args.batch_size, args.tgt_len))}
+
+
+def build_case(model_name: str, mode_name: str, args) -> tuple[Callable[[], None], dict]:
+    torch.manual_seed(0)
+    model = MODELS[model_name](args)
+    info = {
+        "params": sum(p.numel() for p in model.parameters()),  # tied weights counted once
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "attn_implementation": model.config._attn_implementation,
+    }
+    step = MODES[mode_name].prepare(model, make_batch(args, model.config.vocab_size), args)
+    return step, info
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Driver
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="base", help="xlm-hf model preset; Marian gets the same dims")
+    parser.add_argument("--vocab-size", type=int, default=32000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--src-len", type=int, default=32)
+    parser.add_argument("--tgt-len", type=int, default=32, help="target length; also the number of generated tokens")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per case (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per case first")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every case")
+    parser.add_argument("--max-other-load", type=float, default=0.05,
+                        help="drop a round when other processes used more than this share of the CPUs (1 = keep all)")
+    parser.add_argument("--max-rounds", type=int, help="give up waiting for quiet rounds after this many (3 x steps)")
+    parser.add_argument("--max-wait", type=float, default=600.0,
+                        help="seconds per mode to wait, in all, for other processes to go quiet before rounds")
+    parser.add_argument("--cases", default="*", help="comma-separated glob patterns on case names, e.g. 'train-*,*/greedy'")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def selected_cases(patterns: str) -> dict[str, list[str]]:
+    """Mode -> selected models; a pattern matches the case name (`xlm/greedy`) or the mode alone (`greedy`)."""
+    globs = [p.strip() for p in patterns.split(",") if p.strip()]
+    groups: dict[str, list[str]] = {}
+    for mode in MODES:
+        models = [m for m in MODELS if any(fnmatch.fnmatch(f"{m}/{mode}", g) or fnmatch.fnmatch(mode, g) for g in globs)]
+        if models:
+            groups[mode] = models
+    if not groups:
+        raise SystemExit(f"--cases {patterns!r} selects nothing; cases are {[f'{m}/{x}' for x in MODES for m in MODELS]}")
+    return groups
+
+
+def result_rows(mode: str, measured: dict, args) -> list[dict]:
+    """One row per case; ratios against the baseline model in the same mode (speed: ours/it, memory: it/ours)."""
+    tokens = MODES[mode].tokens(args)
+    rows = [
+        {
+            "case": name,
+            "model": name.split("/")[0],
+            "mode": mode,
+            "tokens_per_step": tokens,
+            "steps_kept": len(timing.samples),
+            "median_s": timing.median,
+            "best_s": timing.best,
+            "iqr_pct": 100 * timing.spread,
+            "cpu_s": timing.median_cpu,
+            "other_load": timing.median_other_load,
+            "tokens_per_s": tokens / timing.median,
+            "peak_rss_growth_mib": report["peak_rss_growth"] / 2**20,
+            "samples": [sample._asdict() for sample in timing.samples],
+            **report,
+        }
+        for name, (timing, report) in measured.items()
+    ]
+    base = next((row for row in rows if row["model"] == BASELINE), None)
+    for row in rows:
+        ratios = {
+            "speed_ratio": base and row["tokens_per_s"] / base["tokens_per_s"],
+            "speed_ratio_best": base and base["best_s"] / row["best_s"],
+            "speed_ratio_cpu": base and base["cpu_s"] / row["cpu_s"],
+            "memory_ratio": base and base["peak_rss_growth_mib"] / row["peak_rss_growth_mib"],
+        }
+        row.update(ratios)
+    return rows
+
+
+def render(rows: list[dict]) -> str:
+    headers = ["case", "params", "tokens/step", "steps", "median s/step", "IQR", "best s", "CPU s/step", "tokens/s",
+               "peak RSS growth", "speed ours/Marian", "memory Marian/ours"]
+
+    def ratio(row, key):
+        return "baseline" if row["model"] == BASELINE else ("n/a" if row[key] is None else f"**{row[key]:.2f}**")
+
+    return markdown_table(headers, [
+        [r["case"], f"{r['params'] / 1e6:.2f}M", r["tokens_per_step"], r["steps_kept"], f"{r['median_s']:.3f}",
+         f"{r['iqr_pct']:.0f}%", f"{r['best_s']:.3f}", f"{r['cpu_s']:.2f}", f"{r['tokens_per_s']:,.0f}",
+         f"{r['peak_rss_growth_mib']:,.0f} MiB", ratio(r, "speed_ratio"), ratio(r, "memory_ratio")]
+        for r in rows
+    ])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    machine = machine_info()
+    print(f"{machine['cpu']}, {machine['cpus']} CPUs (AMX bf16: {machine['amx_bf16']}), torch {machine['torch']}, "
+          f"transformers {machine['transformers']}, {args.threads} threads")
+    print(f"preset {args.preset}, vocab {args.vocab_size}, batch {args.batch_size}, {args.src_len} source + "
+          f"{args.tgt_len} target tokens; {args.warmup} warmup + {args.steps} timed steps per case, interleaved")
+    rows = []
+    for mode, models in selected_cases(args.cases).items():
+        print(f"{mode}: {MODES[mode].counts}")
+        cases = {f"{model}/{mode}": (build_case, (model, mode, args)) for model in models}
+        measured = run_interleaved(
+            cases, warmup=args.warmup, steps=args.steps, threads=args.threads,
+            max_other_load=args.max_other_load, max_rounds=args.max_rounds, max_wait=args.max_wait,
+        )
+        rows += result_rows(mode, measured, args)
+    print()
+    print(render(rows))
+    print()
+    for row in rows:
+        print(f"{row['case']}: {row['params']:,} parameters ({row['trainable_params']:,} trainable), "
+              f"attention {row['attn_implementation']}, peak memory by {row['memory_method']}, "
+              f"other processes {row['other_load'] or 0:.0%} of the CPUs (median)")
+    for row in rows:
+        if row["model"] != BASELINE and row["speed_ratio"] is not None:
+            print(f"{row['case']} vs {BASELINE}: speed {row['speed_ratio']:.2f} (median), "
+                  f"{row['speed_ratio_best']:.2f} (best), {row['speed_ratio_cpu']:.2f} (CPU time); "
+                  f"memory {row['memory_ratio']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "args": {**vars(args), "json": str(args.json)},
+                                         "results": rows}, indent=2))
+        print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Shared benchmark machinery: one worker process per case, interleaved timing rounds, peak-RSS growth, tables.
+
+A case runs in its own spawned process so that its memory is measured alone: the worker builds its step function,
+records its resident set size (RSS) as the baseline, resets the kernel's RSS high-water mark, and from then on runs
+steps on demand. The parent drives all workers of a group in alternating rounds (one step each, order reversed
+every round), so machine noise lands on every case alike; workers that are not running wait on a pipe and use no CPU.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Memory
+
+
+def _status_kib(field_name: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field_name} missing from /proc/self/status")
+
+
+class PeakRSS:
+    """Peak RSS growth of this process since construction, in bytes.
+
+    Linux: writing 5 to /proc/self/clear_refs resets the high-water mark (VmHWM) to the current RSS, so the growth is
+    VmHWM - RSS at construction. Elsewhere it falls back to ru_maxrss, which cannot be reset: the growth is then only
+    seen when the measured work peaks above everything before it (model creation included).
+    """
+
+    def __init__(self):
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+                refs.write("5")
+            self.method = "VmHWM after clear_refs"
+            self.baseline_kib = _status_kib("VmRSS")
+        except OSError:
+            self.method = "ru_maxrss"
+            self.baseline_kib = self._maxrss_kib()
+
+    @staticmethod
+    def _maxrss_kib() -> int:
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return maxrss // 1024 if platform.system() == "Darwin" else maxrss  # macOS reports bytes
+
+    def growth(self) -> int:
+        peak = _status_kib("VmHWM") if self.method != "ru_maxrss" else self._maxrss_kib()
+        return max(0, peak - self.baseline_kib) * 1024
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Workers
+
+
+class Sample(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # CPU seconds of this process, all threads
+    other_load: float | None  # share of the machine's CPU time used by other processes (None: unknown)
+
+
+class Meter:
+    """Wall time, own CPU time, and the share of the machine's CPU time that other processes used in an interval.
+
+    The benchmark may share its machine: a step during which someone else computed is not a measurement of ours
+    (on 2 cores it can be 10x slower: an OpenMP barrier waits for a descheduled thread). Other processes' CPU time is
+    the machine's busy time (Linux /proc/stat, in clock ticks) minus this process's; elsewhere it is unknown.
+    """
+
+    def __init__(self):
+        self._tick = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+        self._cpus = os.cpu_count() or 1
+
+    def _machine_busy(self) -> float | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(x) for x in stat.readline().split()[1:]]
+        except OSError:
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+        return (user + nice + system + irq + softirq + steal) * self._tick
+
+    @staticmethod
+    def _own_cpu() -> float:
+        times = os.times()
+        return times.user + times.system
+
+    def start(self) -> None:
+        self._busy, self._cpu, self._wall = self._machine_busy(), self._own_cpu(), time.perf_counter()
+
+    def stop(self) -> Sample:
+        wall, cpu, busy = time.perf_counter() - self._wall, self._own_cpu() - self._cpu, self._machine_busy()
+        if busy is None or self._busy is None:
+            return Sample(wall, cpu, None)
+        return Sample(wall, cpu, max(0.0, busy - self._busy - cpu) / (wall * self._cpus))
+
+    def wait_for_quiet(self, threshold: float, timeout: float, window: float = 1.0) -> None:
+        """Sleep until other processes use at most `threshold` of the CPUs over `window` seconds, or `timeout` passes.
+
+        Called by the (otherwise idle) parent between rounds, so rounds are not spent on a machine in use.
+        """
+        deadline = time.monotonic() + timeout
+        while timeout > 0:
+            self.start()
+            time.sleep(window)
+            load = self.stop().other_load
+            if load is None or load <= threshold or time.monotonic() >= deadline:
+                return
+
+
+def _serve(conn, build: Callable[..., tuple[Callable[[], None], dict]], build_args: tuple, threads: int) -> None:
+    """Worker loop: build the case, then answer ("run", n) with n Samples and ("report", None) with its info."""
+    import torch
+
+    try:
+        torch.set_num_threads(threads)
+        step, info = build(*build_args)
+        memory, meter = PeakRSS(), Meter()
+        conn.send(("ready", None))
+        while True:
+            try:
+                command, arg = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if command == "run":
+                samples = []
+                for _ in range(arg):
+                    meter.start()
+                    step()
+                    samples.append(meter.stop())
+                conn.send(("ok", samples))
+            elif command == "report":
+                conn.send(("ok", {**info, "peak_rss_growth": memory.growth(), "memory_method": memory.method}))
+            else:  # "stop"
+                return
+    except Exception:  # noqa: BLE001 - the parent re-raises it with the worker's traceback
+        conn.send(("error", traceback.format_exc()))
+
+
+class Worker:
+    """A spawned process holding one case; `run(n)` times n steps."""
+
+    def __init__(self, name: str, build: Callable, build_args: tuple, threads: int):
+        self.name = name
+        context = mp.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, build, build_args, threads), daemon=True)
+        self._process.start()
+
+    def _answer(self):
+        status, payload = self._conn.recv()
+        if status == "error":
+            raise RuntimeError(f"benchmark case {self.name} failed in its worker:\n{payload}")
+        return payload
+
+    def wait_ready(self) -> None:
+        self._answer()
+
+    def run(self, steps: int) -> list[Sample]:
+        self._conn.send(("run", steps))
+        return self._answer()
+
+    def report(self) -> dict:
+        self._conn.send(("report", None))
+        return self._answer()
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._conn.send(("stop", None))
+        self._process.join(timeout=30)
+
+
+@dataclass
+class Timing:
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def times(self) -> list[float]:
+        return [sample.wall for sample in self.samples]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(sample.cpu for sample in self.samples)
+
+    @property
+    def median_other_load(self) -> float | None:
+        loads = [sample.other_load for sample in self.samples if sample.other_load is not None]
+        return statistics.median(loads) if loads else None
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median (noise indicator)."""
+        if len(self.samples) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.times, n=4, method="inclusive")
+        return (q3 - q1) / self.median
+
+
+def run_interleaved(
+    cases: dict[str, tuple[Callable, tuple]],
+    *,
+    warmup: int,
+    steps: int,
+    threads: int,
+    max_other_load: float = 1.0,
+    max_rounds: int | None = None,
+    max_wait: float = 0.0,
+    log=print,
+) -> dict[str, tuple[Timing, dict]]:
+    """Rounds of one step per case, order reversed every round; return each case's timing and worker report.
+
+    After `warmup` rounds, a round is kept when no step in it saw other processes use more than `max_other_load` of
+    the machine's CPU time; rounds go on until `steps` are kept or `max_rounds` (default 3 x steps) were run, and
+    if none was kept by then, all are. Before each round the parent waits (up to `max_wait` seconds in all) for the
+    machine to be that quiet.
+    """
+    max_rounds = max_rounds or 3 * steps
+    meter, wait_deadline = Meter(), time.monotonic() + max_wait
+    workers = [Worker(name, build, args, threads) for name, (build, args) in cases.items()]
+    try:
+        for worker in workers:
+            worker.wait_ready()
+        for _ in range(warmup):
+            for worker in workers:
+                worker.run(1)
+        kept = {worker.name: Timing() for worker in workers}
+        dropped = {worker.name: Timing() for worker in workers}
+        for round_idx in range(max_rounds):
+            if len(kept[workers[0].name].samples) == steps:
+                break
+            waited = time.monotonic()
+            meter.wait_for_quiet(max_other_load, timeout=max(0.0, wait_deadline - waited))
+            waited = time.monotonic() - waited
+            order = workers if round_idx % 2 == 0 else workers[::-1]
+            samples = {worker.name: worker.run(1)[0] for worker in order}
+            worst = max((s.other_load for s in samples.values() if s.other_load is not None), default=0.0)
+            for name, sample in samples.items():
+                (kept if worst <= max_other_load else dropped)[name].samples.append(sample)
+            log(f"  round {round_idx + 1}"
+                + (f" (after waiting {waited:.0f}s for a quiet machine)" if waited > 5 else "") + ": "
+                + ", ".join(f"{name} {sample.wall:.3f}s" for name, sample in samples.items())
+                + ("" if worst <= max_other_load else f"; dropped: other processes used {worst:.0%} of the CPUs"))
+        if not kept[workers[0].name].samples:
+            log(f"  no round under --max-other-load {max_other_load:.0%} in {max_rounds}: keeping all")
+            kept = dropped
+        return {worker.name: (kept[worker.name], worker.report()) for worker in workers}
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    model_name = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            lines = cpuinfo.read().splitlines()
+        model_name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
+        amx = "amx_bf16" in flags
+    except (OSError, StopIteration):
+        amx = None
+    return {
+        "cpu": model_name,
+        "cpus": os.cpu_count(),
+        "amx_bf16": amx,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
