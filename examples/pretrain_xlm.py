@@ -63,14 +63,14 @@ def main(argv=None) -> dict:
     model = create_model(model_args, tokenizer, auto_class=AutoModelForMaskedLM)  # an XLMForPreTraining
     build = dict(objectives=data_args.objectives, alpha=data_args.sampling_alpha, block_size=data_args.block_size,
                  max_length=data_args.max_length, seed=training_args.seed, show_progress=training_args.should_log)
+    # Every rank builds the same mix (seeded) at the same time: it lives in memory, there is no cache to share.
     train_data = eval_data = None
-    with training_args.main_process_first(desc="building the pretraining data"):
-        if training_args.do_train:
-            corpus = load_corpus(data_args, "train", seed=training_args.seed)
-            train_data = build_pretraining_dataset(tokenizer, corpus, num_examples=data_args.num_examples, **build)
-        if training_args.do_eval:
-            corpus = load_corpus(data_args, data_args.eval_split, seed=training_args.seed)
-            eval_data = build_pretraining_dataset(tokenizer, corpus, num_examples=data_args.max_eval_examples, **build)
+    if training_args.do_train:
+        corpus = load_corpus(data_args, "train", seed=training_args.seed)
+        train_data = build_pretraining_dataset(tokenizer, corpus, num_examples=data_args.num_examples, **build)
+    if training_args.do_eval:
+        corpus = load_corpus(data_args, data_args.eval_split, seed=training_args.seed)
+        eval_data = build_pretraining_dataset(tokenizer, corpus, num_examples=data_args.max_eval_examples, **build)
 
     if "clm" in data_args.objectives:
         collator = CLMCollator(tokenizer)
@@ -81,6 +81,10 @@ def main(argv=None) -> dict:
                                           frequency_smoothing=data_args.frequency_smoothing, token_counts=counts)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
                       processing_class=tokenizer, data_collator=collator)
+    # The model's forward takes **kwargs, so the Trainer assumes it normalises its loss by `num_items_in_batch` and
+    # then skips the division by gradient_accumulation_steps and multiplies by the number of DDP processes. Our loss
+    # is already a mean over the batch's predicted tokens: without this, DDP and accumulation double the gradients.
+    trainer.model_accepts_loss_kwargs = False
 
     results = {}
     if training_args.do_train:

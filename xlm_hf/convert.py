@@ -123,7 +123,7 @@ def read_safetensors(src_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
 def our_config(src_config, **overrides) -> XLMConfig:
     """The xlm-hf `XLMConfig` of a transformers XLM config (encoder and decoder of the source's size)."""
     dim, layers, heads = src_config.emb_dim, src_config.n_layers, src_config.n_heads
-    id2lang = {int(k): v for k, v in (src_config.id2lang or {}).items()} or None
+    id2lang = _id2lang(src_config) or None
     n_langs = src_config.n_langs
     if id2lang is not None and len(id2lang) != n_langs:
         logger.warning("The checkpoint's id2lang names %d languages but n_langs is %d: languages dropped.", len(id2lang), n_langs)
@@ -329,8 +329,15 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def _id2lang(src_config) -> dict[int, str]:
+    """The checkpoint's languages by id, from id2lang or, failing that, lang2id."""
+    if src_config.id2lang:
+        return {int(k): v for k, v in src_config.id2lang.items()}
+    return {int(i): lang for lang, i in (src_config.lang2id or {}).items()}
+
+
 def _languages(src_config) -> list[str]:
-    id2lang = {int(k): v for k, v in (src_config.id2lang or {}).items()}
+    id2lang = _id2lang(src_config)
     if len(id2lang) != src_config.n_langs:
         raise ConversionError(
             f"The checkpoint does not name its {src_config.n_langs} language(s) (config id2lang/lang2id): pass them "

@@ -324,6 +324,9 @@ class PretrainingArguments(TrainingArguments):
     report_to: None | str | list[str] = field(
         default="auto", metadata={"help": "Integrations to log to; 'auto' = tensorboard when installed, else none."}
     )
+    # The Trainer writes args.use_cache into the saved config; False would follow the LM into translation models
+    # made from it (XLMForSeq2SeqLM.from_pretrained_lm). An encoder LM has no cache, so True changes nothing here.
+    use_cache: bool = field(default=True, metadata={"help": "Saved in the LM's config (translation models inherit it)."})
 
     def __post_init__(self):
         if self.remove_unused_columns:
