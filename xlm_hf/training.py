@@ -1006,6 +1006,7 @@ def push_to_hub(model_dir: str | os.PathLike, *, hub_model_id: str | None, token
 
 
 __all__ = [
+    "LOOP_STATE",
     "DataArguments",
     "EpochSampler",
     "LoopArguments",
@@ -1015,6 +1016,7 @@ __all__ = [
     "TranslationTrainer",
     "TranslationTrainingArguments",
     "build_datasets",
+    "check_model_matches_tokenizer",
     "check_tokenizer_languages",
     "configure_generation",
     "create_model",
@@ -1030,6 +1032,8 @@ __all__ = [
     "model_inputs",
     "num_update_steps",
     "parse_args",
+    "parse_config_overrides",
+    "prefixed",
     "publish_dir",
     "publish_files",
     "push_to_hub",
