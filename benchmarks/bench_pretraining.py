@@ -5,7 +5,7 @@ rate, schedule, seed, dropout), through the same script (`examples/run_translati
 each):
 
 - random init: an `XLMForSeq2SeqLM` from random weights;
-- pretrained init: first MLM+TLM pretraining (`examples/pretrain_xlm.py`, two DDP processes), then encoder AND decoder
+- pretrained init: first MLM+TLM pretraining (`examples/pretrain_xlm.py`; `--procs 2` runs it with DDP), then encoder AND decoder
   from the LM (`XLMForSeq2SeqLM.from_pretrained_lm`, cross-attention fresh), then the same fine-tuning.
 
 Data (the shared corpus, train splits only for training; BLEU/chrF on the direction's test split):
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--preset", default="small", help="model size of both arms (small: d 256, 4+4 layers)")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--tokenizer-sample", type=int, default=100_000, help="sentences sampled to learn the BPE")
-    parser.add_argument("--pretrain-steps", type=int, default=1000)
+    parser.add_argument("--pretrain-steps", type=int, default=1200)
     parser.add_argument("--pretrain-batch-size", type=int, default=32)
     parser.add_argument("--pretrain-lr", type=float, default=2e-3)
     parser.add_argument("--mlm-probability", type=float, default=0.4,
@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--pretrain-dropout", type=float, default=0.0,
                         help="dropout while pretraining (short runs underfit); fine-tuning uses the preset's in both arms")
     parser.add_argument("--block-size", type=int, default=48, help="MLM stream block (TLM pairs are ~40 tokens)")
-    parser.add_argument("--finetune-steps", type=int, default=400)
+    parser.add_argument("--finetune-steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--finetune-warmup", type=int, default=50)
@@ -186,7 +186,9 @@ def main() -> None:
                         help="bf16 autocast; off by default: at d_model 256 on this CPU it was 1.9x slower than fp32 "
                         "(casts of the weights every step, and a slow bf16 SDPA backward)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--procs", type=int, default=2, help="DDP processes for pretraining (torchrun, gloo on CPU)")
+    parser.add_argument("--procs", type=int, default=1,
+                        help="DDP processes for pretraining (torchrun, gloo on CPU); the batch is per process. 1 by "
+                        "default: on a busy machine two ranks were no faster than one")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per process. 1 by default: the cores go to processes (two DDP ranks, two "
                         "fine-tuning arms at once); two OpenMP threads per process on a busy 2-core machine wait on "
@@ -263,10 +265,12 @@ def main() -> None:
     print(f"\npretrained - random: {gain:+.2f} BLEU, "
           f"{results['pretrained init']['chrf'] - results['random init']['chrf']:+.2f} chrF "
           f"(bar: >= +2 BLEU: {'met' if gain >= 2 else 'NOT met'})")
-    print(f"pretraining: {args.pretrain_steps} steps x {args.pretrain_batch_size} x {args.procs} processes (MLM+TLM, {args.mlm_probability:.0%} "
-          f"masked, lr {args.pretrain_lr}, dropout {args.pretrain_dropout}), mean train loss "
-          f"{pretrain_metrics.get('train_loss', float('nan')):.3f}; {len(report['copied'])} tensors copied into "
-          f"encoder+decoder, {len(report['initialised'])} fresh (cross-attention)")
+    recipe = (f"{args.pretrain_steps} steps x {args.pretrain_batch_size} x {args.procs} process(es) (MLM+TLM, "
+              f"{args.mlm_probability:.0%} masked, lr {args.pretrain_lr}, dropout {args.pretrain_dropout})"
+              if "pretrain" in times else f"reused from {lm_dir}")
+    print(f"pretraining: {recipe}, mean train loss {pretrain_metrics.get('train_loss', float('nan')):.3f}; "
+          f"{len(report['copied'])} tensors copied into encoder+decoder, {len(report['initialised'])} fresh "
+          f"(cross-attention)")
     print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {total:.0f} s"
           + ("" if "pretrain" in times else " (pretraining reused)"))
     print(f"work folder: {work}")
