@@ -264,16 +264,21 @@ def test_fresh_process_loads_through_trust_remote_code_without_xlm_hf(tok, tmp_p
         sys.meta_path.insert(0, BlockXlmHf())
         sys.path = [p for p in sys.path if p not in ("", ".", {os.getcwd()!r})]
         from transformers import AutoTokenizer
+        try:  # without trust_remote_code: an error, not a silent plain TokenizersBackend
+            without = type(AutoTokenizer.from_pretrained({str(folder)!r})).__name__
+        except ValueError as err:
+            without = "refused: " + str(err)[:200]
         tok = AutoTokenizer.from_pretrained({str(folder)!r}, trust_remote_code=True)
         texts = {ROUND_TRIP_TEXTS!r}
         ids = [tok(t)["input_ids"] for t in texts]
         out = [ids, [tok.decode(i, skip_special_tokens=True) for i in ids], tok(texts[0], text_target="x")["labels"]]
-        print(json.dumps({{"class": type(tok).__name__, "module": type(tok).__module__, "out": out}}))
+        print("\\nRESULT", json.dumps({{"class": type(tok).__name__, "module": type(tok).__module__, "out": out, "without": without}}))
     """)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
-                            timeout=120)
+                            stdin=subprocess.DEVNULL, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(result.stdout.split("\nRESULT ")[-1])
     assert report["class"] == "XLMHFTokenizer" and report["module"].startswith("transformers_modules.")
+    assert report["without"].startswith("refused: ") and "contains custom code" in report["without"]
     assert report["out"] == json.loads(json.dumps(list(expected)))

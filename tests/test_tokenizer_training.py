@@ -66,7 +66,7 @@ def test_alpha_below_one_raises_the_minority_share_of_the_sample(text_files):
     texts = {"en": text_files["en"], "zh": text_files["zh"]}
 
     def zh_share(alpha):
-        counts = Counter(lang for lang, _ in sample_sentences(texts, alpha=alpha, seed=0))
+        counts = Counter(lang for lang, _ in sample_sentences(texts, alpha=alpha, seed=0, dedupe=False))
         return counts["zh"] / sum(counts.values()), sum(counts.values())
 
     natural, n_natural = zh_share(1.0)
@@ -80,11 +80,22 @@ def test_alpha_below_one_raises_the_minority_share_of_the_sample(text_files):
 
 
 def test_alpha_one_sample_is_the_corpus_and_sample_size_scales_it(text_files):
-    sample = list(sample_sentences({"fr": text_files["fr"]}, alpha=1.0))
+    sample = list(sample_sentences({"fr": text_files["fr"]}, alpha=1.0, dedupe=False))
     assert [s for _, s in sample] == side("en-fr", "fr")
     smaller = list(sample_sentences({"fr": text_files["fr"]}, alpha=1.0, sample_size=1000, seed=3))
     assert len(smaller) == pytest.approx(1000, rel=0.1)
     assert smaller == list(sample_sentences({"fr": text_files["fr"]}, alpha=1.0, sample_size=1000, seed=3))
+
+
+def test_dedupe_counts_each_sentence_of_a_language_once(bundled_pairs):
+    from xlm_hf.data import texts_by_language
+
+    english = texts_by_language(bundled_pairs)["en"]  # the English side of the five pairs
+    all_lines = [row["en"] for part in english for row in part["translation"]]
+    assert len(set(all_lines)) < 0.6 * len(all_lines)  # the pairs share most English sentences
+    deduped = [s for _, s in sample_sentences({"en": english}, alpha=1.0)]
+    assert deduped == list(dict.fromkeys(all_lines))  # first occurrences, in order
+    assert len(list(sample_sentences({"en": english}, alpha=1.0, dedupe=False))) == len(all_lines)
 
 
 def test_training_sample_counts_are_reported(text_files):
@@ -109,7 +120,7 @@ def test_files_datasets_and_iterators_train_the_same_tokenizer(text_files):
 def test_translation_dataset_columns_are_read_per_language():
     rows = [{"en": e, "fr": f} for e, f in zip(side("en-fr", "en")[:2000], side("en-fr", "fr")[:2000])]
     ds = Dataset.from_dict({"translation": rows})
-    tok = train_small({"en": ds, "fr": ds}, alpha=1.0)
+    tok = train_small({"en": ds, "fr": ds}, alpha=1.0, dedupe=False)
     assert tok.training_summary.languages["en"].sampled_sentences == 2000
     assert tok.training_summary.languages["fr"].sampled_sentences == 2000
 

@@ -68,8 +68,9 @@ class _Source:
     to a temporary file on the way (a one-shot iterator can then be read twice, and is never held in a list).
     """
 
-    def __init__(self, lang: str, obj, spool_dir: str):
+    def __init__(self, lang: str, obj, spool_dir: str, dedupe: bool = False):
         self.lang = lang
+        self.dedupe = dedupe
         self._parts: list[Path | tuple[object, str]] = []
         for i, item in enumerate(_parts_of(obj, lang)):
             if isinstance(item, (str, os.PathLike)):
@@ -91,9 +92,17 @@ class _Source:
         self._count: int | None = None
 
     def blocks(self) -> Iterator[list[str]]:
-        """The lines in lists of up to `_BLOCK_LINES` (a list per block keeps per-line Python work to a minimum)."""
+        """The lines in lists of up to `_BLOCK_LINES` (a list per block keeps per-line Python work to a minimum).
+
+        With `dedupe`, a sentence seen before (in any part) is left out. Sentences are remembered by their 64-bit
+        hash (~60 bytes each in a Python set), not their text."""
+        seen: set[int] | None = set() if self.dedupe else None
         for part in self._parts:
-            yield from _dataset_blocks(*part, self.lang) if isinstance(part, tuple) else _file_blocks(part)
+            for block in _dataset_blocks(*part, self.lang) if isinstance(part, tuple) else _file_blocks(part):
+                if seen is not None:
+                    block = _first_occurrences(block, seen)
+                if block:
+                    yield block
 
     def __iter__(self) -> Iterator[str]:
         for block in self.blocks():
@@ -101,11 +110,21 @@ class _Source:
 
     def count(self) -> int:
         if self._count is None:
-            self._count = sum(
-                _count_nonempty_lines(part) if isinstance(part, Path) else sum(map(len, _dataset_blocks(*part, self.lang)))
-                for part in self._parts
-            )
+            if self.dedupe or not all(isinstance(part, Path) for part in self._parts):
+                self._count = sum(map(len, self.blocks()))
+            else:  # plain files: count lines in binary, no decoding
+                self._count = sum(_count_nonempty_lines(part) for part in self._parts)
         return self._count
+
+
+def _first_occurrences(block: list[str], seen: set[int]) -> list[str]:
+    kept = []
+    for sentence in block:
+        key = hash(sentence)
+        if key not in seen:
+            seen.add(key)
+            kept.append(sentence)
+    return kept
 
 
 def _parts_of(obj, lang: str) -> list:
@@ -179,12 +198,12 @@ def _check_texts(texts) -> None:
         )
 
 
-def _sources(texts: Mapping[str, object], languages: Sequence[str], spool_dir: str) -> dict[str, _Source]:
+def _sources(texts: Mapping[str, object], languages: Sequence[str], spool_dir: str, dedupe: bool) -> dict[str, _Source]:
     _check_texts(texts)
     unknown = [lang for lang in texts if lang not in languages]
     if unknown:
         raise ValueError(f"Text was given for {unknown}, which are not in languages={list(languages)}: add them.")
-    return {lang: _Source(lang, texts[lang], spool_dir) for lang in languages if lang in texts}
+    return {lang: _Source(lang, texts[lang], spool_dir, dedupe) for lang in languages if lang in texts}
 
 
 # --- alpha sampling -----------------------------------------------------------------------------------------------------
@@ -213,15 +232,16 @@ def sample_sentences(
     sample_size: int | None = None,
     seed: int = 0,
     languages: Sequence[str] | None = None,
+    dedupe: bool = True,
 ) -> Iterator[tuple[str, str]]:
     """Stream `(language, sentence)` pairs sampled with XLM's exponent `alpha` (see the module docstring).
 
     `texts` maps each language to its text (see `train_tokenizer`). `sample_size` is the expected number of sentences
-    drawn (default: the corpus size). Deterministic for a given `seed`. This is the exact sample `train_tokenizer`
+    drawn (default: the corpus size). With `dedupe`, repeated sentences of a language count once. Deterministic for a given `seed`. This is the exact sample `train_tokenizer`
     learns from.
     """
     with tempfile.TemporaryDirectory(prefix="xlm_hf_spool_") as spool_dir:
-        sources = _sources(texts, list(languages or texts), spool_dir)
+        sources = _sources(texts, list(languages or texts), spool_dir, dedupe)
         for lang, block in _sample_blocks(sources, alpha=alpha, sample_size=sample_size, seed=seed):
             for sentence in block:
                 yield lang, sentence
@@ -310,6 +330,7 @@ def train_tokenizer(
     alpha: float = 0.5,
     sample_size: int | None = None,
     seed: int = 0,
+    dedupe: bool = True,
     min_frequency: int = 2,
     limit_alphabet: int | None = None,
     src_lang: str | None = None,
@@ -333,6 +354,10 @@ def train_tokenizer(
         alpha: XLM's sampling exponent (0.5 in the paper); 1.0 trains on every sentence exactly once.
         sample_size: expected number of sentences in the training sample (default: the corpus size).
         seed: seed of the sampling; training is deterministic for a fixed seed.
+        dedupe: count each distinct sentence of a language once. The sides of parallel corpora repeat: the English
+            side of en-fr, en-de, ... holds the same English sentence once per pair (po-parallel: 199k English lines,
+            62k distinct), which would inflate English in the shares p_i and in the subword counts. Sentences are
+            remembered by hash (~60 bytes each); set False for corpora of hundreds of millions of sentences.
         min_frequency: minimum count of a BPE merge.
         limit_alphabet: how many of the most frequent characters become base tokens (BPE); rarer ones are spelled
             with byte-fallback tokens. Default: half of the learned vocabulary, so that a small vocabulary over many
@@ -365,7 +390,7 @@ def train_tokenizer(
     _warn_if_single_threaded()
 
     with tempfile.TemporaryDirectory(prefix="xlm_hf_spool_") as spool_dir:
-        sources = _sources(texts, languages, spool_dir)
+        sources = _sources(texts, languages, spool_dir, dedupe)
         missing = [lang for lang in languages if lang not in sources]
         if missing:
             logger.warning("No text for %s: their tags are reserved but untrained.", missing)
