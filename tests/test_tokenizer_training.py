@@ -2,6 +2,7 @@
 summary, atomic saving, and the `xlm-hf train-tokenizer` command. Tiny vocabularies on the bundled corpus."""
 
 import json
+import os
 import subprocess
 import sys
 import unicodedata
@@ -177,6 +178,26 @@ def _tiny_trained():
     tok = Tokenizer(models.BPE())
     tok.train_from_iterator(["a"], trainer=trainers.BpeTrainer(special_tokens=["<s>"], show_progress=False))
     return tok
+
+
+def test_parallelism_is_set_for_the_call_and_restored(monkeypatch):
+    from xlm_hf.tokenizer_training import _tokenizers_parallelism
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with _tokenizers_parallelism(None):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"  # one thread is faster on 2 CPUs
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    with _tokenizers_parallelism(None):
+        assert "TOKENIZERS_PARALLELISM" not in os.environ
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")  # the user's setting wins over the default
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with _tokenizers_parallelism(None):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    with _tokenizers_parallelism(False):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
 
 
 # --- errors --------------------------------------------------------------------------------------------------------------
