@@ -261,7 +261,7 @@ def main() -> None:
     print(f"\n{args.direction}, {args.train_pairs} training pairs, {args.finetune_steps} fine-tuning steps x batch "
           f"{args.batch_size}, lr {args.finetune_lr}, seed {args.seed}; test split"
           f"{f' (first {args.test_samples})' if args.test_samples else ''}, greedy decoding\n")
-    print(markdown_table(["arm", "BLEU", "chrF", "final train loss", "fine-tune s"], rows))
+    print(markdown_table(["arm", "BLEU", "chrF", "mean train loss", "fine-tune s"], rows))
     print(f"\npretrained - random: {gain:+.2f} BLEU, "
           f"{results['pretrained init']['chrf'] - results['random init']['chrf']:+.2f} chrF "
           f"(bar: >= +2 BLEU: {'met' if gain >= 2 else 'NOT met'})")
