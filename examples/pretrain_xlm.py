@@ -81,10 +81,7 @@ def main(argv=None) -> dict:
                                           frequency_smoothing=data_args.frequency_smoothing, token_counts=counts)
     trainer = Trainer(model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
                       processing_class=tokenizer, data_collator=collator)
-    # The model's forward takes **kwargs, so the Trainer assumes it normalises its loss by `num_items_in_batch` and
-    # then skips the division by gradient_accumulation_steps and multiplies by the number of DDP processes. Our loss
-    # is already a mean over the batch's predicted tokens: without this, DDP and accumulation double the gradients.
-    trainer.model_accepts_loss_kwargs = False
+    assert not trainer.model_accepts_loss_kwargs  # XLMPreTrainedModel.accepts_loss_kwargs: our loss is a batch mean
 
     results = {}
     if training_args.do_train:

@@ -413,3 +413,12 @@ def test_out_of_vocabulary_ids_are_refused():
     model = tiny_model()
     with pytest.raises(ValueError, match="outside the vocabulary"):
         model(input_ids=torch.tensor([[5, 1000, EOS]]), decoder_input_ids=torch.tensor([[EOS]]))
+
+
+def test_trainer_does_not_rescale_our_mean_loss():
+    """Our loss is a batch mean: the Trainer must divide by accumulation steps and not multiply by world size."""
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    args = Seq2SeqTrainingArguments(output_dir="unused", use_cpu=True, report_to="none")
+    trainer = Seq2SeqTrainer(model=tiny_model(), args=args)
+    assert trainer.model_accepts_loss_kwargs is False

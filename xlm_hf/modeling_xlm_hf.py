@@ -287,6 +287,9 @@ class XLMPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_flash_attn = True
     _can_compile_fullgraph = True
+    # Our losses are means over the non-ignored labels of the batch: the Trainer must not also divide by
+    # `num_items_in_batch` (it would, because forward takes **kwargs, and scale gradients under DDP/accumulation).
+    accepts_loss_kwargs = False
 
     # Every Auto class a saved folder answers to with trust_remote_code (transformers writes only the saved class's).
     _remote_auto_map: dict[str, str] = {}
@@ -687,7 +690,7 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
             decoder_ffn_dim=lm.config.encoder_ffn_dim,
             **config_overrides,
         )
-        for key in ("architectures", "auto_map", "model_type", "transformers_version", "_name_or_path"):
+        for key in ("architectures", "auto_map", "model_type", "transformers_version", "_name_or_path", "use_cache"):
             fields.pop(key, None)
         model = cls(XLMConfig(**fields))
         lm_state = lm.state_dict()
