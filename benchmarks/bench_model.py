@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import fnmatch
 import json
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +27,7 @@ from transformers import MarianConfig, MarianMTModel
 
 from xlm_hf import XLMForSeq2SeqLM, config_from_preset
 
-from common import machine_info, markdown_table, run_interleaved  # benchmarks/ is sys.path[0] when run as a script
+from common import machine_info, markdown_table, paired_speedups, run_interleaved  # benchmarks/ is sys.path[0]
 
 
 FIRST_WORD_ID = 16  # random tokens start above every special id (XLM's 0-4; Marian is given the same ids below)
@@ -173,7 +172,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--src-len", type=int, default=32)
     parser.add_argument("--tgt-len", type=int, default=32, help="target length; also the number of generated tokens")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per case (the median is reported)")
+    parser.add_argument("--steps", type=int, default=20, help="timed rounds (one step per case each); medians")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per case first")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every case")
     parser.add_argument("--max-other-load", type=float, default=0.05,
@@ -200,7 +199,7 @@ def selected_cases(patterns: str) -> dict[str, list[str]]:
 
 
 def result_rows(mode: str, measured: dict, args) -> list[dict]:
-    """One row per case; ratios against the baseline model in the same mode (speed: ours/it, memory: it/ours)."""
+    """One row per case; ratios against the baseline model in the same mode (>= 1 means ours is at least as good)."""
     tokens = MODES[mode].tokens(args)
     rows = [
         {
@@ -216,34 +215,43 @@ def result_rows(mode: str, measured: dict, args) -> list[dict]:
             "other_load": timing.median_other_load,
             "tokens_per_s": tokens / timing.median,
             "peak_rss_growth_mib": report["peak_rss_growth"] / 2**20,
+            "peak_tensor_mib": report["peak_tensor_bytes"] / 2**20,
             "samples": [sample._asdict() for sample in timing.samples],
             **report,
         }
         for name, (timing, report) in measured.items()
     ]
-    base = next((row for row in rows if row["model"] == BASELINE), None)
-    for row in rows:
-        ratios = {
-            "speed_ratio": base and row["tokens_per_s"] / base["tokens_per_s"],
-            "speed_ratio_best": base and base["best_s"] / row["best_s"],
-            "speed_ratio_cpu": base and base["cpu_s"] / row["cpu_s"],
-            "memory_ratio": base and base["peak_rss_growth_mib"] / row["peak_rss_growth_mib"],
-        }
-        row.update(ratios)
+    base_name = f"{BASELINE}/{mode}"
+    if base_name in measured:
+        base, base_timing = next(row for row in rows if row["case"] == base_name), measured[base_name][0]
+        for row in rows:
+            q1, median, q3 = paired_speedups(base_timing, measured[row["case"]][0])  # tokens/s ours / Marian
+            row.update(
+                speed_ratio=median,
+                speed_ratio_iqr=(q1, q3),
+                speed_ratio_of_medians=row["tokens_per_s"] / base["tokens_per_s"],
+                speed_ratio_best=base["best_s"] / row["best_s"],
+                speed_ratio_cpu=base["cpu_s"] / row["cpu_s"],
+                memory_ratio=base["peak_rss_growth_mib"] / row["peak_rss_growth_mib"],  # Marian / ours
+                tensor_memory_ratio=base["peak_tensor_mib"] / row["peak_tensor_mib"],
+            )
     return rows
 
 
 def render(rows: list[dict]) -> str:
-    headers = ["case", "params", "tokens/step", "steps", "median s/step", "IQR", "best s", "CPU s/step", "tokens/s",
-               "peak RSS growth", "speed ours/Marian", "memory Marian/ours"]
+    headers = ["case", "params", "tokens/step", "steps", "median s/step", "IQR", "CPU s/step", "tokens/s",
+               "peak RSS growth", "tensor peak", "speed ours/Marian (paired)", "memory Marian/ours (RSS)"]
 
     def ratio(row, key):
-        return "baseline" if row["model"] == BASELINE else ("n/a" if row[key] is None else f"**{row[key]:.2f}**")
+        if row["model"] == BASELINE:
+            return "baseline"
+        return f"**{row[key]:.2f}**" if key in row else "n/a"
 
     return markdown_table(headers, [
         [r["case"], f"{r['params'] / 1e6:.2f}M", r["tokens_per_step"], r["steps_kept"], f"{r['median_s']:.3f}",
-         f"{r['iqr_pct']:.0f}%", f"{r['best_s']:.3f}", f"{r['cpu_s']:.2f}", f"{r['tokens_per_s']:,.0f}",
-         f"{r['peak_rss_growth_mib']:,.0f} MiB", ratio(r, "speed_ratio"), ratio(r, "memory_ratio")]
+         f"{r['iqr_pct']:.0f}%", f"{r['cpu_s']:.2f}", f"{r['tokens_per_s']:,.0f}",
+         f"{r['peak_rss_growth_mib']:,.0f} MiB", f"{r['peak_tensor_mib']:,.0f} MiB", ratio(r, "speed_ratio"),
+         ratio(r, "memory_ratio")]
         for r in rows
     ])
 
@@ -272,10 +280,12 @@ def main(argv=None):
               f"attention {row['attn_implementation']}, peak memory by {row['memory_method']}, "
               f"other processes {row['other_load'] or 0:.0%} of the CPUs (median)")
     for row in rows:
-        if row["model"] != BASELINE and row["speed_ratio"] is not None:
-            print(f"{row['case']} vs {BASELINE}: speed {row['speed_ratio']:.2f} (median), "
-                  f"{row['speed_ratio_best']:.2f} (best), {row['speed_ratio_cpu']:.2f} (CPU time); "
-                  f"memory {row['memory_ratio']:.2f}")
+        if row["model"] != BASELINE and "speed_ratio" in row:
+            print(f"{row['case']} vs {BASELINE}: speed {row['speed_ratio']:.2f} (paired rounds; quartiles "
+                  f"{row['speed_ratio_iqr'][0]:.2f}-{row['speed_ratio_iqr'][1]:.2f}), "
+                  f"{row['speed_ratio_of_medians']:.2f} (medians), {row['speed_ratio_best']:.2f} (best), "
+                  f"{row['speed_ratio_cpu']:.2f} (CPU time); memory {row['memory_ratio']:.2f} (RSS), "
+                  f"{row['tensor_memory_ratio']:.2f} (tensors)")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "args": {**vars(args), "json": str(args.json)},
                                          "results": rows}, indent=2))

@@ -8,6 +8,7 @@ every round), so machine noise lands on every case alike; workers that are not r
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import platform
@@ -58,6 +59,42 @@ class PeakRSS:
     def growth(self) -> int:
         peak = _status_kib("VmHWM") if self.method != "ru_maxrss" else self._maxrss_kib()
         return max(0, peak - self.baseline_kib) * 1024
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Kineto writes `profiler_start`/`profiler_stop` lines to file descriptor 2 whatever its log level."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w", encoding="ascii") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_tensor_bytes(step: Callable[[], None]) -> int:
+    """Peak of live tensor bytes during one call of `step`, from torch.profiler's memory records.
+
+    Allocator-independent (no malloc caching or fragmentation, unlike RSS): an op's net allocation counts at its
+    start, a deallocation at its time. Temporaries freed inside one op are netted out, so this is a slight
+    underestimate, alike for every model.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    changes = sorted(
+        (event.time_range.start, event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage)
+        for event in prof.events()
+        if event.name == "[memory]" or event.self_cpu_memory_usage
+    )
+    live = peak = 0
+    for _, change in changes:
+        live += change
+        peak = max(peak, live)
+    return peak
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -140,8 +177,10 @@ def _serve(conn, build: Callable[..., tuple[Callable[[], None], dict]], build_ar
                     step()
                     samples.append(meter.stop())
                 conn.send(("ok", samples))
-            elif command == "report":
-                conn.send(("ok", {**info, "peak_rss_growth": memory.growth(), "memory_method": memory.method}))
+            elif command == "report":  # after the timed steps: the profiled step must not count in RSS or time
+                rss_growth = memory.growth()
+                conn.send(("ok", {**info, "peak_rss_growth": rss_growth, "memory_method": memory.method,
+                                  "peak_tensor_bytes": peak_tensor_bytes(step)}))
             else:  # "stop"
                 return
     except Exception:  # noqa: BLE001 - the parent re-raises it with the worker's traceback
@@ -213,6 +252,17 @@ class Timing:
             return 0.0
         q1, _, q3 = statistics.quantiles(self.times, n=4, method="inclusive")
         return (q3 - q1) / self.median
+
+
+def paired_speedups(baseline: Timing, other: Timing) -> tuple[float, float, float]:
+    """Quartiles (q1, median, q3) over rounds of baseline time / other time. The steps of one round ran back to
+    back, so the ratio cancels drifts in the machine's speed that a ratio of medians keeps; q1..q3 shows how far
+    single rounds disagree."""
+    ratios = [b.wall / o.wall for b, o in zip(baseline.samples, other.samples, strict=True)]
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q1, median, q3
 
 
 def run_interleaved(

@@ -25,8 +25,11 @@ Training streams in two passes, and never holds the corpus in a Python list:
    same blocks through `train_from_iterator`, and the character counts of pass 1 give a deterministic alphabet (see
    `_alphabet`). On 2 CPUs it runs single-threaded by default (see `_tokenizers_parallelism`).
 
-Pass 1 uses Python's `unicodedata` NFKC, the tokenizer the Rust one; they agree except on characters of recent Unicode
-versions one of them does not know yet, which only shifts a few training counts.
+Pass 1 uses Python's `unicodedata` NFKC and the tokenizer the Rust one; they agree except on characters of recent
+Unicode versions one of them does not know yet, which only shifts a few training counts.
+
+By default each language's repeated sentences count once (`dedupe`): text taken from the sides of parallel corpora
+repeats the shared side once per pair, which would inflate that language's share p_i and its subword counts.
 """
 
 from __future__ import annotations
