@@ -25,6 +25,7 @@ import xlm_hf
 from xlm_hf.data import load_translation_dataset
 from xlm_hf.evaluation import compute_translation_metrics
 from xlm_hf.plotting import plot_training_curves
+from xlm_hf.training import atomic_open
 
 
 HERE = Path(__file__).resolve().parent
@@ -127,7 +128,8 @@ def main(argv=None) -> dict:
     baseline = copy_baseline("test", budget["eval_samples"])
     table = results_table(metrics, baseline)
     print(table)
-    (out / "results.md").write_text(table + "\n", encoding="utf-8")
+    with atomic_open(out / "results.md") as handle:
+        handle.write(table + "\n")
 
     print("== 4/5 pipeline(\"translation\") ==")
     from transformers import pipeline

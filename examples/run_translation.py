@@ -28,6 +28,7 @@ from xlm_hf.training import (
     ModelArguments,
     TranslationTrainer,
     TranslationTrainingArguments,
+    atomic_open,
     build_datasets,
     configure_generation,
     create_model,
@@ -131,7 +132,7 @@ def main(argv=None) -> dict:
 def write_predictions(output, tokenizer, dataset, path: str) -> None:
     """One JSON line per row: direction, reference and prediction."""
     predictions, references = postprocess_generated(output.predictions, output.label_ids, tokenizer)
-    with open(path, "w", encoding="utf-8") as handle:
+    with atomic_open(path) as handle:
         for direction, reference, prediction in zip(dataset["direction"], references, predictions):
             handle.write(json.dumps({"direction": direction, "reference": reference, "prediction": prediction},
                                     ensure_ascii=False) + "\n")

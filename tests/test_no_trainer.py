@@ -1,15 +1,16 @@
-"""examples/run_translation_no_trainer.py (Accelerate): a few-step run learns, saves its state atomically, a resume
-skips the consumed batches and ends with the same weights; with `accelerate launch` on two CPU processes it really
-runs DDP (world size 2) and both ranks end with identical weights."""
+"""examples/run_translation_no_trainer.py (Accelerate): a few-step run learns, saves its state atomically, a run
+killed after a saved state resumes, skipping the consumed batches, to the same weights; with `accelerate launch` on
+two CPU processes it really runs DDP (world size 2) and both ranks end with identical weights."""
 
-import shutil
 import sys
 
 import pytest
 
-from training_scripts import (
-    LOOP_SCRIPT, TINY_RUN, logged, read_json, run, run_script, saved_weights_digest, tokenizer_dir,  # noqa: F401
+from training_scripts import (  # noqa: F401 (tokenizer_dir: a fixture)
+    LOOP_SCRIPT, TINY_RUN, kill_point, kill_when, logged, read_json, run, run_script, saved_weights_digest,
+    tokenizer_dir,
 )
+from xlm_hf.training import find_last_state
 
 # Gradient accumulation over 2 batches of 4, on about 2 x 16 pairs: an epoch is 4 or 5 optimizer steps, so the run
 # crosses an epoch boundary and the state saved at step 6 is in the middle of the second epoch.
@@ -41,15 +42,25 @@ def test_few_steps_learn_save_state_and_evaluate(first_run):
     assert saved_weights_digest(first_run) == report["weights_sha256"]
 
 
-def test_resume_skips_consumed_batches_and_ends_with_the_same_weights(first_run, tokenizer_dir, tmp_path):
-    out = tmp_path / "resumed"
-    shutil.copytree(first_run / "checkpoints" / "step_6", out / "checkpoints" / "step_6")  # stopped mid-epoch
-    run_script(LOOP_SCRIPT, *LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
-               "--save_steps", "3", "--resume_from_checkpoint", "latest", "--do_eval", "false")
+def test_killed_run_resumes_to_the_same_weights(first_run, tokenizer_dir, tmp_path):
+    """SIGKILL at a random point after a saved state (during a step or a save; states every 2 steps, so the kill
+    lands mid-epoch or at an epoch boundary), resume from the newest complete state: the consumed batches are
+    skipped, each step is logged once, and the final weights are bitwise those of the uninterrupted run."""
+    out = tmp_path / "killed"
+    step, delay, how = kill_point([2, 4])
+    args = [*LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out, "--save_steps", "2",
+            "--do_eval", "false"]
+    kill_when(LOOP_SCRIPT, *args, appears=out / "checkpoints" / f"step_{step}", delay=delay, log=tmp_path / "killed.log")
+    assert not (out / "rank0.json").exists() and not (out / "checkpoints" / "step_8").exists(), how
+    last = find_last_state(out)
+    assert last is not None and read_json(last / "loop_state.json")["completed_steps"] >= step, how
+
+    run_script(LOOP_SCRIPT, *args, "--resume_from_checkpoint", "latest")
     report = read_json(out / "rank0.json")
-    assert report["steps"] == 8
-    assert [step for step, _ in logged(read_json(out / "trainer_state.json")["log_history"])] == list(range(1, 9))
-    assert report["weights_sha256"] == read_json(first_run / "rank0.json")["weights_sha256"]
+    assert report["steps"] == 8, how
+    assert [s for s, _ in logged(read_json(out / "trainer_state.json")["log_history"])] == list(range(1, 9)), how
+    assert report["weights_sha256"] == read_json(first_run / "rank0.json")["weights_sha256"], how
+    assert not list(out.rglob(".tmp*")), how
 
 
 def test_two_process_ddp_has_world_size_2_and_identical_weights(tokenizer_dir, tmp_path):

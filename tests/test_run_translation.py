@@ -1,13 +1,13 @@
 """examples/run_translation.py (Seq2SeqTrainer): a few-step run on tiny data learns, checkpoints (safetensors),
-evaluates BLEU/chrF per direction, and a resume from its checkpoint continues at the same step to the same weights."""
+evaluates BLEU/chrF per direction, and a run killed after a checkpoint resumes to the same weights."""
 
-import shutil
-import sys
+from pathlib import Path
 
 import pytest
+from transformers.trainer_utils import get_last_checkpoint
 
-from training_scripts import (
-    TRAINER_SCRIPT, logged, read_json, run_script, saved_weights_digest, tokenizer_dir,  # noqa: F401 (fixture)
+from training_scripts import (  # noqa: F401 (tokenizer_dir: a fixture)
+    TRAINER_SCRIPT, kill_point, kill_when, logged, read_json, run_script, saved_weights_digest, tokenizer_dir,
 )
 
 
@@ -37,13 +37,25 @@ def test_few_steps_learn_checkpoint_and_evaluate(first_run):
     assert len((first_run / "eval_predictions.jsonl").read_text().splitlines()) == 6
 
 
-def test_resume_continues_from_the_same_step_to_the_same_weights(first_run, tokenizer_dir, tmp_path):
-    out = tmp_path / "resumed"
-    shutil.copytree(first_run / "checkpoint-4", out / "checkpoint-4")  # a run stopped after step 4
-    run_script(TRAINER_SCRIPT, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out, "--bf16",
-               "--resume_from_checkpoint", "latest", "--do_eval", "false")
+def test_killed_run_resumes_to_the_same_weights(first_run, tokenizer_dir, tmp_path):
+    """SIGKILL at a random point after a checkpoint (during a step or a save), resume from the newest complete one:
+    steps after it run once and the final weights are bitwise those of the uninterrupted run (same data order,
+    dropout RNG, optimizer and scheduler). The killed run saves every 2 steps, the reference every 4: checkpoints
+    do not perturb training."""
+    out = tmp_path / "killed"
+    step, delay, how = kill_point([2, 4])
+    args = ["--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out, "--bf16", "--save_steps", "2"]
+    kill_when(TRAINER_SCRIPT, *args, "--do_eval", "false", appears=out / f"checkpoint-{step}", delay=delay,
+              log=tmp_path / "killed.log")
+    assert not (out / "model.safetensors").exists() and not (out / "checkpoint-8").exists(), how
+    last = get_last_checkpoint(out)  # transformers' own choice: never a half-written folder
+    assert last is not None and int(last.rsplit("-", 1)[1]) >= step, how
+    assert read_json(Path(last) / "trainer_state.json")["global_step"] == int(last.rsplit("-", 1)[1]), how
+
+    run_script(TRAINER_SCRIPT, *args, "--resume_from_checkpoint", "latest", "--do_eval", "false")
     state = read_json(out / "trainer_state.json")
-    assert state["global_step"] == 8
-    assert [step for step, _ in logged(state["log_history"])] == list(range(1, 9))  # steps 5-8 once, after 1-4
-    assert saved_weights_digest(out) == saved_weights_digest(first_run)
-    assert saved_weights_digest(out / "checkpoint-8") == saved_weights_digest(first_run / "checkpoint-8")
+    assert state["global_step"] == 8, how
+    assert [s for s, _ in logged(state["log_history"])] == list(range(1, 9)), how  # each step once, in order
+    assert saved_weights_digest(out) == saved_weights_digest(first_run), how
+    assert saved_weights_digest(out / "checkpoint-8") == saved_weights_digest(first_run / "checkpoint-8"), how
+    assert not list(out.glob(".tmp*")), how

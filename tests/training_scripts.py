@@ -3,8 +3,11 @@ process on the bundled corpus with the session tokenizer, read what it wrote."""
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,18 +27,54 @@ def tokenizer_dir(tokenizer, tmp_path_factory):
     return str(folder)
 
 
-def run(argv, *, timeout=600, threads=None):
+def _env(threads=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+    return env
+
+
+def run(argv, *, timeout=600, threads=None):
+    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=_env(threads), cwd=REPO,
+                            timeout=timeout)
     assert result.returncode == 0, f"{' '.join(map(str, argv))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
 
 
 def run_script(script, *args, **kwargs):
     return run([sys.executable, script, *TINY_RUN, *args], **kwargs)
+
+
+def kill_when(script, *args, appears: Path, delay: float = 0.0, timeout: float = 300, log: Path) -> None:
+    """Run `script` (TINY_RUN + args) and SIGKILL it `delay` seconds after the path `appears` exists; the test fails
+    if the run ends before (the kill would have proved nothing)."""
+    with open(log, "w", encoding="utf-8") as out:
+        process = subprocess.Popen([sys.executable, str(script), *TINY_RUN, *map(str, args)], stdout=out,
+                                   stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+        try:
+            deadline = time.monotonic() + timeout
+            while not appears.exists():
+                assert process.poll() is None, f"the run ended before {appears} appeared:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, f"{appears} did not appear within {timeout} s"
+                time.sleep(0.002)
+            time.sleep(delay)
+            alive = process.poll() is None
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.kill()
+            process.wait()
+    assert alive and process.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{log.read_text()[-3000:]}"
+
+
+def kill_point(steps: list[int]) -> tuple[int, float, str]:
+    """A random kill point: after the checkpoint of one of `steps`, plus up to 0.1 s (in the next step or two, or in
+    a save: a tiny step takes 20 ms unloaded, over a second on a busy machine).
+    Seeded from XLM_HF_KILL_SEED when set, so a failure can be replayed; the description names the seed."""
+    seed = int(os.environ.get("XLM_HF_KILL_SEED", random.randrange(2**32)))
+    rng = random.Random(seed)
+    step, delay = rng.choice(steps), rng.uniform(0.0, 0.1)
+    return step, delay, f"killed {delay:.2f} s after the checkpoint of step {step} (XLM_HF_KILL_SEED={seed})"
 
 
 def read_json(path):

@@ -23,6 +23,8 @@ is ever stored in the model's generation config.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import difflib
 import functools
 import hashlib
@@ -723,7 +725,60 @@ def target_prefix(labels: torch.Tensor, config) -> torch.Tensor:
 
 
 class TranslationTrainer(Seq2SeqTrainer):
-    """`Seq2SeqTrainer` whose generation forces each row's own target-language tag (see `target_prefix`)."""
+    """`Seq2SeqTrainer` whose generation forces each row's own target-language tag (see `target_prefix`), and whose
+    files are written atomically.
+
+    The Trainer of transformers 5 writes `checkpoint-N` in place, file by file: a run killed while saving leaves a
+    half folder that `transformers.trainer_utils.get_last_checkpoint` returns. Here a checkpoint is written into
+    `.tmp-checkpoint-N/checkpoint-N` (a name neither `get_last_checkpoint` nor the rotation matches) and renamed to
+    `checkpoint-N` once complete; the run's JSON files (state, metrics) go through a temporary file and a rename.
+    """
+
+    _staging_dir: Path | None = None
+
+    def _get_output_dir(self, trial) -> str:
+        # While a checkpoint is saved, the Trainer's run folder is the staging folder (see _save_checkpoint).
+        return str(self._staging_dir) if self._staging_dir is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = Path(self._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = run_dir / f".tmp-{name}"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving this step
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)  # every rank writes its part (RNG state) into staging/name
+        finally:
+            self._staging_dir = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            # The Trainer records the best checkpoint under the folder it saved to: point it at the final name.
+            if self.state.best_model_checkpoint == str(staging / name):
+                self.state.best_model_checkpoint = str(run_dir / name)
+                self.state.save_to_json(str(staging / name / TRAINER_STATE))  # not yet visible: no rename needed
+            publish_dir(staging / name, run_dir / name)
+            staging.rmdir()
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+    def save_state(self) -> None:
+        if self.is_world_process_zero():
+            write_json(Path(self.args.output_dir) / TRAINER_STATE, dataclasses.asdict(self.state))
+
+    def save_metrics(self, split, metrics, combined=True) -> None:
+        if not self.is_world_process_zero():
+            return
+        output_dir = Path(self.args.output_dir)
+        write_json(output_dir / f"{split}_results.json", metrics)
+        if combined:
+            path = output_dir / "all_results.json"
+            write_json(path, {**(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}), **metrics})
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         if self.args.predict_with_generate and not prediction_loss_only:
@@ -968,13 +1023,25 @@ def weights_digest(model_or_state_dict) -> str:
     return digest.hexdigest()
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON atomically (temporary file + rename)."""
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[Any]:
+    """A text file to write `path` through: a temporary file in the same folder, renamed to `path` when the block
+    ends without error (a reader sees the old file or the complete new one, never a part), removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    with atomic_open(path) as handle:
+        handle.write(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def num_update_steps(num_batches: int | None, gradient_accumulation_steps: int, num_train_epochs: float,
@@ -1015,6 +1082,7 @@ __all__ = [
     "TranslationData",
     "TranslationTrainer",
     "TranslationTrainingArguments",
+    "atomic_open",
     "build_datasets",
     "check_model_matches_tokenizer",
     "check_tokenizer_languages",
