@@ -175,6 +175,34 @@ def test_eager_sdpa_flex_agree(padded):
         torch.testing.assert_close(outs[attn].logits, outs["eager"].logits, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "no-padding"])
+def test_bf16_on_cpu_takes_the_matmul_path_with_sdpa_masks(padded):
+    """In bf16 on CPU an sdpa model runs `eager_attention_forward` on sdpa's masks (boolean, or None with
+    is_causal): it must give what an eager model gives, and stay near fp32 (padding and causality kept)."""
+    b = batch(padded)
+    with torch.no_grad():
+        outs = {attn: tiny_model(attn).to(torch.bfloat16)(**b) for attn in ("eager", "sdpa")}
+        reference = tiny_model("eager")(**b)
+    torch.testing.assert_close(outs["sdpa"].logits, outs["eager"].logits, atol=0, rtol=0)
+    torch.testing.assert_close(outs["sdpa"].logits.float(), reference.logits, atol=0.1, rtol=0.05)
+
+
+def test_cpu_dropout_keeps_the_expected_share_and_scales():
+    from xlm_hf.modeling_xlm_hf import dropout
+
+    x = torch.ones(1000, 1003, requires_grad=True)  # numel not a multiple of 3: the tail of the random words
+    torch.manual_seed(0)
+    y = dropout(x, 0.1, training=True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.003, dropped
+    assert torch.all((y == 0) | torch.isclose(y, torch.tensor(1 / 0.9)))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() / 0.9)  # the gradient passes where the unit was kept
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1, training=True), y)  # seeded: the same mask
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+
+
 def test_encoder_is_not_causal_without_padding():
     """Changing the last source token must change the first encoder state (sdpa with no mask must not be causal)."""
     model = tiny_model("sdpa")

@@ -78,6 +78,21 @@ def lm_loss(logits: torch.Tensor, labels: torch.LongTensor | None) -> torch.Tens
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
 
 
+def dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """`F.dropout`, with the CPU mask drawn from raw random bits: aten's CPU `bernoulli_` is ~6x slower, which made
+    dropout a sixth of a `small` training step. Each int64 of `random_()` holds 63 random bits, so its three low
+    16-bit words are uniform; a unit is kept when its word is at or above the p-quantile (p to 1/65536)."""
+    if not training or p == 0.0:
+        return hidden_states
+    if hidden_states.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
+        return F.dropout(hidden_states, p=p, training=True)
+    n = hidden_states.numel()
+    words = torch.empty((n + 2) // 3, dtype=torch.int64).random_()  # uses (and advances) the default generator
+    uniform16 = words.view(torch.int16).view(-1, 4)[:, :3].reshape(-1)[:n].view(hidden_states.shape)
+    keep = uniform16 >= round(p * 65536) - 32768
+    return hidden_states * keep * (1.0 / (1.0 - p))
+
+
 def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
     """XLM's create_sinusoidal_embeddings: sin on even features, cos on odd ones."""
     position = torch.arange(n_pos, dtype=torch.float64).unsqueeze(1)  # (P, 1)
@@ -94,13 +109,15 @@ def eager_attention_forward(
     query: torch.Tensor,  # (B, H, T, Dh)
     key: torch.Tensor,  # (B, H, S, Dh)
     value: torch.Tensor,  # (B, H, S, Dh)
-    attention_mask: torch.Tensor | None,  # additive (B, 1, T, S) or None
+    attention_mask: torch.Tensor | None,  # (B, 1, T, S): additive, or boolean (True = attend) from an sdpa config
     scaling: float,
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, T, S)
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
+    elif attention_mask is not None:
         attn_weights = attn_weights + attention_mask
     elif module.is_causal and query.shape[2] > 1:
         q_len, k_len = query.shape[2], key.shape[2]
@@ -131,10 +148,17 @@ class XLMAttention(nn.Module):
         self.is_causal = is_causal
         self.out_proj = nn.Linear(config.d_model, config.d_model)
 
+    def _kernel(self, query: torch.Tensor) -> Callable:
+        implementation = self.config._attn_implementation
+        # On CPUs PyTorch's sdpa (flash) kernel in bf16 is 2-8x slower than the two matmuls of the eager path, in its
+        # backward above all (measured: benchmarks/README.md); in fp32 it is the faster one. The masks sdpa configs
+        # build (boolean or None, with `is_causal`) are understood by `eager_attention_forward` too.
+        if implementation == "sdpa" and query.device.type == "cpu" and query.dtype != torch.float32:
+            return eager_attention_forward
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+
     def _attend(self, query, key, value, attention_mask, **kwargs):
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        attention_interface = self._kernel(query)
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -221,12 +245,12 @@ class XLMBlock(GradientCheckpointingLayer):
 
     def _residual(self, hidden_states: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable) -> torch.Tensor:
         if self.pre_norm:
-            return hidden_states + F.dropout(sublayer(norm(hidden_states)), p=self.dropout, training=self.training)
-        return norm(hidden_states + F.dropout(sublayer(hidden_states), p=self.dropout, training=self.training))
+            return hidden_states + dropout(sublayer(norm(hidden_states)), self.dropout, self.training)
+        return norm(hidden_states + dropout(sublayer(hidden_states), self.dropout, self.training))
 
     def _feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.activation_fn(self.fc1(hidden_states))  # (B, T, ffn)
-        hidden_states = F.dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        hidden_states = dropout(hidden_states, self.activation_dropout, self.training)
         return self.fc2(hidden_states)
 
 
@@ -303,6 +327,32 @@ class XLMPreTrainedModel(PreTrainedModel):
             self.config.custom_pipelines = custom_pipelines_entry(self.config.languages)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, but weights missing from the checkpoint are an error instead of being
+        silently initialised at random. Pass `output_loading_info=True` to accept them: you then get
+        `(model, {"missing_keys": ...})` and decide. A truncated or corrupt `.safetensors` file is named in the error."""
+        wants_info = kwargs.get("output_loading_info", False)
+        kwargs["output_loading_info"] = True
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError":  # safetensors' error names no file
+                raise
+            raise OSError(f"{_describe_weights(pretrained_model_name_or_path, kwargs.get('subfolder'))} cannot be read "
+                          f"({err}): the file is truncated or corrupt; re-save or re-download it.") from err
+        if wants_info:
+            return model, info
+        missing = sorted(info["missing_keys"])  # (mismatched shapes raise, unless ignore_mismatched_sizes=True)
+        if missing:
+            raise ValueError(
+                f"The checkpoint {pretrained_model_name_or_path} lacks {len(missing)} weight(s) of "
+                f"{cls.__name__} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); they would start "
+                f"from random values. Load the class the checkpoint was saved from (see architectures in its "
+                f"config.json), or pass output_loading_info=True to accept freshly initialised weights."
+            )
+        return model
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, XLMStack):
@@ -356,7 +406,7 @@ class XLMStack(XLMPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
         if inputs_embeds is None:
-            self._check_ids(input_ids)
+            self._check_ids(input_ids, check_range=past_length == 0)
             inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (B, T, D)
         batch, length, _ = inputs_embeds.shape
         if position_ids is None:
@@ -375,18 +425,36 @@ class XLMStack(XLMPreTrainedModel):
                 hidden_states = hidden_states + lang_emb * (langs >= 0).unsqueeze(-1).to(lang_emb.dtype)
         if self.layernorm_embedding is not None:
             hidden_states = self.layernorm_embedding(hidden_states)
-        return F.dropout(hidden_states, p=self.dropout, training=self.training)
+        return dropout(hidden_states, self.dropout, self.training)
 
-    def _check_ids(self, input_ids: torch.Tensor) -> None:
+    def _check_ids(self, input_ids: torch.Tensor, check_range: bool = True) -> None:
+        """Users' mistakes as clear errors. Shape and dtype checks are free; the range check costs one device sync, so
+        the decoder skips it on cached generation steps (their ids come from the model itself)."""
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a tensor of shape (batch, length), got {type(input_ids).__name__}: "
+                            f"call the tokenizer with return_tensors='pt'.")
         if input_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"input_ids must be an integer tensor, got {input_ids.dtype}.")
-        if input_ids.numel() and not torch.compiler.is_compiling():
-            low, high = input_ids.min().item(), input_ids.max().item()
+        if input_ids.dim() != 2 or 0 in input_ids.shape:
+            raise ValueError(
+                f"input_ids must have shape (batch, length) with batch and length >= 1, got {tuple(input_ids.shape)}: "
+                f"add a batch dimension with input_ids[None], and skip the call when there is nothing to translate."
+            )
+        if check_range and not torch.compiler.is_compiling():
+            low, high = torch.stack(torch.aminmax(input_ids)).tolist()  # one sync for both bounds
             if low < 0 or high >= self.embed_tokens.num_embeddings:
                 raise ValueError(
                     f"input_ids contain {low if low < 0 else high}, outside the vocabulary "
                     f"[0, {self.embed_tokens.num_embeddings}): the tokenizer does not match this model."
                 )
+
+    @staticmethod
+    def _check_mask(attention_mask: torch.Tensor | None, hidden_states: torch.Tensor) -> None:
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape != hidden_states.shape[:2]:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but the input is "
+                f"{tuple(hidden_states.shape[:2])} (batch, length): pass the mask the tokenizer returned with these ids."
+            )
 
     def finish(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.layer_norm(hidden_states) if self.layer_norm is not None else hidden_states
@@ -413,6 +481,7 @@ class XLMEncoder(XLMStack):
         **kwargs,
     ) -> BaseModelOutput:
         hidden_states = self.embed(input_ids, inputs_embeds, position_ids, langs)
+        self._check_mask(attention_mask, hidden_states)
         if causal:  # an explicit mask even without padding: our attention modules say is_causal=False
             attention_mask = create_causal_mask(
                 config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask, cache=None,
@@ -719,6 +788,24 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
             f"{len(initialised)} start fresh: {', '.join(sorted({k.split('.layers.')[-1].split('.', 1)[-1] for k in initialised}))}"
         )
         return model
+
+
+def _describe_weights(name_or_path, subfolder: str | None) -> str:
+    """The unreadable weight file of a local model folder (each `.safetensors` file is opened to find it), or a
+    description of the weights when the folder is not local."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    folder = Path(name_or_path, subfolder or "")
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)
+        except Exception:
+            return str(path)
+    return f"a .safetensors file of {folder}"
 
 
 def _non_persistent(model: nn.Module) -> set[str]:
