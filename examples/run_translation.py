@@ -72,6 +72,10 @@ def main(argv=None) -> dict:
 
     tokenizer = load_tokenizer(model_args)
     model = create_model(model_args, tokenizer)
+    if training_args.label_smoothing_factor and hasattr(model.config, "label_smoothing"):
+        # Smoothed inside our model's loss, which is fused with the output layer; the Trainer's LabelSmoother would
+        # need the full (B, T, V) logits.
+        model.config.label_smoothing, training_args.label_smoothing_factor = training_args.label_smoothing_factor, 0.0
     configure_generation(
         model, num_beams=training_args.generation_num_beams,
         max_new_tokens=training_args.generation_max_length or data_args.max_target_length,

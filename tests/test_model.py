@@ -47,14 +47,36 @@ def batch(padded=True):
 
 def test_forward_backward_shapes():
     model = tiny_model().train()
-    out = model(**batch())
-    assert out.logits.shape == (2, 5, model.config.vocab_size)
+    assert model.eval()(**batch()).logits.shape == (2, 5, model.config.vocab_size)
+    out = model.train()(**batch())
+    assert out.logits is None  # training with labels: the output layer is fused with the loss (config.fused_lm_loss)
     assert out.encoder_last_hidden_state.shape == (2, 6, model.config.d_model)
     assert out.loss.ndim == 0
     out.loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert all(g is not None for n, g in grads.items() if "embed_positions" not in n or "encoder" in n)
     assert grads["model.shared.weight"].shape == (model.config.vocab_size, model.config.d_model)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_fused_loss_equals_the_plain_loss_and_gradients(smoothing, bf16):
+    """Chunked LinearCrossEntropy (chunks of 3 rows, ignored labels, label smoothing) == lm_head + cross_entropy."""
+    fused = tiny_model(label_smoothing=smoothing, loss_chunk_size=3).train()
+    plain = tiny_model(label_smoothing=smoothing, fused_lm_loss=False).train()
+    losses = []
+    for model in (fused, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(**batch())
+        out.loss.backward()
+        losses.append(out.loss)
+    assert plain(**batch()).logits is not None
+    tolerance = dict(atol=2e-2, rtol=2e-2) if bf16 else dict(atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(losses[0], losses[1], **tolerance)
+    for (name, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters(), strict=True):
+        if b.grad is not None:
+            scale = b.grad.abs().max().clamp(min=1e-8)
+            torch.testing.assert_close(a.grad / scale, b.grad / scale, **tolerance, msg=name)
 
 
 def test_bare_model_returns_seq2seq_output():

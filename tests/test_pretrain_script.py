@@ -27,8 +27,8 @@ from xlm_hf.pretraining import (
 REPO = Path(__file__).resolve().parent.parent
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("pretrain_xlm", REPO / "examples" / "pretrain_xlm.py")
+def load_script(name="pretrain_xlm"):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -128,6 +128,19 @@ def test_pretrain_saves_an_lm_that_initialises_translation_and_resumes(tokenizer
     model = xlm_hf.XLMForSeq2SeqLM.from_pretrained_lm(str(out))
     assert torch.equal(model.model.decoder.layers[0].fc1.weight, lm.encoder.layers[0].fc1.weight)
     assert (out / "checkpoint-4").is_dir()
+
+    # run_translation.py --pretrained_lm: encoder and decoder start from the LM (learning rate 0 keeps them)
+    mt = tmp_path / "mt"
+    load_script("run_translation").main([
+        "--pretrained_lm", str(out), "--tokenizer_name_or_path", str(tokenizer_dir), "--dataset", "bundled",
+        "--pairs", "en-fr", "--max_train_samples", "8", "--output_dir", str(mt), "--do_train", "--use_cpu",
+        "--max_steps", "1", "--per_device_train_batch_size", "4", "--learning_rate", "0", "--save_strategy", "no",
+        "--report_to", "none", "--disable_tqdm", "true", "--config_overrides", "dropout=0.0",
+    ])
+    trained = xlm_hf.XLMForSeq2SeqLM.from_pretrained(mt)
+    assert trained.config.dropout == 0.0
+    for stack in (trained.model.encoder, trained.model.decoder):
+        assert torch.equal(stack.layers[1].fc1.weight, lm.encoder.layers[1].fc1.weight)
 
     with pytest.raises(ValueError, match="resume_from_checkpoint latest"):  # a finished run is not overwritten
         run(tokenizer_dir, out, "--max_steps", "6")

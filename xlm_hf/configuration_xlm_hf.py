@@ -4,6 +4,9 @@ This file is shipped with saved models as remote code: it imports only transform
 single-dot siblings.
 """
 
+import dataclasses
+import difflib
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
@@ -93,6 +96,14 @@ class XLMConfig(PreTrainedConfig):
     mask_token_id: int | None = 4
     decoder_start_token_id: int | None = 1
 
+    # Training loss. With `fused_lm_loss`, a training forward with labels computes the output layer and the
+    # cross-entropy chunk by chunk (`loss_chunk_size` rows at a time), so the (B, T, V) logits are never held: less
+    # memory and time, and `outputs.logits` is None then (set False to get them). Eval and inference are unchanged.
+    # `label_smoothing` is applied inside the model's loss (the scripts move --label_smoothing_factor here).
+    fused_lm_loss: bool = True
+    loss_chunk_size: int = 1024
+    label_smoothing: float | int = 0.0
+
     use_cache: bool = True
     init_std: float = 0.02
     is_encoder_decoder: bool = True
@@ -105,7 +116,18 @@ class XLMConfig(PreTrainedConfig):
         if self.id2lang is not None and self.lang2id is None:
             self.lang2id = {lang: i for i, lang in self.id2lang.items()}
         self._check_values()
+        self._warn_about_misspelt_fields(kwargs)
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def _warn_about_misspelt_fields(cls, extra: dict) -> None:
+        # Unknown keys are kept as plain attributes and ignored (transformers' convention, so that config.json files
+        # of other versions load): a misspelt field (`encoder_layer=3`) would otherwise be lost silently.
+        fields = [field.name for field in dataclasses.fields(cls)]
+        for key in extra:
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.8)
+            if close:
+                logger.warning(f"XLMConfig got the unknown field {key!r}, which is ignored: did you mean {close[0]!r}?")
 
     def _check_values(self):
         """Value validation: each message names the field and the fix."""
@@ -122,7 +144,9 @@ class XLMConfig(PreTrainedConfig):
                     f"XLMConfig.d_model ({self.d_model}) must be divisible by {name} ({heads}): choose a head count "
                     f"that divides d_model, e.g. {_divisor_near(self.d_model, heads)}."
                 )
-        for name in ("dropout", "attention_dropout", "activation_dropout"):
+        if self.loss_chunk_size <= 0:
+            raise ValueError(f"XLMConfig.loss_chunk_size must be a positive integer, got {self.loss_chunk_size}.")
+        for name in ("dropout", "attention_dropout", "activation_dropout", "label_smoothing"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"XLMConfig.{name} must be in [0, 1), got {value}.")

@@ -71,11 +71,69 @@ def derive_langs(input_ids: torch.LongTensor, lang_token_ids: torch.LongTensor) 
     return langs.masked_fill(last_tag < 0, -1)
 
 
-def lm_loss(logits: torch.Tensor, labels: torch.LongTensor | None) -> torch.Tensor | None:
+def lm_loss(logits: torch.Tensor, labels: torch.LongTensor | None, label_smoothing: float = 0.0) -> torch.Tensor | None:
     """Mean cross-entropy over the positions whose label is not -100 (fp32 softmax, also under bf16 autocast)."""
     if labels is None:
         return None
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                           label_smoothing=label_smoothing)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """`lm_loss(hidden @ weight.T + bias, labels)` without the (N, V) logits: rows go through the output layer
+    `chunk` at a time, and each chunk's gradients are computed right there (softmax minus the smoothed one-hot), so
+    only (chunk, V) is ever alive. The loss must be the end of the graph up to a scalar factor (it is: the backward
+    scales the stored gradients by grad_output). Under autocast the matmuls run in its dtype, the softmax in fp32."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, label_smoothing: float, chunk: int):
+        # hidden (N, D), weight (V, D), bias (V,) or None, labels (N,) with -100 where ignored
+        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+        with torch.autocast(hidden.device.type, enabled=False):
+            h_all, w = hidden.to(dtype), weight.to(dtype)
+            valid_all = labels != -100
+            count = valid_all.sum().clamp(min=1).float()
+            vocab = weight.shape[0]
+            loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            grad_hidden = torch.empty_like(hidden)
+            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
+            for start in range(0, hidden.shape[0], chunk):
+                h, y, valid = h_all[start : start + chunk], labels[start : start + chunk], valid_all[start : start + chunk]
+                logits = (h @ w.T).float()  # (n, V)
+                if bias is not None:
+                    logits += bias
+                lse = torch.logsumexp(logits, dim=-1)  # (n,)
+                y0 = y.clamp(min=0).unsqueeze(1)
+                per_row = (1.0 - label_smoothing) * (lse - logits.gather(1, y0).squeeze(1))
+                if label_smoothing:
+                    per_row += label_smoothing * (lse - logits.mean(dim=-1))
+                loss += per_row.masked_fill(~valid, 0.0).sum()
+                grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
+                grad.scatter_add_(1, y0, torch.full_like(lse, -(1.0 - label_smoothing)).unsqueeze(1))
+                if label_smoothing:
+                    grad -= label_smoothing / vocab
+                grad *= (valid.float() / count).unsqueeze(1)
+                if bias is not None:
+                    grad_bias += grad.sum(0)
+                grad = grad.to(dtype)
+                grad_hidden[start : start + chunk] = grad @ w
+                grad_weight += grad.T @ h
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype),
+                              grad_bias.to(bias.dtype) if bias is not None else None)
+        return loss / count
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        return (grad_hidden * grad_output.to(grad_hidden.dtype), grad_weight * grad_output,
+                None if grad_bias is None else grad_bias * grad_output, None, None, None)
+
+
+def fused_lm_loss(hidden_states: torch.Tensor, lm_head: nn.Linear, labels: torch.LongTensor, config) -> torch.Tensor:
+    """The training loss of `lm_head(hidden_states)` against `labels` through `LinearCrossEntropy`."""
+    return LinearCrossEntropy.apply(hidden_states.flatten(0, 1), lm_head.weight, lm_head.bias, labels.flatten(),
+                                    float(config.label_smoothing), config.loss_chunk_size)
 
 
 def dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -352,6 +410,13 @@ class XLMPreTrainedModel(PreTrainedModel):
                 f"config.json), or pass output_loading_info=True to accept freshly initialised weights."
             )
         return model
+
+    def _output_layer(self, hidden_states: torch.Tensor, labels: torch.LongTensor | None):
+        """(logits, loss) of the LM head. Training with labels and `config.fused_lm_loss`: (None, fused loss)."""
+        if labels is not None and self.config.fused_lm_loss and self.training and torch.is_grad_enabled():
+            return None, fused_lm_loss(hidden_states, self.lm_head, labels, self.config)
+        logits = self.lm_head(hidden_states)
+        return logits, lm_loss(logits, labels, self.config.label_smoothing)
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -708,9 +773,9 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
         hidden_states = outputs.last_hidden_state  # (B, T, D)
         if logits_to_keep:  # generation needs the last position only: skip the full-vocabulary projection elsewhere
             hidden_states = hidden_states[:, -logits_to_keep:]
-        logits = self.lm_head(hidden_states)  # (B, T, V)
+        logits, loss = self._output_layer(hidden_states, labels)  # (B, T, V) or None when the loss is fused
         return Seq2SeqLMOutput(
-            loss=lm_loss(logits, labels),
+            loss=loss,
             logits=logits,
             cache=outputs.cache,
             decoder_hidden_states=outputs.decoder_hidden_states,
@@ -861,9 +926,9 @@ class XLMForPreTraining(XLMPreTrainedModel):
             causal=causal,
             **kwargs,
         )
-        logits = self.lm_head(outputs.last_hidden_state)  # (B, T, V)
+        logits, loss = self._output_layer(outputs.last_hidden_state, labels)  # (B, T, V) or None when fused
         return MaskedLMOutput(
-            loss=lm_loss(logits, labels),
+            loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,

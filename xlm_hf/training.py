@@ -90,7 +90,12 @@ class ModelArguments:
         metadata={"help": "From scratch: XLMConfig fields that replace the preset's, as 'dropout=0.2,encoder_layers=3' "
                   "(values are read as JSON)."},
     )
-    # Issue 7 adds encoder+decoder initialisation from a pretrained LM here (a path field), used in create_model().
+    pretrained_lm: str | None = field(
+        default=None,
+        metadata={"help": "Start the encoder AND the decoder from a pretrained cross-lingual LM (a folder saved by "
+                  "examples/pretrain_xlm.py): XLMForSeq2SeqLM.from_pretrained_lm; cross-attention starts fresh. "
+                  "--config_overrides may change dropout and other non-architectural fields."},
+    )
 
 
 @dataclass
@@ -640,7 +645,14 @@ def create_model(model_args: ModelArguments, tokenizer, *, auto_class=None):
     if model_args.model_name_or_path:
         model = auto_class.from_pretrained(model_args.model_name_or_path)
         check_model_matches_tokenizer(model.config, tokenizer)
-    # Issue 7: `elif model_args.<pretrained LM path>: model = XLMForSeq2SeqLM.from_pretrained_lm(path, **overrides)`.
+    elif model_args.pretrained_lm:
+        from .modeling_xlm_hf import XLMForSeq2SeqLM
+
+        if model_args.preset:
+            raise ValueError("Pass either --pretrained_lm (its architecture is the LM's) or --preset, not both.")
+        model = XLMForSeq2SeqLM.from_pretrained_lm(model_args.pretrained_lm,
+                                                   **parse_config_overrides(model_args.config_overrides))
+        check_model_matches_tokenizer(model.config, tokenizer)
     elif model_args.preset:
         overrides = parse_config_overrides(model_args.config_overrides)
         model = auto_class.from_config(config_from_preset(model_args.preset, tokenizer=tokenizer, **overrides))
