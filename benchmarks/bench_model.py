@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fnmatch
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +25,9 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 from xlm_hf import XLMForSeq2SeqLM, config_from_preset
+from xlm_hf.inference import prepare_for_inference
 
-from common import machine_info, markdown_table, paired_speedups, run_interleaved  # benchmarks/ is sys.path[0]
+from common import machine_line, markdown_table, paired_speedups, run_interleaved, selected_cases  # benchmarks/ is sys.path[0]
 
 
 FIRST_WORD_ID = 16  # random tokens start above every special id (XLM's 0-4; Marian is given the same ids below)
@@ -43,8 +43,13 @@ def xlm_model(args) -> torch.nn.Module:
 
 
 def marian_model(args) -> torch.nn.Module:
-    ours = config_from_preset(args.preset, vocab_size=args.vocab_size)
-    config = MarianConfig(
+    return MarianMTModel(marian_config(config_from_preset(args.preset, vocab_size=args.vocab_size)))
+
+
+def marian_config(ours) -> MarianConfig:
+    """A MarianConfig with the dimensions, dropouts, activation, embedding sharing and special ids of `ours` (an
+    XLMConfig)."""
+    return MarianConfig(
         vocab_size=ours.vocab_size,
         d_model=ours.d_model,
         encoder_layers=ours.encoder_layers,
@@ -67,7 +72,6 @@ def marian_model(args) -> torch.nn.Module:
         decoder_start_token_id=ours.decoder_start_token_id,
         forced_eos_token_id=None,  # no extra logits processor that ours does not have
     )
-    return MarianMTModel(config)
 
 
 MODELS: dict[str, Callable] = {"xlm": xlm_model, "marian": marian_model}
@@ -93,9 +97,10 @@ def train_step(model, batch, args, *, autocast_dtype: torch.dtype | None = None)
     return step
 
 
-def generate_step(model, batch, args, *, num_beams: int = 1) -> Callable[[], None]:
-    """generate() with the cache, forced to produce exactly --tgt-len new tokens (min = max, so eos cannot stop it)."""
-    model.eval()
+def generate_step(model, batch, args, *, num_beams: int = 1, precision: str = "fp32") -> Callable[[], None]:
+    """generate() with the cache, forced to produce exactly --tgt-len new tokens (min = max, so eos cannot stop it),
+    with the weights in `precision` (xlm_hf.inference: fp32, bf16 or int8; applied alike to both models)."""
+    model = prepare_for_inference(model, precision)
     kwargs = dict(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
@@ -135,6 +140,12 @@ MODES: dict[str, Mode] = {
         partial(train_step, autocast_dtype=torch.bfloat16), train_tokens, "source + target tokens, bf16 autocast"
     ),
     "greedy": Mode(generate_step, generated_tokens, "generated tokens, greedy, with the cache"),
+    "greedy-bf16": Mode(partial(generate_step, precision="bf16"), generated_tokens, "greedy, bf16 weights"),
+    "greedy-int8": Mode(partial(generate_step, precision="int8"), generated_tokens, "greedy, int8 dynamic Linear"),
+    "beam4": Mode(partial(generate_step, num_beams=4), generated_tokens, "generated tokens, beam 4, with the cache"),
+    "beam4-bf16": Mode(partial(generate_step, num_beams=4, precision="bf16"), generated_tokens, "beam 4, bf16 weights"),
+    "beam4-int8": Mode(partial(generate_step, num_beams=4, precision="int8"), generated_tokens,
+                       "beam 4, int8 dynamic Linear"),
 }
 
 
@@ -183,19 +194,6 @@ def parse_args(argv=None):
     parser.add_argument("--cases", default="*", help="comma-separated glob patterns on case names, e.g. 'train-*,*/greedy'")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser.parse_args(argv)
-
-
-def selected_cases(patterns: str) -> dict[str, list[str]]:
-    """Mode -> selected models; a pattern matches the case name (`xlm/greedy`) or the mode alone (`greedy`)."""
-    globs = [p.strip() for p in patterns.split(",") if p.strip()]
-    groups: dict[str, list[str]] = {}
-    for mode in MODES:
-        models = [m for m in MODELS if any(fnmatch.fnmatch(f"{m}/{mode}", g) or fnmatch.fnmatch(mode, g) for g in globs)]
-        if models:
-            groups[mode] = models
-    if not groups:
-        raise SystemExit(f"--cases {patterns!r} selects nothing; cases are {[f'{m}/{x}' for x in MODES for m in MODELS]}")
-    return groups
 
 
 def result_rows(mode: str, measured: dict, args) -> list[dict]:
@@ -258,13 +256,12 @@ def render(rows: list[dict]) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    machine = machine_info()
-    print(f"{machine['cpu']}, {machine['cpus']} CPUs (AMX bf16: {machine['amx_bf16']}), torch {machine['torch']}, "
-          f"transformers {machine['transformers']}, {args.threads} threads")
+    machine, line = machine_line(args.threads)
+    print(line)
     print(f"preset {args.preset}, vocab {args.vocab_size}, batch {args.batch_size}, {args.src_len} source + "
           f"{args.tgt_len} target tokens; {args.warmup} warmup + {args.steps} timed steps per case, interleaved")
     rows = []
-    for mode, models in selected_cases(args.cases).items():
+    for mode, models in selected_cases(args.cases, MODELS, MODES).items():
         print(f"{mode}: {MODES[mode].counts}")
         cases = {f"{model}/{mode}": (build_case, (model, mode, args)) for model in models}
         measured = run_interleaved(

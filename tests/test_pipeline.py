@@ -132,6 +132,24 @@ def test_translate_convenience(trained):
     assert xlm_hf.translate(EN, model=str(folder), src_lang="en", tgt_lang="fr") == FR
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_fast_precisions_give_the_same_translations(trained, precision, capsys):
+    """bf16 weights and int8 dynamic quantisation (xlm_hf.inference) keep the memorised translations, through the
+    convenience function and the CLI's --precision."""
+    _, _, folder = trained
+    assert xlm_hf.translate(EN, model=str(folder), src_lang="en", tgt_lang="fr", precision=precision) == FR
+    capsys.readouterr()
+    assert main(["translate", str(folder), "--src", "en", "--tgt", "de", "--no-progress", "--precision", precision,
+                 *EN]) == 0
+    assert capsys.readouterr().out.splitlines() == DE
+
+
+def test_unknown_precision_is_refused(trained):
+    model, tokenizer, _ = trained
+    with pytest.raises(ValueError, match="Unknown precision 'fp16': choose one of fp32, bf16, int8"):
+        translation_pipeline(model, tokenizer, precision="fp16")
+
+
 # --- the 4.x contract -------------------------------------------------------------------------------------------------
 
 

@@ -64,6 +64,9 @@ class XLMTranslationPipeline(Pipeline):
         task_src, task_tgt = parse_task(self.task or "")
         self.src_lang = src_lang or task_src or getattr(self.tokenizer, "src_lang", None)
         self.tgt_lang = tgt_lang or task_tgt or getattr(self.tokenizer, "tgt_lang", None)
+        check_matches_model = getattr(self.tokenizer, "check_matches_model", None)
+        if check_matches_model is not None:  # a tokenizer of another model: refuse it instead of translating garbage
+            check_matches_model(self.model.config)
 
     def _sanitize_parameters(self, src_lang=None, tgt_lang=None, truncation=None, return_tensors=None,
                              return_text=None, clean_up_tokenization_spaces=None, **generate_kwargs):
@@ -150,10 +153,13 @@ class XLMTranslationPipeline(Pipeline):
     def __call__(self, inputs, *args, **kwargs):
         """Translate a string (returns `[{"translation_text": ...}]`) or a list of strings (one result each).
 
-        Lists are translated in batches of similar length (less padding), and returned in input order.
+        Lists are translated in batches of similar length (less padding), and returned in input order; an empty
+        list gives an empty list.
         """
         if not isinstance(inputs, list):
             return super().__call__(inputs, *args, **kwargs)
+        if not inputs:  # nothing to translate (the base class would fail on an empty batch)
+            return []
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]) if isinstance(inputs[i], str) else 0)
         results = super().__call__([inputs[i] for i in order], *args, **kwargs)
         unsorted = [None] * len(inputs)
@@ -166,8 +172,11 @@ class XLMTranslationPipeline(Pipeline):
         self.tokenizer.save_pretrained(save_directory, **kwargs)
 
 
-def translation_pipeline(model, tokenizer, **kwargs) -> XLMTranslationPipeline:
+def translation_pipeline(model, tokenizer, precision: str = "fp32", **kwargs) -> XLMTranslationPipeline:
     """`pipeline("translation", ...)` for in-memory model and tokenizer objects.
+
+    `precision` ("fp32", "bf16", "int8") converts the model first with `xlm_hf.inference.prepare_for_inference`
+    (bf16 converts `model` in place; int8 makes a quantised copy).
 
     The same as `transformers.pipeline("translation", model=model, tokenizer=tokenizer, config=config,
     pipeline_class=XLMTranslationPipeline, **kwargs)` with `config` a copy of `model.config` whose
@@ -177,6 +186,9 @@ def translation_pipeline(model, tokenizer, **kwargs) -> XLMTranslationPipeline:
 
     from transformers import pipeline
 
+    from .inference import prepare_for_inference  # package-only helper: not part of the remote-code files
+
+    model = prepare_for_inference(model, precision)
     task = kwargs.pop("task", TASK)
     config = copy.copy(model.config)  # pipeline() rewrites the custom_pipelines entries it reads: not the model's
     config.custom_pipelines = custom_pipelines_entry(model.config.languages)
@@ -185,20 +197,24 @@ def translation_pipeline(model, tokenizer, **kwargs) -> XLMTranslationPipeline:
                     **kwargs)
 
 
-def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, **kwargs):
+def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, trust_remote_code: bool = False,
+              precision: str = "fp32", **kwargs):
     """Translate a string or a list of strings; returns a string or a list of strings.
 
-    `model` is a model object (then pass `tokenizer`) or a folder / Hub id. Extra kwargs go to the pipeline call
-    (`num_beams`, `max_new_tokens`, `batch_size`, ...).
+    `model` is a model object (then pass `tokenizer`) or a folder / Hub id (the tokenizer is loaded from it unless
+    given). With xlm_hf imported, folders load through its registered classes; `trust_remote_code=True` runs the
+    folder's own code instead, and is never assumed. `precision`: fp32, bf16 or int8 (`xlm_hf.inference`). Extra
+    kwargs go to the pipeline call (`num_beams`, `max_new_tokens`, `batch_size`, ...).
     """
     if isinstance(model, str):
-        from transformers import pipeline
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        pipe = pipeline(TASK, model=model, tokenizer=tokenizer, trust_remote_code=True)
-    else:
-        if tokenizer is None:
-            raise ValueError("translate(model=<object>) needs tokenizer= as well.")
-        pipe = translation_pipeline(model, tokenizer)
+        if tokenizer is None or isinstance(tokenizer, str):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer or model, trust_remote_code=trust_remote_code)
+        model = AutoModelForSeq2SeqLM.from_pretrained(model, trust_remote_code=trust_remote_code).eval()
+    elif tokenizer is None:
+        raise ValueError("translate(model=<object>) needs tokenizer= as well.")
+    pipe = translation_pipeline(model, tokenizer, precision=precision)
     results = pipe(texts, src_lang=src_lang, tgt_lang=tgt_lang, **kwargs)
     if isinstance(texts, str):
         return results[0]["translation_text"]

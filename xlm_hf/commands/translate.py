@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import sys
@@ -27,16 +28,16 @@ def register(subparsers) -> None:
     p.add_argument("--beams", type=_positive_int, default=None, help="beam size (default: the model's, 4)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="sentences per batch (default 16)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="cap on generated tokens per line")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="weights dtype; bfloat16 is faster on CPUs with AMX/AVX512-BF16")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="weights for decoding: bf16 (AMX/AVX512-BF16 CPUs) or int8 (dynamic quantisation) are faster; "
+                   "see benchmarks/README.md for speed and BLEU per mode")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)  # older spelling of --precision
     p.add_argument("--plot-attention", metavar="PNG", help="save the cross-attention heatmap of the first sentence")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def _positive_int(value: str) -> int:
-    import argparse
-
     try:
         number = int(value)
     except ValueError:
@@ -76,18 +77,19 @@ def _lines_of(stream):
         raise CLIError(f"line {number}: not valid UTF-8 ({err.reason}): convert the file to UTF-8 first") from None
 
 
-def load(model_dir: str, dtype: str = "float32"):
-    """Model and tokenizer of a folder, through the Auto classes (our registered classes, no remote code)."""
-    import torch
+def load(model_dir: str, precision: str = "fp32"):
+    """Model and tokenizer of a folder, through the Auto classes (our registered classes, no remote code), with the
+    weights in `precision` (xlm_hf.inference)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from ..cli import CLIError
+    from ..inference import prepare_for_inference
 
     folder = Path(model_dir)
     if not (folder / "config.json").is_file():
         raise CLIError(f"{folder} is not a model folder (no config.json): pass a folder written by save_pretrained")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
+    model = prepare_for_inference(AutoModelForSeq2SeqLM.from_pretrained(folder), precision)
     return model, tokenizer
 
 
@@ -98,7 +100,9 @@ def run(args) -> int:
     from ..pipeline_translation import translation_pipeline
 
     lines, total = _read_lines(args)
-    model, tokenizer = load(args.model_dir, args.dtype)
+    if args.dtype:
+        args.precision = {"float32": "fp32", "bfloat16": "bf16"}[args.dtype]
+    model, tokenizer = load(args.model_dir, args.precision)
     for code in (args.src, args.tgt):
         if code not in tokenizer.languages:
             raise CLIError(f"unknown language {code!r}: this model knows {', '.join(tokenizer.languages)}")
