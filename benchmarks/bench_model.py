@@ -27,7 +27,9 @@ from transformers import MarianConfig, MarianMTModel
 from xlm_hf import XLMForSeq2SeqLM, config_from_preset
 from xlm_hf.inference import prepare_for_inference
 
-from common import machine_line, markdown_table, paired_speedups, run_interleaved, selected_cases  # benchmarks/ is sys.path[0]
+from common import (  # benchmarks/ is sys.path[0]
+    add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved, selected_cases,
+)
 
 
 FIRST_WORD_ID = 16  # random tokens start above every special id (XLM's 0-4; Marian is given the same ids below)
@@ -185,12 +187,7 @@ def parse_args(argv=None):
     parser.add_argument("--tgt-len", type=int, default=32, help="target length; also the number of generated tokens")
     parser.add_argument("--steps", type=int, default=20, help="timed rounds (one step per case each); medians")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per case first")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every case")
-    parser.add_argument("--max-other-load", type=float, default=0.05,
-                        help="drop a round when other processes used more than this share of the CPUs (1 = keep all)")
-    parser.add_argument("--max-rounds", type=int, help="give up waiting for quiet rounds after this many (3 x steps)")
-    parser.add_argument("--max-wait", type=float, default=600.0,
-                        help="seconds per mode to wait, in all, for other processes to go quiet before rounds")
+    add_round_options(parser, "mode")
     parser.add_argument("--cases", default="*", help="comma-separated glob patterns on case names, e.g. 'train-*,*/greedy'")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser.parse_args(argv)

@@ -44,10 +44,11 @@ DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "po-parallel"
 QUIET = 0.10  # other processes' share of the CPUs under which a run starts
 
 
-def write_sides(corpus: Path, folder: Path) -> dict[str, list[Path]]:
-    """The train split of every pair as one text file per side: {lang: [files]} (en has one file per pair)."""
+def write_sides(corpus: Path, folder: Path, pairs: str = "*-*") -> dict[str, list[Path]]:
+    """The train split of every pair (matching the glob `pairs`) as one text file per side: {lang: [files]} (en has
+    one file per pair)."""
     sides: dict[str, list[Path]] = {}
-    for tsv in sorted(corpus.glob("*-*.train.tsv")):
+    for tsv in sorted(corpus.glob(f"{pairs}.train.tsv")):
         pair = tsv.name.split(".")[0]
         langs = pair.split("-")
         paths = [folder / f"{pair}.{lang}.txt" for lang in langs]
@@ -60,7 +61,7 @@ def write_sides(corpus: Path, folder: Path) -> dict[str, list[Path]]:
         for lang, path in zip(langs, paths):
             sides.setdefault(lang, []).append(path)
     if not sides:
-        sys.exit(f"no *-*.train.tsv files in {corpus}")
+        sys.exit(f"no {pairs}.train.tsv files in {corpus}")
     return sides
 
 
@@ -92,13 +93,7 @@ def bench_training(sides, vocab_size: int, repeats: int, folder: Path, meter: Me
         return lambda: train_tokenizer(sides, vocab_size=vocab_size, alpha=1.0, show_progress=False, **options)
 
     def sentencepiece(inputs, prefix):
-        def run():
-            spm.SentencePieceTrainer.train(
-                input=",".join(inputs), model_prefix=str(folder / prefix), vocab_size=vocab_size, model_type="bpe",
-                num_threads=2, minloglevel=2,
-            )
-            return spm.SentencePieceProcessor(model_file=str(folder / f"{prefix}.model"))
-        return run
+        return lambda: train_sentencepiece(inputs, folder / prefix, vocab_size)
 
     configs = {
         "ours": ours(),
@@ -116,6 +111,16 @@ def bench_training(sides, vocab_size: int, repeats: int, folder: Path, meter: Me
             print(f"  train {name:<36} run {r + 1}: {sample.wall:6.2f} s, {sample.cpu:6.2f} CPU-s "
                   f"(others used {_pct(sample.other_load)} of the CPUs)", flush=True)
     return runs, results
+
+
+def train_sentencepiece(inputs: list[str], prefix: Path, vocab_size: int, **options) -> spm.SentencePieceProcessor:
+    """sentencepiece's BPE trainer on the files `inputs` (num_threads=2, its defaults otherwise, unless `options` say
+    otherwise); writes `prefix`.model and .vocab and returns the processor."""
+    spm.SentencePieceTrainer.train(
+        input=",".join(map(str, inputs)), model_prefix=str(prefix), vocab_size=vocab_size, model_type="bpe",
+        **{"num_threads": 2, "minloglevel": 2, **options},
+    )
+    return spm.SentencePieceProcessor(model_file=f"{prefix}.model")
 
 
 def fertility(encode, sentences: list[str]) -> float:

@@ -9,6 +9,7 @@ every round), so machine noise lands on every case alike; workers that are not r
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import multiprocessing as mp
 import os
 import platform
@@ -157,7 +158,8 @@ class Meter:
 
 
 def _serve(conn, build: Callable[..., tuple[Callable[[], None], dict]], build_args: tuple, threads: int) -> None:
-    """Worker loop: build the case, then answer ("run", n) with n Samples and ("report", None) with its info."""
+    """Worker loop: build the case, then answer ("run", n) with n Samples and ("report", tensor_peak) with its info
+    (and the tensor peak of one more, profiled, step if tensor_peak)."""
     import torch
 
     try:
@@ -178,9 +180,10 @@ def _serve(conn, build: Callable[..., tuple[Callable[[], None], dict]], build_ar
                     samples.append(meter.stop())
                 conn.send(("ok", samples))
             elif command == "report":  # after the timed steps: the profiled step must not count in RSS or time
-                rss_growth = memory.growth()
-                conn.send(("ok", {**info, "peak_rss_growth": rss_growth, "memory_method": memory.method,
-                                  "peak_tensor_bytes": peak_tensor_bytes(step)}))
+                report = {**info, "peak_rss_growth": memory.growth(), "memory_method": memory.method}
+                if arg:
+                    report["peak_tensor_bytes"] = peak_tensor_bytes(step)
+                conn.send(("ok", report))
             else:  # "stop"
                 return
     except Exception:  # noqa: BLE001 - the parent re-raises it with the worker's traceback
@@ -210,8 +213,8 @@ class Worker:
         self._conn.send(("run", steps))
         return self._answer()
 
-    def report(self) -> dict:
-        self._conn.send(("report", None))
+    def report(self, tensor_peak: bool = True) -> dict:
+        self._conn.send(("report", tensor_peak))
         return self._answer()
 
     def stop(self) -> None:
@@ -274,6 +277,7 @@ def run_interleaved(
     max_other_load: float = 1.0,
     max_rounds: int | None = None,
     max_wait: float = 0.0,
+    tensor_peak: bool = True,
     log=print,
 ) -> dict[str, tuple[Timing, dict]]:
     """Rounds of one step per case, order reversed every round; return each case's timing and worker report.
@@ -281,7 +285,7 @@ def run_interleaved(
     After `warmup` rounds, a round is kept when no step in it saw other processes use more than `max_other_load` of
     the machine's CPU time; rounds go on until `steps` are kept or `max_rounds` (default 3 x steps) were run, and
     if none was kept by then, all are. Before each round the parent waits (up to `max_wait` seconds in all) for the
-    machine to be that quiet.
+    machine to be that quiet. The report of each worker includes the tensor peak of one more step if `tensor_peak`.
     """
     max_rounds = max_rounds or 3 * steps
     meter, wait_deadline = Meter(), time.monotonic() + max_wait
@@ -312,7 +316,7 @@ def run_interleaved(
         if not kept[workers[0].name].samples:
             log(f"  no round under --max-other-load {max_other_load:.0%} in {max_rounds}: keeping all")
             kept = dropped
-        return {worker.name: (kept[worker.name], worker.report()) for worker in workers}
+        return {worker.name: (kept[worker.name], worker.report(tensor_peak)) for worker in workers}
     finally:
         for worker in workers:
             worker.stop()
@@ -343,6 +347,38 @@ def machine_info() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
+
+
+def add_round_options(parser, group: str) -> None:
+    """--threads, --max-other-load, --max-rounds, --max-wait: the options of `run_interleaved`, for each `group` of
+    cases (a mode, a setting) that is run in rounds."""
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every case")
+    parser.add_argument("--max-other-load", type=float, default=0.05,
+                        help="drop a round when other processes used more than this share of the CPUs (1 = keep all)")
+    parser.add_argument("--max-rounds", type=int, help="give up waiting for quiet rounds after this many (3 x timed)")
+    parser.add_argument("--max-wait", type=float, default=600.0,
+                        help=f"seconds per {group} to wait, in all, for other processes to go quiet before rounds")
+
+
+def machine_line(threads: int) -> tuple[dict[str, Any], str]:
+    """`machine_info()` and the one-line summary a benchmark prints first."""
+    machine = machine_info()
+    return machine, (f"{machine['cpu']}, {machine['cpus']} CPUs (AMX bf16: {machine['amx_bf16']}), "
+                     f"torch {machine['torch']}, transformers {machine['transformers']}, {threads} threads")
+
+
+def selected_cases(patterns: str, models: Sequence[str], modes: Sequence[str]) -> dict[str, list[str]]:
+    """Mode -> selected models, for cases named `model/mode`; a comma-separated glob pattern matches the case name
+    (`xlm/greedy`) or the mode alone (`greedy`)."""
+    globs = [p.strip() for p in patterns.split(",") if p.strip()]
+    groups: dict[str, list[str]] = {}
+    for mode in modes:
+        chosen = [m for m in models if any(fnmatch.fnmatch(f"{m}/{mode}", g) or fnmatch.fnmatch(mode, g) for g in globs)]
+        if chosen:
+            groups[mode] = chosen
+    if not groups:
+        raise SystemExit(f"--cases {patterns!r} selects nothing; cases are {[f'{m}/{x}' for x in modes for m in models]}")
+    return groups
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
