@@ -172,9 +172,9 @@ def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str
         for name in RESULT_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        from .training import publish_dir
+
+        publish_dir(tmp, target)  # an existing staging folder is replaced only once the new one is complete
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
