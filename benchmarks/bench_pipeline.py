@@ -44,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")  # MarianTokenizer, on every load
 
 import torch  # noqa: E402
 from transformers import MarianMTModel, MarianTokenizer  # noqa: E402
@@ -172,7 +173,6 @@ def check_lengths(translate: Callable, model_name: str, sentences: list[str], ar
 def build_case(model_name: str, setting: str, args, tokenizers: dict[str, Path], chunks: list[list[str]]):
     """The step translates the next chunk of sentences (cycling), so that every case sees the same chunk in a round."""
     hf_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
     batch_size, beams = parse_setting(setting)
     model, tokenizer = load_model_and_tokenizer(model_name, args, tokenizers)
     generate_kwargs = dict(num_beams=beams, do_sample=False, max_new_tokens=args.max_new_tokens,
