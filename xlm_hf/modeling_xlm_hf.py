@@ -98,25 +98,26 @@ class LinearCrossEntropy(torch.autograd.Function):
             grad_hidden = torch.empty_like(hidden)
             grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
+            bias_c = bias.to(dtype) if bias is not None else None
             for start in range(0, hidden.shape[0], chunk):
                 h, y, valid = h_all[start : start + chunk], labels[start : start + chunk], valid_all[start : start + chunk]
-                logits = (h @ w.T).float()  # (n, V)
-                if bias is not None:
-                    logits += bias
+                logits = (torch.addmm(bias_c, h, w.T) if bias is not None else h @ w.T).float()  # (n, V)
                 lse = torch.logsumexp(logits, dim=-1)  # (n,)
                 y0 = y.clamp(min=0).unsqueeze(1)
                 per_row = (1.0 - label_smoothing) * (lse - logits.gather(1, y0).squeeze(1))
                 if label_smoothing:
                     per_row += label_smoothing * (lse - logits.mean(dim=-1))
                 loss += per_row.masked_fill(~valid, 0.0).sum()
-                grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
-                grad.scatter_add_(1, y0, torch.full_like(lse, -(1.0 - label_smoothing)).unsqueeze(1))
+                # d loss / d logits = (softmax - (1 - eps) one_hot - eps / V) / count: one pass, in place of the logits
+                grad = logits.sub_((lse + count.log()).unsqueeze(1)).exp_()
+                grad.scatter_add_(1, y0, torch.full_like(lse, -(1.0 - label_smoothing)).div_(count).unsqueeze(1))
                 if label_smoothing:
-                    grad -= label_smoothing / vocab
-                grad *= (valid.float() / count).unsqueeze(1)
-                if bias is not None:
-                    grad_bias += grad.sum(0)
+                    grad.sub_(label_smoothing / vocab / count)
+                if not valid.all():
+                    grad[~valid] = 0.0
                 grad = grad.to(dtype)
+                if bias is not None:
+                    grad_bias += grad.sum(0, dtype=torch.float32)
                 grad_hidden[start : start + chunk] = grad @ w
                 grad_weight += grad.T @ h
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype),
