@@ -137,7 +137,7 @@ def fused_lm_loss(hidden_states: torch.Tensor, lm_head: nn.Linear, labels: torch
                                     float(config.label_smoothing), config.loss_chunk_size)
 
 
-def dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """`F.dropout`, with the CPU mask drawn from raw random bits: aten's CPU `bernoulli_` is ~6x slower, which made
     dropout a sixth of a `small` training step. Each int64 of `random_()` holds 63 random bits, so its three low
     16-bit words are uniform; a unit is kept when its word is at or above the p-quantile (p to 1/65536)."""
@@ -183,7 +183,7 @@ def eager_attention_forward(
         future = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).triu(k_len - q_len + 1)
         attn_weights = attn_weights.masked_fill(future, torch.finfo(attn_weights.dtype).min)
     attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_weights = apply_dropout(attn_weights, dropout, module.training)
     attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, T, H, Dh)
     return attn_output, attn_weights
 
@@ -212,7 +212,10 @@ class XLMAttention(nn.Module):
         # On CPUs PyTorch's sdpa (flash) kernel in bf16 is 2-8x slower than the two matmuls of the eager path, in its
         # backward above all (measured: benchmarks/README.md); in fp32 it is the faster one. The masks sdpa configs
         # build (boolean or None, with `is_causal`) are understood by `eager_attention_forward` too.
-        if implementation == "sdpa" and query.device.type == "cpu" and query.dtype != torch.float32:
+        # With attention dropout in training, CPU sdpa falls back to its own math path anyway, with the slow
+        # `bernoulli_` masks that `apply_dropout` avoids.
+        on_cpu = query.device.type == "cpu"
+        if implementation == "sdpa" and on_cpu and (query.dtype != torch.float32 or (self.training and self.dropout)):
             return eager_attention_forward
         return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
 
@@ -304,12 +307,12 @@ class XLMBlock(GradientCheckpointingLayer):
 
     def _residual(self, hidden_states: torch.Tensor, norm: nn.LayerNorm, sublayer: Callable) -> torch.Tensor:
         if self.pre_norm:
-            return hidden_states + dropout(sublayer(norm(hidden_states)), self.dropout, self.training)
-        return norm(hidden_states + dropout(sublayer(hidden_states), self.dropout, self.training))
+            return hidden_states + apply_dropout(sublayer(norm(hidden_states)), self.dropout, self.training)
+        return norm(hidden_states + apply_dropout(sublayer(hidden_states), self.dropout, self.training))
 
     def _feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.activation_fn(self.fc1(hidden_states))  # (B, T, ffn)
-        hidden_states = dropout(hidden_states, self.activation_dropout, self.training)
+        hidden_states = apply_dropout(hidden_states, self.activation_dropout, self.training)
         return self.fc2(hidden_states)
 
 
@@ -491,7 +494,7 @@ class XLMStack(XLMPreTrainedModel):
                 hidden_states = hidden_states + lang_emb * (langs >= 0).unsqueeze(-1).to(lang_emb.dtype)
         if self.layernorm_embedding is not None:
             hidden_states = self.layernorm_embedding(hidden_states)
-        return dropout(hidden_states, self.dropout, self.training)
+        return apply_dropout(hidden_states, self.dropout, self.training)
 
     def _check_ids(self, input_ids: torch.Tensor, check_range: bool = True) -> None:
         """Users' mistakes as clear errors. Shape and dtype checks are free; the range check costs one device sync, so
