@@ -247,26 +247,37 @@ def _read_pairs(path: Path, src: str, tgt: str, on_error: str) -> list[dict[str,
     parse = _parse_jsonl if path.suffix == ".jsonl" else _parse_tsv
     rows, problems = [], []
     with open(path, "rb") as handle:
+        if handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            raise ValueError(f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark): convert it to UTF-8, e.g. "
+                             f"iconv -f UTF-16 -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}")
+        handle.seek(0)
         for number, raw in enumerate(handle, start=1):
+            if b"\x00" in raw:  # UTF-16 without a byte-order mark decodes as "valid" UTF-8 full of NULs
+                problems.append((number, "NUL bytes (UTF-16?)"))
+                continue
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 problems.append((number, "not UTF-8"))
                 continue
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the first sentence
             row = parse(line, src, tgt)
             if isinstance(row, str):
                 problems.append((number, row))
             else:
                 rows.append(row)
+    listed = "; ".join(f"line {n}: {why}" for n, why in problems[:_MAX_REPORTED])
+    more = f"; and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
+    if not rows:
+        encoding = any(why.startswith(("not UTF-8", "NUL")) for _, why in problems)
+        hint = " Convert the file to UTF-8 first." if encoding else ""
+        raise ValueError(f"{path} has no valid pair (all {len(problems)} lines are malformed: {listed}{more}).{hint}")
     if problems:
-        listed = "; ".join(f"line {n}: {why}" for n, why in problems[:_MAX_REPORTED])
-        more = f"; and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
         message = f"{path}: {len(problems)} malformed line(s) of {len(problems) + len(rows)} ({listed}{more})"
         if on_error == "fail":
             raise ValueError(f"{message}. Fix them, or pass on_error='skip' to drop them.")
         logger.warning("%s; skipped.", message)
-    if not rows:
-        raise ValueError(f"{path} has no valid pair (all {len(problems)} lines are malformed).")
     return rows
 
 

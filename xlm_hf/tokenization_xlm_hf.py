@@ -17,6 +17,8 @@ the tokenizer returns no `langs` tensor.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 from collections.abc import Iterator
 
@@ -137,6 +139,62 @@ class XLMHFTokenizer(TokenizersBackend):
         self._src_lang = self._checked(src_lang) if src_lang is not None else self._languages[0]
         self._tgt_lang = self._checked(tgt_lang) if tgt_lang is not None else None
         self._set_lang_mode(self._src_lang)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`TokenizersBackend.from_pretrained`, with errors that name the broken file of a local folder: a missing or
+        unreadable `tokenizer.json`, and a `tokenizer.json` that does not belong to the model of the folder's
+        `config.json` (vocabulary size or language tags differ)."""
+        folder = os.path.join(str(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        local = os.path.isdir(folder)
+        tokenizer_file = os.path.join(folder, cls.vocab_files_names["tokenizer_file"])
+        if local and not os.path.isfile(tokenizer_file) and not {"tokenizer_object", "tokenizer_file"} & kwargs.keys():
+            raise FileNotFoundError(
+                f"{tokenizer_file} is missing: an xlm-hf tokenizer folder needs it. Save the tokenizer with "
+                f"tokenizer.save_pretrained({folder!r}), or copy tokenizer.json from the model's training output."
+            )
+        try:
+            tokenizer = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as err:
+            broken = _unreadable_json(folder) if local else None
+            if broken is None:
+                raise
+            raise ValueError(f"{broken[0]} is not a valid tokenizer file ({broken[1]}): re-save the tokenizer or "
+                             f"copy the file again from where it was trained.") from err
+        config_file = os.path.join(folder, "config.json")
+        if local and os.path.isfile(config_file):
+            try:
+                with open(config_file, encoding="utf-8") as f:
+                    config = json.load(f)
+            except ValueError as err:
+                raise ValueError(f"{config_file} is not valid JSON ({err}): re-save the model's config.") from err
+            if isinstance(config, dict) and config.get("model_type") == "xlm_hf":
+                tokenizer.check_matches_model(config, tokenizer_name=tokenizer_file, config_name=config_file)
+        return tokenizer
+
+    def check_matches_model(
+        self, config, *, tokenizer_name: str = "The tokenizer", config_name: str = "the model's config"
+    ) -> None:
+        """Raise `ValueError` when this tokenizer cannot be the one of a model with `config` (an `XLMConfig` or its
+        `config.json` as a dict): a different vocabulary size, or language tags at other ids. A tokenizer of another
+        model would otherwise feed ids the model never learnt (or outside its embeddings) without any error."""
+        get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+        vocab_size = get("vocab_size")
+        if vocab_size is not None and vocab_size != len(self):
+            raise ValueError(
+                f"{tokenizer_name} has {len(self)} tokens but {config_name} says vocab_size {vocab_size}: the "
+                f"tokenizer belongs to another model. Use the tokenizer saved with this model, or build the model's "
+                f"config from this tokenizer (XLMConfig(**tokenizer.model_config_kwargs()))."
+            )
+        lang2id, tag_ids = get("lang2id"), get("lang_token_ids")
+        if lang2id and tag_ids and len(tag_ids) == len(lang2id):
+            expected = {code: tag_ids[i] for code, i in lang2id.items()}
+            found = {code: self._tag_ids.get(code) for code in expected}
+            if found != expected:
+                raise ValueError(
+                    f"{tokenizer_name} has the language tags {found} but {config_name} expects {expected}: the "
+                    f"tokenizer belongs to another model. Use the tokenizer saved with this model."
+                )
 
     @classmethod
     def convert_to_native_format(cls, trust_remote_code=False, **kwargs):
@@ -305,15 +363,18 @@ class XLMHFTokenizer(TokenizersBackend):
             and (isinstance(text, str) or (is_batch and (not text or isinstance(text[0], str))))
         )
         if not simple:
-            return super()._encode_plus(
-                text, text_pair=text_pair, add_special_tokens=add_special_tokens, padding_strategy=padding_strategy,
-                truncation_strategy=truncation_strategy, max_length=max_length, stride=stride,
-                is_split_into_words=is_split_into_words, pad_to_multiple_of=pad_to_multiple_of,
-                padding_side=padding_side, return_tensors=return_tensors, return_token_type_ids=return_token_type_ids,
-                return_attention_mask=return_attention_mask, return_overflowing_tokens=return_overflowing_tokens,
-                return_special_tokens_mask=return_special_tokens_mask, return_offsets_mapping=return_offsets_mapping,
-                return_length=return_length, verbose=verbose, split_special_tokens=split_special_tokens, **kwargs,
-            )
+            with _explained_type_errors(text):
+                return super()._encode_plus(
+                    text, text_pair=text_pair, add_special_tokens=add_special_tokens,
+                    padding_strategy=padding_strategy, truncation_strategy=truncation_strategy, max_length=max_length,
+                    stride=stride, is_split_into_words=is_split_into_words, pad_to_multiple_of=pad_to_multiple_of,
+                    padding_side=padding_side, return_tensors=return_tensors,
+                    return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
+                    return_overflowing_tokens=return_overflowing_tokens,
+                    return_special_tokens_mask=return_special_tokens_mask,
+                    return_offsets_mapping=return_offsets_mapping, return_length=return_length, verbose=verbose,
+                    split_special_tokens=split_special_tokens, **kwargs,
+                )
         self.set_truncation_and_padding(
             padding_strategy=padding_strategy,
             truncation_strategy=truncation_strategy,
@@ -325,7 +386,8 @@ class XLMHFTokenizer(TokenizersBackend):
         if self._tokenizer.encode_special_tokens != self.split_special_tokens:
             self._tokenizer.encode_special_tokens = self.split_special_tokens
         batch = list(text) if is_batch else [text]
-        encodings = self._tokenizer.encode_batch_fast(batch, add_special_tokens=add_special_tokens)
+        with _explained_type_errors(batch):
+            encodings = self._tokenizer.encode_batch_fast(batch, add_special_tokens=add_special_tokens)
         input_ids = [e.ids for e in encodings]
         if padding_strategy == PaddingStrategy.DO_NOT_PAD:
             attention_mask = [[1] * len(ids) for ids in input_ids]  # cheaper than converting the backend's masks
@@ -337,6 +399,52 @@ class XLMHFTokenizer(TokenizersBackend):
         if not is_batch and return_tensors is None:
             data = {key: value[0] for key, value in data.items()}
         return BatchEncoding(data, encodings, tensor_type=return_tensors)
+
+
+@contextlib.contextmanager
+def _explained_type_errors(text) -> Iterator[None]:
+    """Re-raise the backend's `TypeError` (which names no item) with the index and the fix of the first bad text."""
+    try:
+        yield
+    except TypeError as err:
+        problem = _bad_text_message(text)
+        if problem is None:
+            raise
+        raise TypeError(problem) from err
+
+
+def _bad_text_message(text) -> str | None:
+    """Why a text or a batch (of texts, pairs or word lists) cannot be encoded: a value that is not a string, or not
+    valid Unicode; None when every value is fine."""
+    for index, item in enumerate(text if isinstance(text, (list, tuple)) else [text]):
+        for leaf in item if isinstance(item, (list, tuple)) else [item]:
+            if not isinstance(leaf, str):
+                return (f"Input text {index} is {type(leaf).__name__} ({leaf!r:.60}), not a string: pass strings "
+                        f"only (\"\" for an empty sentence).")
+            try:
+                leaf.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return (f"Input text {index} is not valid Unicode (lone surrogate {leaf[err.start]!r} at position "
+                        f"{err.start}): decode its bytes with errors='replace' before tokenizing.")
+    return None
+
+
+def _unreadable_json(folder: str) -> tuple[str, str] | None:
+    """(path, reason) of the first tokenizer file of `folder` that is not valid JSON or not a tokenizer, or None."""
+    from tokenizers import Tokenizer
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                json.load(f)
+            if name == "tokenizer.json":
+                Tokenizer.from_file(path)
+        except Exception as err:  # JSON, UTF-8 or tokenizers' own (untyped) errors
+            return path, f"{type(err).__name__}: {str(err)[:200]}"
+    return None
 
 
 def _languages_from_added_tokens(backend) -> list[str]:

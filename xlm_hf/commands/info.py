@@ -26,13 +26,16 @@ def summarise(model_dir: str | Path) -> dict:
     config = XLMConfig.from_pretrained(folder)
     n_params = 0
     weight_files = sorted(folder.glob("*.safetensors"))
+    if not weight_files:
+        raise CLIError(f"{folder} has no *.safetensors weights (model.safetensors): save the model with "
+                       f"save_pretrained, or copy its weights into the folder.")
     for path in weight_files:
         try:
             with safe_open(str(path), framework="pt") as f:
                 for key in f.keys():
                     n_params += _numel(f.get_slice(key).get_shape())
         except Exception as err:  # safetensors raises its own error types
-            raise CLIError(f"{path} is not a readable safetensors file ({err}): re-save or re-download the model.")
+            raise CLIError(f"{path} is not a readable safetensors file ({err}): the file is truncated or corrupt; re-save or re-download it.")
     return {
         "model_dir": str(folder),
         "model_type": config.model_type,
