@@ -412,9 +412,7 @@ CLI_REQUESTS = {  # case -> (arguments after --src en, bytes of in.txt, the erro
 
 @pytest.mark.parametrize("case", [
     *CLI_REQUESTS,
-    pytest.param("bad-utf8-first-line", marks=pytest.mark.xfail(
-        strict=True, reason="xlm_hf/commands/translate.py _lines_of: a decode error before the first line is yielded "
-        "raises UnboundLocalError (`number` unset), a traceback instead of the one-line error")),
+    "bad-utf8-first-line",
 ])
 def test_bad_cli_request_is_one_line_and_leaves_no_output_file(good_folder, tmp_path, capsys, case):
     argv, content, message = CLI_REQUESTS.get(

@@ -186,7 +186,7 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", **kwargs) ->
 
     from transformers import pipeline
 
-    from .inference import prepare_for_inference  # package-only helper: not part of the remote-code files
+    from .inference import prepare_for_inference  # copied next to this file by save_pretrained (torch only)
 
     model = prepare_for_inference(model, precision)
     task = kwargs.pop("task", TASK)

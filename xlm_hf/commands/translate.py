@@ -61,20 +61,22 @@ def _read_lines(args):
             raise CLIError(f"input file {path} does not exist")
         with path.open("rb") as f:
             total = sum(1 for _ in f)
-        return _lines_of(path.open(encoding="utf-8", errors="strict", newline="")), total
+        return _lines_of(path.open("rb")), total
     if sys.stdin.isatty():
         raise CLIError("nothing to translate: pass TEXT, --input FILE, or pipe text on stdin")
-    return _lines_of(sys.stdin), None
+    return _lines_of(sys.stdin.buffer), None
 
 
 def _lines_of(stream):
+    """Lines of a binary stream, decoded one at a time: a decoding error names its own line."""
     from ..cli import CLIError
 
-    try:
-        for number, line in enumerate(stream, 1):
-            yield line.rstrip("\r\n")
-    except UnicodeDecodeError as err:
-        raise CLIError(f"line {number}: not valid UTF-8 ({err.reason}): convert the file to UTF-8 first") from None
+    for number, raw in enumerate(stream, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise CLIError(f"line {number}: not valid UTF-8 ({err.reason}): convert the file to UTF-8 first") from None
+        yield line.rstrip("\r\n")
 
 
 def load(model_dir: str, precision: str = "fp32"):
