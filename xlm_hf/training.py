@@ -799,7 +799,13 @@ class TranslationTrainer(Seq2SeqTrainer):
             # from the arguments would only clash with it.
             gen_kwargs.pop("max_length", None)
             gen_kwargs["decoder_input_ids"] = target_prefix(inputs["labels"], self.model.config)
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+        # Seq2SeqTrainer fills the generation config's unset fields with defaults after each batch (max_length=20),
+        # which the next generate() reads as set next to max_new_tokens, warning on every batch: restore it.
+        max_length = self.model.generation_config.max_length
+        try:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+        finally:
+            self.model.generation_config.max_length = max_length
 
 
 def make_generation_metrics(tokenizer, dataset) -> Callable:
