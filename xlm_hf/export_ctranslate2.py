@@ -86,8 +86,9 @@ def language_id(config, code: str, role: str) -> int | None:
     return lang2id[code]
 
 
-def build_spec(model, tokenizer, src_lang: str, tgt_lang: str):
-    """CTranslate2 `TransformerSpec` of `model` (an `XLMForSeq2SeqLM`) for translating `src_lang` into `tgt_lang`."""
+def build_spec(model, tokens: list[str], src_lang: str, tgt_lang: str):
+    """CTranslate2 `TransformerSpec` of `model` (an `XLMForSeq2SeqLM`) for translating `src_lang` into `tgt_lang`,
+    with `tokens` (the token string of every id, `vocabulary(tokenizer, vocab_size)`) as its vocabulary."""
     ctranslate2 = import_ctranslate2()
     from ctranslate2.specs import common_spec, transformer_spec
 
@@ -121,7 +122,8 @@ def build_spec(model, tokenizer, src_lang: str, tgt_lang: str):
         _set_ffn(layer_spec.ffn, layer)
     _set_linear(decoder_spec.projection, model.lm_head)
 
-    tokens = vocabulary(tokenizer, config.vocab_size)
+    if len(tokens) != config.vocab_size:
+        raise ValueError(f"the vocabulary has {len(tokens)} tokens, the model {config.vocab_size}")
     spec.register_source_vocabulary(tokens)
     spec.register_target_vocabulary(tokens)
     spec.config.unk_token = tokens[config.unk_token_id]
@@ -185,7 +187,7 @@ def vocabulary(tokenizer, vocab_size: int) -> list[str]:
     return tokens
 
 
-def _converter(spec):
+def converter(spec):
     """A `ctranslate2.converters.Converter` whose model is the already built `spec`."""
     from ctranslate2.converters import Converter
 
@@ -213,11 +215,11 @@ def export_model(model, tokenizer, output_dir: str | Path, src_lang: str, tgt_la
         raise NotADirectoryError(f"{output_dir} exists and is not a folder")
     if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
         raise FileExistsError(f"{output_dir} already exists and is not empty: choose another folder or pass --force")
-    spec = build_spec(model.eval(), tokenizer, src_lang, tgt_lang)
+    spec = build_spec(model.eval(), vocabulary(tokenizer, model.config.vocab_size), src_lang, tgt_lang)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        _converter(spec).convert(str(tmp), quantization=quantization, force=True)
+        converter(spec).convert(str(tmp), quantization=quantization, force=True)
         tokenizer.save_pretrained(tmp)
         metadata = {
             "format": "ctranslate2",
@@ -297,4 +299,4 @@ def translate_ctranslate2(translator, tokenizer, texts: list[str], src_lang: str
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
-__all__ = ["build_spec", "export_model", "export_ctranslate2", "translate_ctranslate2", "source_tokens", "QUANTIZATIONS"]
+__all__ = ["build_spec", "converter", "vocabulary", "export_model", "export_ctranslate2", "translate_ctranslate2", "source_tokens", "QUANTIZATIONS"]
