@@ -20,10 +20,17 @@ The tokenizer pipeline, set explicitly:
 Training streams in two passes, and never holds the corpus in a Python list:
 
 1. Python reads the sources in blocks of lines, draws the sample, applies NFKC and the Metaspace split (`_pre_split`),
-   counts characters, and writes the result to a temporary spool file;
+   and counts characters and words (a `Counter` of distinct words, not the text). The words seen at least
+   `min_word_frequency` times are written to a temporary spool file, each as often as it was seen;
 2. the Rust trainer reads that file itself (`Tokenizer.train`), without the GIL. This measured faster than feeding the
-   same blocks through `train_from_iterator`, and the character counts of pass 1 give a deterministic alphabet (see
+   same words through `train_from_iterator`, and the character counts of pass 1 give a deterministic alphabet (see
    `_alphabet`). On 2 CPUs it runs single-threaded by default (see `_tokenizers_parallelism`).
+
+The trainer's time grows with the number of distinct words (it indexes every pair of every distinct word), and words
+seen once are most of them but few of the running words (po-parallel: 60% of 171k distinct words, 6.6% of 1.56M
+words). Leaving them out of the merge statistics (`min_word_frequency=2`, the default with `min_frequency=2`) halves the
+Rust pass and does not cost fertility (measured with `benchmarks/bench_tokenizer.py`); such words are still encoded,
+with the merges learned from the others.
 
 Pass 1 uses Python's `unicodedata` NFKC and the tokenizer the Rust one; they agree except on characters of recent
 Unicode versions one of them does not know yet, which only shifts a few training counts.
@@ -44,6 +51,7 @@ import tempfile
 import time
 import unicodedata
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,6 +345,7 @@ def train_tokenizer(
     dedupe: bool = True,
     parallel: bool | None = None,
     min_frequency: int = 2,
+    min_word_frequency: int | None = None,
     limit_alphabet: int | None = None,
     src_lang: str | None = None,
     tgt_lang: str | None = None,
@@ -367,6 +376,9 @@ def train_tokenizer(
             setting, or when it is unset, one thread on machines of at most 2 CPUs (faster there, see
             `_tokenizers_parallelism`).
         min_frequency: minimum count of a BPE merge.
+        min_word_frequency: words seen fewer times in the sample are left out of the merge statistics (they are
+            still encoded, with the merges learned from the other words); default: `min_frequency`. Words seen once
+            are most distinct words but few running words, and the trainer's time grows with distinct words.
         limit_alphabet: how many of the most frequent characters become base tokens (BPE); rarer ones are spelled
             with byte-fallback tokens. Default: half of the learned vocabulary, so that a small vocabulary over many
             scripts still has room for merges.
@@ -387,6 +399,8 @@ def train_tokenizer(
     for name, code in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
         if code is not None and code not in languages:
             raise ValueError(f"Unknown language code {code!r} for {name}: the tokenizer will know {', '.join(languages)}.")
+    if min_word_frequency is not None and (not isinstance(min_word_frequency, int) or min_word_frequency < 1):
+        raise ValueError(f"min_word_frequency must be a positive integer (1 keeps every word), got {min_word_frequency!r}.")
     tags = [lang_tag(code) for code in languages]
     specials = list(SPECIAL_TOKENS.values()) + tags
     base = len(specials) + len(BYTE_TOKENS)
@@ -400,12 +414,15 @@ def train_tokenizer(
         missing = [lang for lang in languages if lang not in sources]
         if missing:
             logger.warning("No text for %s: their tags are reserved but untrained.", missing)
-        # Pass 1 (Python): draw the sample, normalise and pre-split it, write it to a spool file, count characters.
-        spool = Path(spool_dir) / "training-sample.txt"
+        # Pass 1 (Python): draw the sample, normalise and pre-split it, count its characters and words, and write the
+        # words seen often enough to a spool file.
         blocks = _sample_blocks(sources, alpha=alpha, sample_size=sample_size, seed=seed)
-        sampled, char_counts = _write_training_text(blocks, spool, list(sources), show_progress)
+        sampled, char_counts, word_counts = _count_training_text(blocks, list(sources), show_progress)
         if not any(sampled.values()):
             raise ValueError("Empty corpus: the sample has no sentence (check texts= and sample_size=).")
+        spool = Path(spool_dir) / "training-words.txt"
+        _write_words(word_counts, spool, min_frequency if min_word_frequency is None else min_word_frequency)
+        del word_counts
 
         # Pass 2 (Rust, without the GIL): learn the vocabulary from the spool file.
         trainer_vocab_size = vocab_size - len(BYTE_TOKENS)  # the byte tokens are inserted after training
@@ -441,10 +458,10 @@ def _learn_vocabulary(
     show_progress: bool,
 ) -> Tokenizer:
     """Train a BPE or Unigram model on the spool file (NFKC-normalised words separated by spaces: training only
-    splits). The special tokens get the first ids, in order."""
+    splits, on whitespace, which also drops each line's "\n"; a word holding another whitespace character, a tab say,
+    is counted as its parts). The special tokens get the first ids, in order."""
     backend = Tokenizer(models.BPE() if model == "bpe" else models.Unigram())
-    backend.normalizer = normalizers.Strip(left=False, right=True)  # `Tokenizer.train` keeps each line's "\n"
-    backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     if model == "bpe":
         limit = {"initial_alphabet": alphabet, "limit_alphabet": len(alphabet)} if alphabet else {}
         trainer = trainers.BpeTrainer(
@@ -460,22 +477,35 @@ def _learn_vocabulary(
     return backend
 
 
-def _write_training_text(blocks, spool: Path, languages: list[str], show_progress: bool):
-    """Write the sampled sentences, a block to a line, as `_pre_split` words; return the sentences per language and
-    the count of every code point (an int64 array indexed by code point)."""
+def _count_training_text(blocks, languages: list[str], show_progress: bool):
+    """Count the sampled sentences per language, every code point (an int64 array indexed by code point) and every
+    `_pre_split` word (a Counter)."""
     sampled = dict.fromkeys(languages, 0)
     char_counts = np.zeros(0x110000, dtype=np.int64)
-    with open(spool, "w", encoding="utf-8") as out, tqdm(
-        desc="Sampling sentences", unit=" sent", disable=not show_progress
-    ) as progress:
+    word_counts: Counter[str] = Counter()
+    with tqdm(desc="Sampling sentences", unit=" sent", disable=not show_progress) as progress:
         for lang, block in blocks:
             sampled[lang] += len(block)
             chunk = _pre_split("\n".join(block))
             counts = np.bincount(np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32))
             char_counts[: len(counts)] += counts
-            out.write(chunk + "\n")
+            word_counts.update(chunk.split(" "))
             progress.update(len(block))
-    return sampled, char_counts
+    return sampled, char_counts, word_counts
+
+
+def _write_words(word_counts: Counter, spool: Path, min_count: int, line_words: int = 1000) -> None:
+    """The trainer's input: each word seen `min_count` times or more, repeated as often as it was seen, words
+    separated by spaces (the trainer splits on whitespace), about `line_words` to a line."""
+    with open(spool, "w", encoding="utf-8") as out:
+        line: list[str] = []
+        for word, count in word_counts.items():
+            if count >= min_count:
+                line += [word] * count
+                if len(line) >= line_words:
+                    out.write(" ".join(line) + "\n")
+                    line = []
+        out.write(" ".join(line) + "\n")
 
 
 def _alphabet(char_counts, limit: int) -> list[str]:
