@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 
 from conftest import TOKENIZER_LANGUAGES
 from xlm_hf import XLMConfig, XLMTokenizerFast
-from xlm_hf.tokenization_xlm_hf import XLMHFTokenizer
+from xlm_hf.tokenization_xlm_hf import XLMHFTokenizer, lang_tag
 
 
 def nfkc(text):
@@ -157,7 +157,14 @@ def test_fast_path_matches_the_generic_path(tok):
     assert fast["input_ids"] == generic["input_ids"] and fast["attention_mask"] == generic["attention_mask"]
     single = tok("Hello world")
     assert single["input_ids"] == tok("Hello world", return_length=True)["input_ids"]
-    assert fast.word_ids(0) is not None  # encodings are kept
+    with pytest.raises(ValueError):  # the fast path computes no token strings: it must not answer empty ones
+        fast.tokens(0)
+    assert generic.tokens(0)[0] == lang_tag(tok.src_lang) and len(generic.tokens(0)) == len(generic["input_ids"][0])
+
+
+def test_tokenize_gives_the_token_strings(tok):
+    assert tok.tokenize("Hello world") == tok.convert_ids_to_tokens(tok("Hello world", add_special_tokens=False)["input_ids"])
+    assert "".join(tok.tokenize("Hello world")).replace("▁", " ").strip() == "Hello world"
 
 
 def test_truncation_to_model_max_length_keeps_tag_and_eos(tok):

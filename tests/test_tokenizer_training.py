@@ -234,6 +234,19 @@ def test_user_mistakes_get_messages_naming_the_fix(tmp_path, text_files):
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match="is not UTF-8 text"):
         train_small({"en": bad})
+    with pytest.raises(ValueError, match="min_word_frequency must be a positive integer"):
+        train_small({"en": text_files["en"]}, min_word_frequency=0)
+
+
+def test_words_seen_once_are_left_out_of_the_merge_statistics():
+    """A word seen once shapes no merge by default (min_word_frequency = min_frequency = 2), and does with
+    min_word_frequency=1; it is encoded either way, and round-trips."""
+    text = [f"the cat sat on the mat {i}" for i in range(50)] + ["zyxwvutsrq"]  # distinct: dedupe keeps them all
+    kept = train_small({"en": text}, vocab_size=400, min_frequency=1, min_word_frequency=1)
+    left_out = train_small({"en": text}, vocab_size=400, min_frequency=1, min_word_frequency=2)
+    assert kept.convert_ids_to_tokens(kept("zyxwvutsrq", add_special_tokens=False)["input_ids"]) == ["▁zyxwvutsrq"]
+    assert "▁zyxwvutsrq" not in left_out.get_vocab() and "▁cat" in left_out.get_vocab()
+    assert left_out.decode(left_out("zyxwvutsrq", add_special_tokens=False)["input_ids"]) == "zyxwvutsrq"
 
 
 # --- summary, saving, CLI ------------------------------------------------------------------------------------------------

@@ -325,6 +325,10 @@ class XLMHFTokenizer(TokenizersBackend):
 
     # --- encoding fast path ------------------------------------------------------------------------------------------
 
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs) -> list[str]:
+        """The token strings of `text` (the generic path: the fast path below computes no token strings)."""
+        return super()._encode_plus(text, text_pair=pair, add_special_tokens=add_special_tokens, **kwargs).tokens()
+
     def _encode_plus(
         self,
         text,
@@ -349,8 +353,11 @@ class XLMHFTokenizer(TokenizersBackend):
         **kwargs,
     ) -> BatchEncoding:
         # Fast path for the common case (plain strings, ids + attention mask, optional padding / truncation): the
-        # backend's `encode_batch_fast` (no offsets) and two list comprehensions, instead of the generic path that
-        # builds one dict per sequence. Anything else goes through the generic implementation.
+        # backend's `encode_batch_fast` and two list comprehensions, instead of the generic path that builds one dict
+        # per sequence. Anything else goes through the generic implementation. `encode_batch_fast` computes neither
+        # offsets nor token strings, so its encodings are not attached: `.tokens()` / `.word_ids()` of the result
+        # raise instead of answering empty strings; `tokenize()` and `return_offsets_mapping=True` take the generic
+        # path, which has them.
         is_batch = isinstance(text, (list, tuple))
         simple = (
             text_pair is None
@@ -398,7 +405,7 @@ class XLMHFTokenizer(TokenizersBackend):
             self._eventual_warn_about_too_long_sequence(max(input_ids, key=len), max_length, verbose)
         if not is_batch and return_tensors is None:
             data = {key: value[0] for key, value in data.items()}
-        return BatchEncoding(data, encodings, tensor_type=return_tensors)
+        return BatchEncoding(data, None, tensor_type=return_tensors)
 
 
 @contextlib.contextmanager
