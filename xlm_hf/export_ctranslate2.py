@@ -107,6 +107,9 @@ def build_spec(model, tokens: list[str], src_lang: str, tgt_lang: str):
     spec = transformer_spec.TransformerSpec(encoder_spec, decoder_spec)
 
     encoder, decoder = model.model.encoder, model.model.decoder
+    if encoder.lang_embeddings is not None and encoder.lang_token_ids is None:
+        logger.warning("The model has language embeddings but no lang_token_ids: it adds them only when given `langs`; "
+                       "the export adds those of %s / %s as if it were.", src_lang, tgt_lang)
     _set_embeddings(encoder_spec, encoder, encoder_spec.embeddings[0], lang_id=src_id, from_position=0)
     _set_embeddings(decoder_spec, decoder, decoder_spec.embeddings, lang_id=tgt_id, from_position=1)
     for layer_spec, layer in zip(encoder_spec.layer, encoder.layers):
