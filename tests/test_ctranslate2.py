@@ -5,6 +5,7 @@ differ by far more than float32 noise), translating real sentences of the bundle
 """
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -193,3 +194,11 @@ def test_cli_missing_src_is_a_usage_error(saved_model, tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].endswith("the following arguments are required: --src")
+
+
+def test_cli_without_ctranslate2_says_what_to_install(saved_model, tmp_path, capsys, monkeypatch):
+    folder, _ = saved_model
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # `import ctranslate2` raises ImportError
+    assert main(["export", str(folder), "--ctranslate2", str(tmp_path / "out"), "--src", "en", "--tgt", "fr"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install ctranslate2" in err
