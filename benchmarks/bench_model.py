@@ -7,6 +7,11 @@ Marian in the same mode (speed: ours/Marian; memory: Marian/ours; >= 1.0 means o
 
     python benchmarks/bench_model.py                        # base dims, batch 16, 32 + 32 tokens, 2 threads
     python benchmarks/bench_model.py --cases 'train-*' --steps 5 --json out.json
+    python benchmarks/bench_model.py --cases '*-compiled' --steps 5 --warmup 2   # static cache + torch.compile
+
+The `*-compiled` modes (ours only: `prepare_for_inference(..., compile=True)`) are timed in the same rounds as Marian
+in the plain fp32 mode (`marian/greedy`, `marian/beam4`), their ratios are against it; the compilation happens in
+the warmup steps, outside the timed rounds (keep --warmup >= 1).
 
 To add a case, add a model to MODELS or a mode to MODES; every (model, mode) pair is a case.
 """
@@ -99,10 +104,12 @@ def train_step(model, batch, args, *, autocast_dtype: torch.dtype | None = None)
     return step
 
 
-def generate_step(model, batch, args, *, num_beams: int = 1, precision: str = "fp32") -> Callable[[], None]:
+def generate_step(model, batch, args, *, num_beams: int = 1, precision: str = "fp32",
+                  compile: bool = False) -> Callable[[], None]:
     """generate() with the cache, forced to produce exactly --tgt-len new tokens (min = max, so eos cannot stop it),
-    with the weights in `precision` (xlm_hf.inference: fp32, bf16 or int8; applied alike to both models)."""
-    model = prepare_for_inference(model, precision)
+    with the weights in `precision` (xlm_hf.inference: fp32, bf16 or int8; applied alike to both models), and with
+    `compile`, a static cache and the torch.compile'd decoding step (xlm_hf.inference; ours only)."""
+    model = prepare_for_inference(model, precision, compile=compile)
     kwargs = dict(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
@@ -134,6 +141,8 @@ class Mode:
     prepare: Callable
     tokens: Callable
     counts: str  # what "tokens" means, for the report
+    models: tuple[str, ...] | None = None  # the models this mode applies to (None: all)
+    baseline_mode: str | None = None  # time the baseline model in this mode in the same rounds (ratios against it)
 
 
 MODES: dict[str, Mode] = {
@@ -148,6 +157,15 @@ MODES: dict[str, Mode] = {
     "beam4-bf16": Mode(partial(generate_step, num_beams=4, precision="bf16"), generated_tokens, "beam 4, bf16 weights"),
     "beam4-int8": Mode(partial(generate_step, num_beams=4, precision="int8"), generated_tokens,
                        "beam 4, int8 dynamic Linear"),
+    # static cache + torch.compile (ours only), against Marian fp32 eager in the same rounds
+    "greedy-compiled": Mode(partial(generate_step, compile=True), generated_tokens,
+                            "greedy, static cache + torch.compile; vs Marian fp32 greedy", ("xlm",), "greedy"),
+    "greedy-bf16-compiled": Mode(partial(generate_step, precision="bf16", compile=True), generated_tokens,
+                                 "greedy, bf16, static cache + torch.compile; vs Marian fp32 greedy", ("xlm",), "greedy"),
+    "beam4-compiled": Mode(partial(generate_step, num_beams=4, compile=True), generated_tokens,
+                           "beam 4, static cache + torch.compile; vs Marian fp32 beam 4", ("xlm",), "beam4"),
+    "beam4-bf16-compiled": Mode(partial(generate_step, num_beams=4, precision="bf16", compile=True), generated_tokens,
+                                "beam 4, bf16, static cache + torch.compile; vs Marian fp32 beam 4", ("xlm",), "beam4"),
 }
 
 
@@ -194,13 +212,14 @@ def parse_args(argv=None):
 
 
 def result_rows(mode: str, measured: dict, args) -> list[dict]:
-    """One row per case; ratios against the baseline model in the same mode (>= 1 means ours is at least as good)."""
+    """One row per case; ratios against the baseline model in the same mode, or in `baseline_mode` (>= 1 means ours
+    is at least as good)."""
     tokens = MODES[mode].tokens(args)
     rows = [
         {
             "case": name,
             "model": name.split("/")[0],
-            "mode": mode,
+            "mode": name.split("/")[1],
             "tokens_per_step": tokens,
             "steps_kept": len(timing.samples),
             "median_s": timing.median,
@@ -216,7 +235,7 @@ def result_rows(mode: str, measured: dict, args) -> list[dict]:
         }
         for name, (timing, report) in measured.items()
     ]
-    base_name = f"{BASELINE}/{mode}"
+    base_name = f"{BASELINE}/{MODES[mode].baseline_mode or mode}"
     if base_name in measured:
         base, base_timing = next(row for row in rows if row["case"] == base_name), measured[base_name][0]
         for row in rows:
@@ -259,8 +278,13 @@ def main(argv=None):
           f"{args.tgt_len} target tokens; {args.warmup} warmup + {args.steps} timed steps per case, interleaved")
     rows = []
     for mode, models in selected_cases(args.cases, MODELS, MODES).items():
+        models = [m for m in models if MODES[mode].models is None or m in MODES[mode].models]
+        if not models:
+            continue
         print(f"{mode}: {MODES[mode].counts}")
         cases = {f"{model}/{mode}": (build_case, (model, mode, args)) for model in models}
+        if MODES[mode].baseline_mode:  # e.g. marian/greedy timed in the rounds of xlm/greedy-compiled
+            cases[f"{BASELINE}/{MODES[mode].baseline_mode}"] = (build_case, (BASELINE, MODES[mode].baseline_mode, args))
         measured = run_interleaved(
             cases, warmup=args.warmup, steps=args.steps, threads=args.threads,
             max_other_load=args.max_other_load, max_rounds=args.max_rounds, max_wait=args.max_wait,

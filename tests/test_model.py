@@ -153,6 +153,61 @@ def test_greedy_is_the_same_with_and_without_cache():
     assert torch.equal(model.generate(**kw, use_cache=True), model.generate(**kw, use_cache=False))
 
 
+def _generate_with_scores(model, b, **kw):
+    out = model.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=10,
+                         do_sample=False, forced_bos_token_id=TAGS["fr"], output_scores=True,
+                         return_dict_in_generate=True, **kw)
+    return out.sequences, torch.stack(out.scores)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_static_cache_generates_exactly_what_the_dynamic_cache_does(attn, num_beams):
+    """Fixed-size key/value buffers (unfilled slots masked, positions from the cache's length): same tokens and the
+    same scores as the growing cache, padded batch, no compilation."""
+    model = tiny_model(attn)
+    b = batch(padded=True)
+    kw = dict(num_beams=num_beams, num_return_sequences=num_beams)
+    dynamic_ids, dynamic_scores = _generate_with_scores(model, b, **kw)
+    static_ids, static_scores = _generate_with_scores(model, b, cache_implementation="static", **kw)
+    assert torch.equal(static_ids, dynamic_ids)
+    torch.testing.assert_close(static_scores, dynamic_scores, atol=1e-5, rtol=1e-5)
+
+
+def test_static_cache_longer_than_the_positions_is_refused():
+    model = tiny_model()
+    b = batch()
+    with pytest.raises(ValueError, match="static cache holds"):
+        model.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], num_beams=1,
+                       max_new_tokens=model.config.max_position_embeddings + 5, cache_implementation="static")
+
+
+def test_compiled_decoding_is_refused_for_int8():
+    from xlm_hf.inference import prepare_for_inference
+
+    with pytest.raises(ValueError, match="fp32 and bf16"):
+        prepare_for_inference(tiny_model(), "int8", compile=True)
+
+
+@pytest.mark.compile
+@pytest.mark.timeout(300)
+def test_compiled_greedy_equals_eager_greedy():
+    """`prepare_for_inference(..., compile=True)`: static cache + torch.compile'd decoding step (fullgraph), on the
+    CPU too; the same tokens and scores as eager decoding. Deselected by default (`make test`: -m "not compile")."""
+    from xlm_hf.inference import disable_compiled_decoding, prepare_for_inference
+
+    model = tiny_model()
+    b = batch(padded=True)
+    eager_ids, eager_scores = _generate_with_scores(model, b, num_beams=1)
+    prepare_for_inference(model, "fp32", compile=True)
+    compiled_ids, compiled_scores = _generate_with_scores(model, b, num_beams=1)
+    assert hasattr(model, "_compiled_call")  # transformers' compiled decoding step was used
+    assert torch.equal(compiled_ids, eager_ids)
+    torch.testing.assert_close(compiled_scores, eager_scores, atol=1e-4, rtol=1e-4)
+    disable_compiled_decoding(model)
+    assert model.generation_config.cache_implementation is None
+
+
 def test_beam_search_returns_num_return_sequences():
     model = tiny_model()
     b = batch()

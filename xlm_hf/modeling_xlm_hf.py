@@ -475,12 +475,14 @@ class XLMStack(XLMPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
         if inputs_embeds is None:
-            self._check_ids(input_ids, check_range=past_length == 0)
+            # A static cache's length is a tensor (no sync): only a fresh (int 0) cache means user-given ids.
+            self._check_ids(input_ids, check_range=isinstance(past_length, int) and past_length == 0)
             inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (B, T, D)
         batch, length, _ = inputs_embeds.shape
         if position_ids is None:
-            position_ids = torch.arange(past_length, past_length + length, device=inputs_embeds.device)
-        if past_length + length > self.config.max_position_embeddings and position_ids.max() >= self.config.max_position_embeddings:
+            position_ids = torch.arange(length, device=inputs_embeds.device) + past_length
+        if isinstance(past_length, int) and past_length + length > self.config.max_position_embeddings and \
+                position_ids.max() >= self.config.max_position_embeddings:  # (static caches: checked by the decoder)
             raise ValueError(
                 f"Sequence of {past_length + length} tokens exceeds max_position_embeddings "
                 f"({self.config.max_position_embeddings}): truncate the input (tokenizer truncation=True)."
@@ -596,6 +598,8 @@ class XLMDecoder(XLMStack):
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         past_length = cache.get_seq_length() if cache is not None else 0
+        if cache is not None and cache.get_max_length() > 0:  # a static cache: its size bounds the positions (no sync)
+            self._check_static_cache(cache)
         hidden_states = self.embed(input_ids, inputs_embeds, None, langs, past_length)
         causal_mask = create_causal_mask(
             config=self.config,
@@ -614,6 +618,14 @@ class XLMDecoder(XLMStack):
                 hidden_states, causal_mask, encoder_hidden_states, encoder_attention_mask, cache=cache, **kwargs
             )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.finish(hidden_states), cache=cache)
+
+    def _check_static_cache(self, cache: Cache) -> None:
+        size = cache.get_max_length()
+        if size > self.config.max_position_embeddings:
+            raise ValueError(
+                f"The static cache holds {size} target positions but the model has max_position_embeddings "
+                f"{self.config.max_position_embeddings}: lower max_new_tokens (or max_length / max_cache_len)."
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -804,9 +816,36 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
             decoder_langs = derive_langs(input_ids, decoder.lang_token_ids)
         if decoder_langs is not None:
             fed = model_inputs["decoder_input_ids"].shape[1]
-            model_inputs["decoder_langs"] = decoder_langs[:, -fed:]
+            model_inputs["decoder_langs"] = decoder_langs[:, -fed:].contiguous()  # fixed strides: no recompiles
         return model_inputs
 
+
+    def _beam_search(self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
+                     **model_kwargs):
+        """transformers' beam search, with the model steps compiled when greedy decoding would be (a static cache and
+        a compile_config allowing this device, see `xlm_hf.inference.enable_compiled_decoding`): transformers 5
+        compiles the steps of greedy search and sampling only. The prefill step and the decoding steps are two graphs."""
+        compiled = (
+            "forward" not in self.__dict__  # no instance-level forward already (e.g. accelerate hooks)
+            and self._valid_auto_compile_criteria(model_kwargs, generation_config)
+        )
+        if compiled:
+            self.forward = self._compiled_forward(generation_config.compile_config)
+        try:
+            return super()._beam_search(input_ids, logits_processor, stopping_criteria, generation_config,
+                                        synced_gpus=synced_gpus, **model_kwargs)
+        finally:
+            if compiled:
+                del self.forward
+
+    def _compiled_forward(self, compile_config):
+        """`torch.compile` of the class's forward bound to this model (not of `__call__`, which would then find the
+        compiled forward set on the instance), kept across calls per compile config."""
+        if getattr(self, "_compiled_forward_config", None) != compile_config:
+            forward = type(self).forward.__get__(self)
+            self._compiled_forward_fn = torch.compile(forward, **compile_config.to_dict())
+            self._compiled_forward_config = compile_config
+        return self._compiled_forward_fn
 
     @classmethod
     def from_pretrained_lm(cls, lm, **config_overrides) -> "XLMForSeq2SeqLM":
