@@ -109,14 +109,18 @@ def main(argv=None):
             rows.append({"case": name, "mode": mode, "engine": report["engine"], "steps_kept": len(timing.samples),
                          "median_s": timing.median, "iqr_pct": 100 * timing.spread, "tokens_per_s": tokens / timing.median,
                          "speed_ratio": ratio, "speed_ratio_iqr": (q1, q3), "other_load": timing.median_other_load,
+                         # CPU time (all threads) is what a busy machine distorts least: a starved step waits, it
+                         # does not compute more
+                         "cpu_s": timing.median_cpu, "speed_ratio_cpu": base_timing.median_cpu / timing.median_cpu,
                          "peak_rss_growth_mib": report["peak_rss_growth"] / 2**20})
     print()
     print(markdown_table(
         ["case", "steps", "median s/step", "IQR", "generated tokens/s", f"speed / {BASELINE} (paired, quartiles)",
-         "peak RSS growth"],
+         "CPU s/step", f"speed / {BASELINE} by CPU time", "peak RSS growth"],
         [[r["case"], r["steps_kept"], f"{r['median_s']:.3f}", f"{r['iqr_pct']:.0f}%", f"{r['tokens_per_s']:,.0f}",
           "baseline" if r["case"].startswith(BASELINE) else
           f"**{r['speed_ratio']:.2f}** ({r['speed_ratio_iqr'][0]:.2f}-{r['speed_ratio_iqr'][1]:.2f})",
+          f"{r['cpu_s']:.2f}", "baseline" if r["case"].startswith(BASELINE) else f"{r['speed_ratio_cpu']:.2f}",
           f"{r['peak_rss_growth_mib']:,.0f} MiB"] for r in rows],
     ))
     print()
