@@ -23,3 +23,9 @@ def test_demo_smoke_runs_end_to_end(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert table.count("\n") == 2 + 4
     assert json.loads((model_dir / "config.json").read_text())["custom_pipelines"]["translation"]
+
+    # The folder the demo leaves is ready for `xlm-hf push`, which the demo suggests: its dry run stages and verifies it.
+    from xlm_hf.cli import main as cli
+
+    assert cli(["push", str(model_dir), "--repo-id", "you/xlm-demo", "--dry-run"]) == 0
+    assert (model_dir.parent / f"{model_dir.name}-hub" / "README.md").is_file()

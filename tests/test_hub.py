@@ -34,7 +34,10 @@ def model_dir(tmp_path_factory):
     tokenizer.save_pretrained(folder)
     (folder / "all_results.json").write_text(json.dumps({
         "eval_bleu": 12.5, "eval_bleu_en-fr": 14.0, "eval_chrf_en-fr": 40.1, "eval_bleu_en-de": 11.0,
-        "eval_chrf_en-de": 35.5, "eval_loss": 2.3, "train_runtime": 10.0}))
+        "eval_chrf_en-de": 35.5, "eval_loss": 2.3, "train_runtime": 10.0,
+        # what the scripts write next to each score (a push of the demo's folder once failed on these)
+        "eval_bleu_en-fr_signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0",
+        "eval_bleu_signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"}))
     history = [{"step": s, "loss": 5.0 / s} for s in range(1, 6)] + [{"step": 5, "eval_loss": 2.3, "eval_bleu": 12.5}]
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))
     return folder

@@ -66,7 +66,9 @@ def read_results(model_dir: Path) -> dict[str, float]:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as err:
                 raise HubError(f"{path} is not valid JSON ({err}): fix or delete it") from err
-            scores.update({k: float(v) for k, v in data.items() if _METRIC.match(k)})
+            # Scores only: the scripts also save each score's sacrebleu signature (`test_bleu_en-fr_signature`).
+            scores.update({k: float(v) for k, v in data.items()
+                           if _METRIC.match(k) and isinstance(v, (int, float)) and not isinstance(v, bool)})
     return scores
 
 
