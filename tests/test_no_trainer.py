@@ -2,9 +2,12 @@
 killed after a saved state resumes, skipping the consumed batches, to the same weights; with `accelerate launch` on
 two CPU processes it really runs DDP (world size 2) and both ranks end with identical weights."""
 
+import shutil
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from training_scripts import (  # noqa: F401 (tokenizer_dir: a fixture)
     LOOP_SCRIPT, TINY_RUN, kill_point, kill_when, logged, read_json, run, run_script, saved_weights_digest,
@@ -13,16 +16,27 @@ from training_scripts import (  # noqa: F401 (tokenizer_dir: a fixture)
 from xlm_hf.training import find_last_state
 
 # Gradient accumulation over 2 batches of 4, on about 2 x 16 pairs: an epoch is 4 or 5 optimizer steps, so the run
-# crosses an epoch boundary and the state saved at step 6 is in the middle of the second epoch.
+# crosses an epoch boundary (9 batches: step 5 ends the first epoch) and the state saved at step 6 is in the middle
+# of the second epoch.
 LOOP_ARGS = ["--gradient_accumulation_steps", "2"]
 
 
 @pytest.fixture(scope="module")
 def first_run(tokenizer_dir, tmp_path_factory):
+    """The uninterrupted reference run, a state after every step (so a resumed run can be compared state by state)."""
     out = tmp_path_factory.mktemp("loop") / "run"
     run_script(LOOP_SCRIPT, *LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
-               "--save_steps", "3")
+               "--save_steps", "1")
     return out
+
+
+def same_state(state, reference) -> bool:
+    """Two saved training states hold the same weights, torch RNG state and accumulation counter (the files
+    themselves differ: torch.save writes a unique id)."""
+    weights, expected = load_file(state / "model.safetensors"), load_file(reference / "model.safetensors")
+    rng, expected_rng = (torch.load(s / "random_states_0.pkl", weights_only=False) for s in (state, reference))
+    return (weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in weights)
+            and torch.equal(rng["torch_manual_seed"], expected_rng["torch_manual_seed"]) and rng["step"] == expected_rng["step"])
 
 
 def test_few_steps_learn_save_state_and_evaluate(first_run):
@@ -36,6 +50,8 @@ def test_few_steps_learn_save_state_and_evaluate(first_run):
         assert (state / "model.safetensors").is_file() and (state / "random_states_0.pkl").is_file()
         assert read_json(state / "loop_state.json")["completed_steps"] == step
     assert read_json(first_run / "checkpoints" / "step_6" / "loop_state.json")["epoch"] == 1
+    end_of_epoch = read_json(first_run / "checkpoints" / "step_5" / "loop_state.json")  # a resume starts epoch 1
+    assert (end_of_epoch["epoch"], end_of_epoch["batches_in_epoch"]) == (1, 0)
     assert not list(first_run.rglob(".tmp*"))
     results = read_json(first_run / "eval_results.json")
     assert results["eval_samples"] == 6 and {"eval_bleu_en-fr", "eval_chrf_fr-en", "eval_chrf"} <= set(results)
@@ -54,6 +70,10 @@ def test_killed_run_resumes_to_the_same_weights(first_run, tokenizer_dir, tmp_pa
     assert not (out / "rank0.json").exists() and not (out / "checkpoints" / "step_8").exists(), how
     last = find_last_state(out)
     assert last is not None and read_json(last / "loop_state.json")["completed_steps"] >= step, how
+    # A mismatch below is then either the killed run's (its state already differs) or the resumed run's.
+    how += f"; resumed from {last.name}, " + (
+        "equal to" if same_state(last, first_run / "checkpoints" / last.name) else "DIFFERENT from")
+    how += " the uninterrupted run's state of that step"
 
     run_script(LOOP_SCRIPT, *args, "--resume_from_checkpoint", "latest")
     report = read_json(out / "rank0.json")
@@ -61,6 +81,20 @@ def test_killed_run_resumes_to_the_same_weights(first_run, tokenizer_dir, tmp_pa
     assert [s for s, _ in logged(read_json(out / "trainer_state.json")["log_history"])] == list(range(1, 9)), how
     assert report["weights_sha256"] == read_json(first_run / "rank0.json")["weights_sha256"], how
     assert not list(out.rglob(".tmp*")), how
+
+
+@pytest.mark.parametrize("step", [3, 5])
+def test_resume_from_a_saved_state_of_the_first_run(first_run, tokenizer_dir, tmp_path, step):
+    """Deterministic kill-and-resume: the states of the uninterrupted run up to `step` (3: six batches into the first
+    epoch; 5: the end of the first epoch), resumed, give its final weights bitwise."""
+    out = tmp_path / "resumed"
+    for saved in range(1, step + 1):
+        shutil.copytree(first_run / "checkpoints" / f"step_{saved}", out / "checkpoints" / f"step_{saved}")
+    run_script(LOOP_SCRIPT, *LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
+               "--save_steps", "1", "--do_eval", "false", "--resume_from_checkpoint", "latest")
+    assert read_json(out / "rank0.json")["weights_sha256"] == read_json(first_run / "rank0.json")["weights_sha256"]
+    assert all(same_state(out / "checkpoints" / f"step_{s}", first_run / "checkpoints" / f"step_{s}")
+               for s in range(step + 1, 9))
 
 
 def test_two_process_ddp_has_world_size_2_and_identical_weights(tokenizer_dir, tmp_path):
