@@ -144,6 +144,37 @@ def test_fast_precisions_give_the_same_translations(trained, precision, capsys):
     assert capsys.readouterr().out.splitlines() == DE
 
 
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_static_cache_gives_the_same_translations(trained, num_beams):
+    """The static key/value cache of the compiled mode (here eager: no compilation in the default tests), through
+    the pipeline's length-sorted, padded batches."""
+    model, tokenizer, _ = trained
+    translator = translation_pipeline(model, tokenizer, src_lang="en", tgt_lang="fr")
+    inputs = EN + ["Save the document now", "Quit"]
+    expected = texts(translator(inputs, batch_size=3, num_beams=num_beams))
+    assert texts(translator(inputs, batch_size=3, num_beams=num_beams, cache_implementation="static")) == expected
+    assert expected[:4] == FR
+
+
+def test_compile_option_sets_up_static_cache_decoding(trained, capsys):
+    """`compile=True` / `--compile` configure generate (static cache, compile_config allowed on the CPU) without
+    compiling anything yet; int8 is refused."""
+    model, tokenizer, _ = trained
+    try:
+        translation_pipeline(model, tokenizer, compile=True)
+        assert model.generation_config.cache_implementation == "static"
+        assert model.generation_config.compile_config._compile_all_devices
+    finally:
+        from xlm_hf.inference import disable_compiled_decoding
+
+        disable_compiled_decoding(model)
+    with pytest.raises(ValueError, match="fp32 and bf16"):
+        translation_pipeline(model, tokenizer, precision="int8", compile=True)
+    assert main(["translate", "unused-folder", "--src", "en", "--tgt", "de", "--precision", "int8", "--compile",
+                 "x"]) != 0
+    assert "--compile works with --precision fp32 or bf16" in capsys.readouterr().err
+
+
 def test_unknown_precision_is_refused(trained):
     model, tokenizer, _ = trained
     with pytest.raises(ValueError, match="Unknown precision 'fp16': choose one of fp32, bf16, int8"):

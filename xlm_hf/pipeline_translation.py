@@ -172,11 +172,14 @@ class XLMTranslationPipeline(Pipeline):
         self.tokenizer.save_pretrained(save_directory, **kwargs)
 
 
-def translation_pipeline(model, tokenizer, precision: str = "fp32", **kwargs) -> XLMTranslationPipeline:
+def translation_pipeline(model, tokenizer, precision: str = "fp32", compile: bool = False,
+                         **kwargs) -> XLMTranslationPipeline:
     """`pipeline("translation", ...)` for in-memory model and tokenizer objects.
 
     `precision` ("fp32", "bf16", "int8") converts the model first with `xlm_hf.inference.prepare_for_inference`
-    (bf16 converts `model` in place; int8 makes a quantised copy).
+    (bf16 converts `model` in place; int8 makes a quantised copy). `compile=True` (fp32, bf16) decodes with a static
+    cache and a torch.compile'd step (`prepare_for_inference(..., compile=True)`; the first batch of each new shape
+    compiles, tens of seconds: worth it for long inputs, not for a few lines).
 
     The same as `transformers.pipeline("translation", model=model, tokenizer=tokenizer, config=config,
     pipeline_class=XLMTranslationPipeline, **kwargs)` with `config` a copy of `model.config` whose
@@ -188,7 +191,7 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", **kwargs) ->
 
     from .inference import prepare_for_inference  # copied next to this file by save_pretrained (torch only)
 
-    model = prepare_for_inference(model, precision)
+    model = prepare_for_inference(model, precision, compile=compile)
     task = kwargs.pop("task", TASK)
     config = copy.copy(model.config)  # pipeline() rewrites the custom_pipelines entries it reads: not the model's
     config.custom_pipelines = custom_pipelines_entry(model.config.languages)
@@ -198,13 +201,13 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", **kwargs) ->
 
 
 def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, trust_remote_code: bool = False,
-              precision: str = "fp32", **kwargs):
+              precision: str = "fp32", compile: bool = False, **kwargs):
     """Translate a string or a list of strings; returns a string or a list of strings.
 
     `model` is a model object (then pass `tokenizer`) or a folder / Hub id (the tokenizer is loaded from it unless
     given). With xlm_hf imported, folders load through its registered classes; `trust_remote_code=True` runs the
-    folder's own code instead, and is never assumed. `precision`: fp32, bf16 or int8 (`xlm_hf.inference`). Extra
-    kwargs go to the pipeline call (`num_beams`, `max_new_tokens`, `batch_size`, ...).
+    folder's own code instead, and is never assumed. `precision`: fp32, bf16 or int8 (`xlm_hf.inference`); `compile=True`: static
+    cache + torch.compile'd decoding (see `translation_pipeline`). Extra kwargs go to the pipeline call (`num_beams`, `max_new_tokens`, `batch_size`, ...).
     """
     if isinstance(model, str):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -214,7 +217,7 @@ def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, trust_
         model = AutoModelForSeq2SeqLM.from_pretrained(model, trust_remote_code=trust_remote_code).eval()
     elif tokenizer is None:
         raise ValueError("translate(model=<object>) needs tokenizer= as well.")
-    pipe = translation_pipeline(model, tokenizer, precision=precision)
+    pipe = translation_pipeline(model, tokenizer, precision=precision, compile=compile)
     results = pipe(texts, src_lang=src_lang, tgt_lang=tgt_lang, **kwargs)
     if isinstance(texts, str):
         return results[0]["translation_text"]

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
                    help="weights for decoding: bf16 (AMX/AVX512-BF16 CPUs) or int8 (dynamic quantisation) are faster; "
                    "see benchmarks/README.md for speed and BLEU per mode")
+    p.add_argument("--compile", action="store_true",
+                   help="fast decoding for long inputs (fp32/bf16): static key/value cache + torch.compile of the "
+                   "decoding step; the first batch of each new shape compiles (tens of seconds)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)  # older spelling of --precision
     p.add_argument("--plot-attention", metavar="PNG", help="save the cross-attention heatmap of the first sentence")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -79,9 +82,9 @@ def _lines_of(stream):
         yield line.rstrip("\r\n")
 
 
-def load(model_dir: str, precision: str = "fp32"):
+def load(model_dir: str, precision: str = "fp32", compile: bool = False):
     """Model and tokenizer of a folder, through the Auto classes (our registered classes, no remote code), with the
-    weights in `precision` (xlm_hf.inference)."""
+    weights in `precision` and, with `compile`, compiled static-cache decoding (xlm_hf.inference)."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from ..cli import CLIError
@@ -91,7 +94,7 @@ def load(model_dir: str, precision: str = "fp32"):
     if not (folder / "config.json").is_file():
         raise CLIError(f"{folder} is not a model folder (no config.json): pass a folder written by save_pretrained")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = prepare_for_inference(AutoModelForSeq2SeqLM.from_pretrained(folder), precision)
+    model = prepare_for_inference(AutoModelForSeq2SeqLM.from_pretrained(folder), precision, compile=compile)
     return model, tokenizer
 
 
@@ -104,7 +107,9 @@ def run(args) -> int:
     lines, total = _read_lines(args)
     if args.dtype:
         args.precision = {"float32": "fp32", "bfloat16": "bf16"}[args.dtype]
-    model, tokenizer = load(args.model_dir, args.precision)
+    if args.compile and args.precision == "int8":
+        raise CLIError("--compile works with --precision fp32 or bf16, not int8")
+    model, tokenizer = load(args.model_dir, args.precision, compile=args.compile)
     for code in (args.src, args.tgt):
         if code not in tokenizer.languages:
             raise CLIError(f"unknown language {code!r}: this model knows {', '.join(tokenizer.languages)}")
