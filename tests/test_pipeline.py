@@ -156,7 +156,7 @@ def test_static_cache_gives_the_same_translations(trained, num_beams):
     assert expected[:4] == FR
 
 
-def test_compile_option_sets_up_static_cache_decoding(trained, capsys):
+def test_compile_option_sets_up_static_cache_decoding(trained, capsys, tmp_path):
     """`compile=True` / `--compile` configure generate (static cache, compile_config allowed on the CPU) without
     compiling anything yet; int8 is refused."""
     model, tokenizer, _ = trained
@@ -164,6 +164,9 @@ def test_compile_option_sets_up_static_cache_decoding(trained, capsys):
         translation_pipeline(model, tokenizer, compile=True)
         assert model.generation_config.cache_implementation == "static"
         assert model.generation_config.compile_config._compile_all_devices
+        model.save_pretrained(tmp_path)  # a runtime choice: not saved, and still on after the save
+        assert "cache_implementation" not in json.loads((tmp_path / "generation_config.json").read_text())
+        assert model.generation_config.cache_implementation == "static"
     finally:
         from xlm_hf.inference import disable_compiled_decoding
 

@@ -387,7 +387,18 @@ class XLMPreTrainedModel(PreTrainedModel):
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **auto_map}
         if self.can_generate():  # pipeline("translation") through config.custom_pipelines (the file is copied along)
             self.config.custom_pipelines = custom_pipelines_entry(self.config.languages)
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        # Compiled decoding (xlm_hf.inference.enable_compiled_decoding) is a runtime choice, like the precision: its
+        # static cache is not saved (transformers drops the compile config it goes with).
+        generation_config = getattr(self, "generation_config", None)
+        runtime = generation_config is not None and getattr(generation_config, "compile_config", None) is not None
+        cache_implementation = generation_config.cache_implementation if runtime else None
+        if runtime:
+            generation_config.cache_implementation = None
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if runtime:
+                generation_config.cache_implementation = cache_implementation
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
