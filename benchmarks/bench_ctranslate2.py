@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench_model import build_case, make_batch, xlm_model  # benchmarks/ is sys.path[0]
+from bench_model import add_shape_options, build_case, make_batch, xlm_model  # benchmarks/ is sys.path[0]
 from common import add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved
 
 
@@ -69,13 +69,7 @@ def torch_case(model_name: str, suffix: str, mode: str, args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="base", help="xlm-hf model preset; Marian gets the same dims")
-    parser.add_argument("--vocab-size", type=int, default=32000)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--src-len", type=int, default=32)
-    parser.add_argument("--tgt-len", type=int, default=32, help="generated tokens per sentence (min = max)")
-    parser.add_argument("--steps", type=int, default=10, help="timed rounds (one step per case each); medians")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case first")
+    add_shape_options(parser, steps=10, warmup=2)
     parser.add_argument("--modes", default="greedy,beam4", help="comma-separated: greedy, beam4")
     add_round_options(parser, "mode")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")

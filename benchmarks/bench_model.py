@@ -196,15 +196,20 @@ def build_case(model_name: str, mode_name: str, args) -> tuple[Callable[[], None
 # Driver
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_shape_options(parser, steps: int, warmup: int) -> None:
+    """The model and batch dimensions, and the rounds, shared with bench_ctranslate2.py."""
     parser.add_argument("--preset", default="base", help="xlm-hf model preset; Marian gets the same dims")
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--src-len", type=int, default=32)
     parser.add_argument("--tgt-len", type=int, default=32, help="target length; also the number of generated tokens")
-    parser.add_argument("--steps", type=int, default=20, help="timed rounds (one step per case each); medians")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per case first")
+    parser.add_argument("--steps", type=int, default=steps, help="timed rounds (one step per case each); medians")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps per case first")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_shape_options(parser, steps=20, warmup=3)
     add_round_options(parser, "mode")
     parser.add_argument("--cases", default="*", help="comma-separated glob patterns on case names, e.g. 'train-*,*/greedy'")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")

@@ -238,23 +238,14 @@ def export_model(model, tokenizer, output_dir: str | Path, src_lang: str, tgt_la
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        _replace_folder(tmp, output_dir)
+        from .training import publish_dir
+
+        publish_dir(tmp, output_dir)  # an existing folder is replaced only once the new one is in place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("Wrote the CTranslate2 model (%s, %s -> %s) to %s", quantization, src_lang, tgt_lang, output_dir)
     return output_dir
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Rename `new` to `target`; an existing `target` is moved aside first and deleted after."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.rename(target, old / "x")
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_ctranslate2(model_dir: str | Path, output_dir: str | Path, src_lang: str, tgt_lang: str,

@@ -390,15 +390,13 @@ class XLMPreTrainedModel(PreTrainedModel):
         # Compiled decoding (xlm_hf.inference.enable_compiled_decoding) is a runtime choice, like the precision: its
         # static cache is not saved (transformers drops the compile config it goes with).
         generation_config = getattr(self, "generation_config", None)
-        runtime = generation_config is not None and getattr(generation_config, "compile_config", None) is not None
-        cache_implementation = generation_config.cache_implementation if runtime else None
-        if runtime:
-            generation_config.cache_implementation = None
+        if getattr(generation_config, "compile_config", None) is None:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        cache_implementation, generation_config.cache_implementation = generation_config.cache_implementation, None
         try:
             return super().save_pretrained(save_directory, *args, **kwargs)
         finally:
-            if runtime:
-                generation_config.cache_implementation = cache_implementation
+            generation_config.cache_implementation = cache_implementation
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -609,7 +607,7 @@ class XLMDecoder(XLMStack):
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         past_length = cache.get_seq_length() if cache is not None else 0
-        if cache is not None and cache.get_max_length() > 0:  # a static cache: its size bounds the positions (no sync)
+        if cache is not None:
             self._check_static_cache(cache)
         hidden_states = self.embed(input_ids, inputs_embeds, None, langs, past_length)
         causal_mask = create_causal_mask(
@@ -631,6 +629,7 @@ class XLMDecoder(XLMStack):
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.finish(hidden_states), cache=cache)
 
     def _check_static_cache(self, cache: Cache) -> None:
+        """A static cache's size bounds the positions (checked without a device sync); dynamic caches have none."""
         size = cache.get_max_length()
         if size > self.config.max_position_embeddings:
             raise ValueError(
