@@ -17,8 +17,8 @@ Cases, per setting (batch size x decoding):
   own cost from the model's.
 
 Random weights would stop at random lengths: every case generates exactly --max-new-tokens tokens per sentence
-(`min_new_tokens` = `max_new_tokens`, so end-of-sentence cannot come earlier). Our pipeline also forces the target
-language tag as first token (`forced_bos_token_id`), which Marian does not need; the token counts are the same.
+(`min_new_tokens` = `max_new_tokens`, so end-of-sentence cannot come earlier). Our decoder starts from two tokens,
+`</s> __fr__` (the target language tag), Marian's from one, `<pad>`: both then make --max-new-tokens decoder passes.
 
 The sentences are dealt into --rounds chunks; a round translates one chunk in every case of a setting (in their own
 processes, order reversed every round: `common.run_interleaved`), so over the rounds each case translates all
@@ -138,7 +138,9 @@ def loop_translator(model, tokenizer, batch_size: int, generate_kwargs: dict) ->
         def encode(texts):
             inputs = tokenizer._build_translation_inputs(texts, return_tensors="pt", src_lang=SRC, tgt_lang=TGT,
                                                          padding=True)
-            return inputs, {"forced_bos_token_id": inputs.pop("forced_bos_token_id")}
+            tag = inputs.pop("forced_bos_token_id")  # the decoder starts from `</s> __fr__`, as in our pipeline
+            prefix = torch.tensor([[model.config.decoder_start_token_id, tag]]).expand(len(texts), 2)
+            return inputs, {"decoder_input_ids": prefix}
 
     def translate(sentences: list[str], **_) -> list:
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
@@ -148,8 +150,9 @@ def loop_translator(model, tokenizer, batch_size: int, generate_kwargs: dict) ->
             inputs, extra = encode([sentences[i] for i in indices])
             with torch.no_grad():
                 output_ids = model.generate(**inputs, **extra, **generate_kwargs)
+            generated = output_ids.shape[1] - extra.get("decoder_input_ids", output_ids[:, :1]).shape[1]
             for i, text in zip(indices, tokenizer.batch_decode(output_ids, skip_special_tokens=True)):
-                results[i] = {"translation_text": text, "length": output_ids.shape[1]}
+                results[i] = {"translation_text": text, "generated": generated}
         return results
 
     return translate
@@ -161,13 +164,14 @@ def pipeline_translator(model, tokenizer, batch_size: int, generate_kwargs: dict
 
 
 def check_lengths(translate: Callable, model_name: str, sentences: list[str], args) -> None:
-    """Every output must have exactly --max-new-tokens generated tokens (plus the decoder start token)."""
+    """Every output must have exactly --max-new-tokens generated tokens after the decoder's prefix (ours: `</s>
+    __fr__`; Marian's: its start token)."""
     if model_name == "xlm":
-        lengths = [len(r["translation_token_ids"]) for r in translate(sentences, return_tensors=True)]
+        lengths = [len(r["translation_token_ids"]) - 2 for r in translate(sentences, return_tensors=True)]
     else:
-        lengths = [r["length"] for r in translate(sentences)]
-    if set(lengths) != {args.max_new_tokens + 1}:
-        raise RuntimeError(f"{model_name}: generated lengths {sorted(set(lengths))}, expected {args.max_new_tokens + 1}")
+        lengths = [r["generated"] for r in translate(sentences)]
+    if set(lengths) != {args.max_new_tokens}:
+        raise RuntimeError(f"{model_name}: generated lengths {sorted(set(lengths))}, expected {args.max_new_tokens}")
 
 
 def build_case(model_name: str, setting: str, args, tokenizers: dict[str, Path], chunks: list[list[str]]):

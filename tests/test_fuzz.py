@@ -51,7 +51,8 @@ def check_preprocess(translator, text):
     assert tok.unk_token_id not in ids
     assert len(ids) <= translator.max_source_tokens
     assert ids[0] == tok.lang_token_id("en") and ids[-1] == tok.eos_token_id
-    assert inputs["forced_bos_token_id"] == tok.lang_token_id("fr") and inputs["is_blank"] == (not text.strip())
+    assert inputs["decoder_input_ids"].tolist() == [[tok.eos_token_id, tok.lang_token_id("fr")]]
+    assert inputs["is_blank"] == (not text.strip())
     if len(ids) < translator.max_source_tokens and "▁" not in nfkc(text):  # not truncated: exact round trip
         assert tok.decode(ids, skip_special_tokens=True) == nfkc(text)
 

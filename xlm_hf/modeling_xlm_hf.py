@@ -486,7 +486,9 @@ class XLMStack(XLMPreTrainedModel):
         if inputs_embeds is None:
             # A static cache's length is a tensor (no sync): only a fresh (int 0) cache means user-given ids.
             self._check_ids(input_ids, check_range=isinstance(past_length, int) and past_length == 0)
-            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (B, T, D)
+            inputs_embeds = self.embed_tokens(input_ids)  # (B, T, D)
+            if self.embed_scale != 1.0:
+                inputs_embeds = inputs_embeds * self.embed_scale
         batch, length, _ = inputs_embeds.shape
         if position_ids is None:
             position_ids = torch.arange(length, device=inputs_embeds.device) + past_length
@@ -829,6 +831,20 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
             model_inputs["decoder_langs"] = decoder_langs[:, -fed:].contiguous()  # fixed strides: no recompiles
         return model_inputs
 
+    def _prepare_text_encoder_decoder_kwargs_for_generation(self, inputs_tensor, model_kwargs, model_input_name,
+                                                            generation_config):
+        """Run the encoder (transformers), then turn the source's 2D padding mask into the decoder's cross-attention mask
+        once, (B, 1, 1, S), instead of at every decoding step (None when nothing is padded)."""
+        model_kwargs = super()._prepare_text_encoder_decoder_kwargs_for_generation(
+            inputs_tensor, model_kwargs, model_input_name, generation_config
+        )
+        mask = model_kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 2 and self.config._attn_implementation in ("sdpa", "eager"):
+            source = model_kwargs["encoder_outputs"].last_hidden_state  # (B, S, D)
+            model_kwargs["attention_mask"] = create_bidirectional_mask(
+                config=self.config, inputs_embeds=source[:, :1], attention_mask=mask, encoder_hidden_states=source
+            )  # broadcasts over any number of decoder positions
+        return model_kwargs
 
     def _beam_search(self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
                      **model_kwargs):

@@ -46,8 +46,8 @@ class XLMTranslationPipeline(Pipeline):
     `return_tensors=True`.
 
     `src_lang` / `tgt_lang` (codes such as "en") are set at construction, per call, or by the task name
-    `translation_en_to_fr`. The source gets its language tag from the tokenizer and the target tag is forced as
-    the first generated token, so the output is in the requested language. Generation defaults come from the
+    `translation_en_to_fr`. The source gets its language tag from the tokenizer and the decoder starts from the target
+    tag (`</s> __fr__`, as in training), so the output is in the requested language. Generation defaults come from the
     model's `generation_config.json` (beam 4), and `max_new_tokens` defaults to a bound relative to the source
     length. An input longer than the model accepts is truncated with a warning, never silently.
     """
@@ -114,22 +114,25 @@ class XLMTranslationPipeline(Pipeline):
             )
             inputs = self.tokenizer._build_translation_inputs(text, return_tensors="pt", src_lang=src_lang,
                                                              tgt_lang=tgt_lang, truncation=True, max_length=limit)
-        forced_bos = inputs.pop("forced_bos_token_id")
+        # The decoder starts from `</s> __tgt__` (as in training): the same output as forcing the tag as the first
+        # generated token (`forced_bos_token_id`), without a logits processor run at every step.
+        prefix = torch.tensor([[self.model.config.decoder_start_token_id, inputs.pop("forced_bos_token_id")]])
         return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
-                "forced_bos_token_id": int(forced_bos), "is_blank": not text.strip()}
+                "decoder_input_ids": prefix, "is_blank": not text.strip()}
 
     def _forward(self, model_inputs, **generate_kwargs):
-        forced_bos = model_inputs["forced_bos_token_id"]
-        forced_bos = forced_bos[0] if isinstance(forced_bos, list) else forced_bos
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
-        overrides = {"forced_bos_token_id": forced_bos}
+        prefix = model_inputs["decoder_input_ids"]  # (B, 2): </s> __tgt__
+        overrides = {}
         user_set = {**self._generate_kwargs, **generate_kwargs}
         if not {"max_new_tokens", "max_length", "generation_config"} & user_set.keys():
-            # Translations are about as long as their source: bound the output by it, within the model's default.
-            default = self.model.generation_config.max_new_tokens or self.model.config.max_position_embeddings - 1
+            # Translations are about as long as their source: bound the output by it, within the model's positions.
+            room = self.model.config.max_position_embeddings - prefix.shape[1]
+            default = min(self.model.generation_config.max_new_tokens or room, room)
             overrides["max_new_tokens"] = min(default, 2 * input_ids.shape[1] + 10)
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs, **overrides)
-        output_ids = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
+        output_ids = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=prefix,
+                                         **generate_kwargs)
         batch = input_ids.shape[0]
         output_ids = output_ids.reshape(batch, output_ids.shape[0] // batch, *output_ids.shape[1:])  # (B, k, L)
         return {"output_ids": output_ids, "is_blank": model_inputs["is_blank"]}
