@@ -88,15 +88,19 @@ MODELS: dict[str, Callable] = {"xlm": xlm_model, "marian": marian_model}
 # Modes: `prepare(model, batch, args)` returns the step to time; `tokens(args)` is what one step processes.
 
 
-def train_step(model, batch, args, *, autocast_dtype: torch.dtype | None = None) -> Callable[[], None]:
-    """Forward with labels (+ loss) under optional autocast, backward, AdamW step, zero_grad."""
+def train_step(model, batch, args, *, autocast_dtype: torch.dtype | None = None,
+               compile: bool = False) -> Callable[[], None]:
+    """Forward with labels (+ loss) under optional autocast, backward, AdamW step, zero_grad. `compile`: the model
+    wrapped in `torch.compile` (what `--torch_compile` does in Seq2SeqTrainer, and accelerate's `--dynamo_backend
+    inductor`); the compilation happens in the warmup steps."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     precision = partial(torch.autocast, "cpu", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext
+    forward = torch.compile(model) if compile else model
 
     def step():
         with precision():
-            loss = model(**batch).loss
+            loss = forward(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -150,6 +154,12 @@ MODES: dict[str, Mode] = {
     "train-bf16": Mode(
         partial(train_step, autocast_dtype=torch.bfloat16), train_tokens, "source + target tokens, bf16 autocast"
     ),
+    # torch.compile'd training (ours only), against Marian fp32 eager in the same rounds
+    "train-compiled": Mode(partial(train_step, compile=True), train_tokens,
+                           "source + target tokens, torch.compile; vs Marian fp32", ("xlm",), "train-fp32"),
+    "train-bf16-compiled": Mode(partial(train_step, autocast_dtype=torch.bfloat16, compile=True), train_tokens,
+                                "source + target tokens, bf16 autocast + torch.compile; vs Marian fp32", ("xlm",),
+                                "train-fp32"),
     "greedy": Mode(generate_step, generated_tokens, "generated tokens, greedy, with the cache"),
     "greedy-bf16": Mode(partial(generate_step, precision="bf16"), generated_tokens, "greedy, bf16 weights"),
     "greedy-int8": Mode(partial(generate_step, precision="int8"), generated_tokens, "greedy, int8 dynamic Linear"),

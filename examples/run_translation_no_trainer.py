@@ -84,6 +84,7 @@ def main(argv=None) -> dict:
     accelerator = Accelerator(
         cpu=args.use_cpu or launched_without_accelerator(),
         mixed_precision="bf16" if args.bf16 else None,  # None: as `accelerate launch` says
+        dynamo_backend="inductor" if args.torch_compile else None,  # None: as `accelerate launch --dynamo_backend`
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with="tensorboard" if "tensorboard" in report_to else None,
         project_dir=args.output_dir,

@@ -153,6 +153,18 @@ def test_greedy_is_the_same_with_and_without_cache():
     assert torch.equal(model.generate(**kw, use_cache=True), model.generate(**kw, use_cache=False))
 
 
+def test_beam_search_is_the_same_with_and_without_cache():
+    """Beam search reorders only the decoder's own cache (the cross-attention keys/values of a sentence are the same
+    for all its beams) and builds the cross-attention mask once: the same beams and scores as recomputing every
+    prefix from scratch, on a padded batch."""
+    model = tiny_model()
+    b = batch(padded=True)
+    cached = _generate_with_scores(model, b, num_beams=4, num_return_sequences=4, use_cache=True)
+    uncached = _generate_with_scores(model, b, num_beams=4, num_return_sequences=4, use_cache=False)
+    assert torch.equal(cached[0], uncached[0])
+    torch.testing.assert_close(cached[1], uncached[1], atol=1e-5, rtol=1e-5)
+
+
 def _generate_with_scores(model, b, **kw):
     out = model.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=10,
                          do_sample=False, forced_bos_token_id=TAGS["fr"], output_scores=True,

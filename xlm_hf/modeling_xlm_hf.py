@@ -846,6 +846,16 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
             )  # broadcasts over any number of decoder positions
         return model_kwargs
 
+    def _reorder_cache(self, cache: Cache, beam_idx: torch.LongTensor) -> Cache:
+        """Beam search keeps the best beams of each sentence: only the decoder's own keys and values move. The
+        cross-attention keys and values are the same for every beam of a sentence (beams never change sentence), so
+        they stay where they are instead of being copied at every step."""
+        if isinstance(cache, EncoderDecoderCache):
+            cache.self_attention_cache.reorder_cache(beam_idx)
+        else:
+            cache.reorder_cache(beam_idx)
+        return cache
+
     def _beam_search(self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
                      **model_kwargs):
         """transformers' beam search, with the model steps compiled when greedy decoding would be (a static cache and

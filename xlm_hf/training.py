@@ -232,6 +232,11 @@ class LoopArguments:
         default=None, metadata={"help": "Maximum new target tokens generated (default: max_target_length)."}
     )
     bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (also on CPU: autocast)."})
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the model (inductor), as TrainingArguments' --torch_compile: the first steps "
+                          "compile (a minute on a CPU), then each step runs faster."},
+    )
     use_cpu: bool = field(
         default=False, metadata={"help": "Train on CPU even when a GPU is present (with `accelerate launch --multi_gpu "
                                          "--num_processes 2`: two gloo ranks on CPU)."}
