@@ -165,6 +165,22 @@ def test_beam_search_is_the_same_with_and_without_cache():
     torch.testing.assert_close(cached[1], uncached[1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cache_implementation", [None, "static"])
+def test_decoder_sized_unlike_the_encoder_generates_as_without_cache(cache_implementation):
+    """The caches are sized from the config's decoder view (`get_text_config(decoder=True)`): 1 encoder layer with
+    4 heads, 3 decoder layers with 2 heads decode as recomputing from scratch does."""
+    config = tiny_config(encoder_layers=1, decoder_layers=3, decoder_attention_heads=2)
+    view = config.get_text_config(decoder=True)
+    assert (view.num_hidden_layers, view.num_attention_heads) == (3, 2)
+    assert (config.num_hidden_layers, config.encoder_layers, config.decoder_layers) == (1, 1, 3)  # original untouched
+    model = tiny_model(encoder_layers=1, decoder_layers=3, decoder_attention_heads=2)
+    b = batch(padded=True)
+    cached = _generate_with_scores(model, b, num_beams=2, cache_implementation=cache_implementation)
+    uncached = _generate_with_scores(model, b, num_beams=2, use_cache=False)
+    assert torch.equal(cached[0], uncached[0])
+    torch.testing.assert_close(cached[1], uncached[1], atol=1e-5, rtol=1e-5)
+
+
 def _generate_with_scores(model, b, **kw):
     out = model.generate(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=10,
                          do_sample=False, forced_bos_token_id=TAGS["fr"], output_scores=True,

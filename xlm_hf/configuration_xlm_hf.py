@@ -4,6 +4,7 @@ This file is shipped with saved models as remote code: it imports only transform
 single-dot siblings.
 """
 
+import copy
 import dataclasses
 import difflib
 
@@ -199,6 +200,20 @@ class XLMConfig(PreTrainedConfig):
     def languages(self) -> list[str]:
         """Language codes in id order (empty when the config names none)."""
         return [self.id2lang[i] for i in range(self.n_langs)] if self.id2lang else []
+
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        """The decoder's (`decoder=True`) or the encoder's view of this flat config: its layer count, heads and FFN
+        size under the generic names (`num_hidden_layers`, ...), which transformers' caches read at every
+        `generate()`. The base class builds the view from a deep copy of the whole config (0.3 ms, three times per
+        call); the view only renames numbers, so a shallow copy does."""
+        if decoder == encoder:  # both or neither: the config itself (no nested text config)
+            return self
+        side = "decoder" if decoder else "encoder"
+        view = copy.copy(self)
+        for generic, ours in (("num_hidden_layers", "layers"), ("num_attention_heads", "attention_heads"),
+                              ("ffn_dim", "ffn_dim")):
+            setattr(view, self.attribute_map.get(generic, generic), getattr(self, f"{side}_{ours}"))
+        return view
 
 
 def _divisor_near(n: int, k: int) -> int:
