@@ -150,7 +150,8 @@ def loop_translator(model, tokenizer, batch_size: int, generate_kwargs: dict) ->
             inputs, extra = encode([sentences[i] for i in indices])
             with torch.no_grad():
                 output_ids = model.generate(**inputs, **extra, **generate_kwargs)
-            generated = output_ids.shape[1] - extra.get("decoder_input_ids", output_ids[:, :1]).shape[1]
+            prefix_length = extra["decoder_input_ids"].shape[1] if "decoder_input_ids" in extra else 1  # Marian: <pad>
+            generated = output_ids.shape[1] - prefix_length
             for i, text in zip(indices, tokenizer.batch_decode(output_ids, skip_special_tokens=True)):
                 results[i] = {"translation_text": text, "generated": generated}
         return results

@@ -68,12 +68,9 @@ def mean_gap(run: dict, reference: dict, start_step: int) -> float:
 
 
 def plot(runs: dict[str, dict], path: Path) -> None:
-    import matplotlib
+    from xlm_hf.plotting import _pyplot, _save_figure  # the package's headless backend and atomic save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
     for mode, run in runs.items():
         ax.plot(*zip(*run["losses"]), label=mode, linestyle="--" if "seed1" in mode else "-")
     ax.set_xlabel("step")
@@ -82,7 +79,7 @@ def plot(runs: dict[str, dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save_figure(fig, path, dpi=100)
     print(f"curves saved to {path}")
 
 

@@ -748,6 +748,11 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
         # target language is forced per call (forced_bos_token_id), never stored globally.
         self.generation_config.num_beams = 4
         self.generation_config.max_new_tokens = min(256, config.max_position_embeddings - 1)
+        forward = type(self).forward
+        if "__signature__" not in vars(forward):
+            # transformers inspects the forward of a registered (remote-code) model at every decoding step, 40 us
+            # each time; inspect returns a function's __signature__ as it is, so compute it once per class.
+            forward.__signature__ = inspect.signature(forward)
 
     def get_encoder(self):
         return self.model.encoder
@@ -820,11 +825,6 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
 
     def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, **kwargs):
         """Derive the decoder's languages from the whole prefix (its tags), then keep the positions being fed."""
-        forward = type(self).forward
-        if "__signature__" not in vars(forward):
-            # transformers inspects the forward of a registered (remote-code) model at every step, 40 us each time;
-            # inspect returns a function's __signature__ as it is.
-            forward.__signature__ = inspect.signature(forward)
         decoder_langs = kwargs.pop("decoder_langs", None)
         model_inputs = super().prepare_inputs_for_generation(
             input_ids, next_sequence_length=next_sequence_length, cache=cache, **kwargs
