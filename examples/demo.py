@@ -25,7 +25,7 @@ import xlm_hf
 from xlm_hf.data import load_translation_dataset
 from xlm_hf.evaluation import compute_translation_metrics
 from xlm_hf.plotting import plot_training_curves
-from xlm_hf.training import atomic_open
+from xlm_hf.atomic import atomic_open
 
 
 HERE = Path(__file__).resolve().parent

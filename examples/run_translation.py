@@ -22,13 +22,13 @@ import logging
 
 from transformers import EarlyStoppingCallback, set_seed
 
+from xlm_hf.atomic import atomic_open
 from xlm_hf.evaluation import format_metrics_table, postprocess_generated
 from xlm_hf.training import (
     DataArguments,
     ModelArguments,
     TranslationTrainer,
     TranslationTrainingArguments,
-    atomic_open,
     build_datasets,
     configure_generation,
     create_model,
@@ -41,7 +41,6 @@ from xlm_hf.training import (
     resolve_resume,
     save_final_model,
     setup_logging,
-    write_json,
 )
 
 logger = logging.getLogger(__name__)

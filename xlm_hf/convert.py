@@ -40,12 +40,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .atomic import staging_dir
 from .configuration_xlm_hf import XLMConfig
 
 
@@ -424,19 +423,11 @@ def _check_output_folder(out_dir: str | os.PathLike) -> Path:
 
 def save_atomically(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     """`save_pretrained` into a temporary folder next to `out_dir`, then rename it into place."""
-    from .training import publish_dir
-
     target = _check_output_folder(out_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with staging_dir(target) as tmp:  # the folder appears complete or not at all
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    publish_dir(tmp, target)  # a rename: the folder appears complete or not at all
     logger.info("Converted model written to %s", target)
     return target
 

@@ -38,11 +38,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .atomic import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -219,9 +217,7 @@ def export_model(model, tokenizer, output_dir: str | Path, src_lang: str, tgt_la
     if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
         raise FileExistsError(f"{output_dir} already exists and is not empty: choose another folder or pass --force")
     spec = build_spec(model.eval(), vocabulary(tokenizer, model.config.vocab_size), src_lang, tgt_lang)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with staging_dir(output_dir) as tmp:  # an existing folder is replaced only once the new one is in place
         converter(spec).convert(str(tmp), quantization=quantization, force=True)
         tokenizer.save_pretrained(tmp)
         metadata = {
@@ -237,13 +233,6 @@ def export_model(model, tokenizer, output_dir: str | Path, src_lang: str, tgt_la
                      "translate_batch (xlm_hf.export_ctranslate2.translate_ctranslate2 does both)",
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        from .training import publish_dir
-
-        publish_dir(tmp, output_dir)  # an existing folder is replaced only once the new one is in place
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("Wrote the CTranslate2 model (%s, %s -> %s) to %s", quantization, src_lang, tgt_lang, output_dir)
     return output_dir
 

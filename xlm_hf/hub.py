@@ -17,9 +17,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import atomic
 
 
 logger = logging.getLogger(__name__)
@@ -158,9 +159,7 @@ def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str
             f"{model.config.languages}: save the tokenizer the model was trained with into {model_dir}"
         )
     scores = read_results(model_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic.staging_dir(target) as tmp:  # an existing staging folder is replaced only once the new one is complete
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(render_card(model, tokenizer, info, scores), encoding="utf-8")
@@ -174,12 +173,6 @@ def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str
         for name in RESULT_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
-        from .training import publish_dir
-
-        publish_dir(tmp, target)  # an existing staging folder is replaced only once the new one is complete
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("staged %s", target)
     return target
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
+
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +24,12 @@ def _pyplot():
 
 
 def _save_figure(fig, path: str | os.PathLike, dpi: int) -> Path:
-    """Write to a temp file in the same folder, then rename: a crash never leaves half a picture."""
+    """Write through a temp file in the same folder, then rename: a crash never leaves half a picture."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     finally:
-        tmp.unlink(missing_ok=True)
         _pyplot().close(fig)
     return path
 

@@ -46,7 +46,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 import unicodedata
@@ -60,6 +59,7 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 
+from .atomic import staging_dir
 from .tokenization_xlm_hf import SPECIAL_TOKENS, XLMTokenizerFast, _check_language_codes, lang_tag
 
 
@@ -608,22 +608,8 @@ def save_tokenizer(tokenizer, output_dir: str | os.PathLike) -> Path:
     """Save atomically: write into a temporary folder next to `output_dir`, then rename it into place (an existing
     folder is replaced only once the new one is complete)."""
     target = Path(output_dir).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with staging_dir(target) as staging:
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            if not target.is_dir():
-                raise NotADirectoryError(f"{target} exists and is not a folder: choose another output_dir.")
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     logger.info("Tokenizer saved to %s", target)
     return target
 

@@ -23,7 +23,6 @@ is ever stored in the model's generation config.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import functools
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
+from .atomic import atomic_open, publish_dir, publish_files
 from .data import _split_pair as split_pair  # 'en-fr' -> ('en', 'fr'), with the loader's error message
 from .evaluation import IGNORE_INDEX, compute_translation_metrics, postprocess_generated
 
@@ -928,33 +928,6 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str | os.Path
     return str(path)
 
 
-def publish_dir(staging: Path, target: Path) -> None:
-    """Move the complete folder `staging` to `target` (rename: atomic on one filesystem); an existing `target` is
-    replaced only once the new one is in place."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
-
-
-def publish_files(staging: Path, target: Path) -> None:
-    """Move the files of `staging` into the existing folder `target`, one atomic rename each, config.json last (a
-    reader never sees a config without its weights); then remove `staging`."""
-    target.mkdir(parents=True, exist_ok=True)
-    files = sorted(staging.iterdir(), key=lambda p: p.name == "config.json")
-    for path in files:
-        destination = target / path.name
-        if path.is_dir():
-            publish_dir(path, destination)
-        else:
-            os.replace(path, destination)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
 def save_final_model(save: Callable[[Path], None], output_dir: str | os.PathLike, *, is_main_process: bool,
                      wait_for_everyone: Callable[[], None]) -> None:
     """Write the trained model into `output_dir` atomically: every rank runs `save(staging)` (saves may be
@@ -1046,21 +1019,6 @@ def weights_digest(model_or_state_dict) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[Any]:
-    """A text file to write `path` through: a temporary file in the same folder, renamed to `path` when the block
-    ends without error (a reader sees the old file or the complete new one, never a part), removed otherwise."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            yield handle
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write JSON atomically (temporary file + rename)."""
     with atomic_open(path) as handle:
@@ -1105,7 +1063,6 @@ __all__ = [
     "TranslationData",
     "TranslationTrainer",
     "TranslationTrainingArguments",
-    "atomic_open",
     "build_datasets",
     "check_model_matches_tokenizer",
     "check_tokenizer_languages",
@@ -1125,8 +1082,6 @@ __all__ = [
     "parse_args",
     "parse_config_overrides",
     "prefixed",
-    "publish_dir",
-    "publish_files",
     "push_to_hub",
     "resolve_recipe",
     "resolve_resume",

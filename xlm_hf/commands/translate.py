@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
-import os
 import sys
 from pathlib import Path
+
+from ..atomic import atomic_open
 
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays flat on any file size
@@ -116,27 +118,16 @@ def run(args) -> int:
     pipe = translation_pipeline(model, tokenizer, src_lang=args.src, tgt_lang=args.tgt)
     generate_kwargs = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
 
-    out, tmp = _open_output(args.output)
     progress = tqdm(total=total, unit="line", desc="translating", disable=args.no_progress or total is None,
                     file=sys.stderr)
     first_line = None
-    try:
+    with progress, _open_output(args.output) as out:  # a file appears complete, or not at all
         while chunk := list(itertools.islice(lines, CHUNK_LINES)):
             first_line = first_line if first_line is not None else next((l for l in chunk if l.strip()), None)
             for translation in translate_lines(pipe, chunk, args.batch_size, generate_kwargs):
                 out.write(translation + "\n")
             out.flush()
             progress.update(len(chunk))
-    except BaseException:
-        if tmp is not None:
-            out.close()
-            tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        progress.close()
-    if tmp is not None:
-        out.close()
-        os.replace(tmp, args.output)
     if args.plot_attention:
         if first_line is None:
             raise CLIError("--plot-attention needs at least one non-empty line")
@@ -159,13 +150,12 @@ def translate_lines(pipe, lines: list[str], batch_size: int, generate_kwargs: di
 
 
 def _open_output(output: str | None):
+    """stdout, or a file written through a temporary file renamed into place at the end (removed on failure)."""
     if not output:
-        return sys.stdout, None
+        return contextlib.nullcontext(sys.stdout)
     target = Path(output)
     if target.is_dir():
         from ..cli import CLIError
 
         raise CLIError(f"--output {target} is a directory: give a file path")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    return tmp.open("w", encoding="utf-8"), tmp
+    return atomic_open(target)
