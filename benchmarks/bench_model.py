@@ -90,11 +90,12 @@ MODELS: dict[str, Callable] = {"xlm": xlm_model, "marian": marian_model}
 
 def train_step(model, batch, args, *, autocast_dtype: torch.dtype | None = None,
                compile: bool = False) -> Callable[[], None]:
-    """Forward with labels (+ loss) under optional autocast, backward, AdamW step, zero_grad. `compile`: the model
-    wrapped in `torch.compile` (what `--torch_compile` does in Seq2SeqTrainer, and accelerate's `--dynamo_backend
-    inductor`); the compilation happens in the warmup steps."""
+    """Forward with labels (+ loss) under optional autocast, backward, AdamW step, zero_grad. The AdamW is --optim
+    (the same for both models; by default the fused one, Seq2SeqTrainer's default and both our scripts').
+    `compile`: the model wrapped in `torch.compile` (what `--torch_compile` does in Seq2SeqTrainer, and accelerate's
+    `--dynamo_backend inductor`); the compilation happens in the warmup steps."""
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.optim == "adamw_torch_fused")
     precision = partial(torch.autocast, "cpu", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext
     forward = torch.compile(model) if compile else model
 
@@ -222,6 +223,9 @@ def parse_args(argv=None):
     add_shape_options(parser, steps=20, warmup=3)
     add_round_options(parser, "mode")
     parser.add_argument("--cases", default="*", help="comma-separated glob patterns on case names, e.g. 'train-*,*/greedy'")
+    parser.add_argument("--optim", default="adamw_torch_fused", choices=["adamw_torch_fused", "adamw_torch"],
+                        help="the AdamW of the train-* modes, for both models: fused (Seq2SeqTrainer's default for "
+                             "torch >= 2.8, and the Accelerate script's) or the loop over the parameters")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser.parse_args(argv)
 
@@ -290,7 +294,8 @@ def main(argv=None):
     machine, line = machine_line(args.threads)
     print(line)
     print(f"preset {args.preset}, vocab {args.vocab_size}, batch {args.batch_size}, {args.src_len} source + "
-          f"{args.tgt_len} target tokens; {args.warmup} warmup + {args.steps} timed steps per case, interleaved")
+          f"{args.tgt_len} target tokens; {args.warmup} warmup + {args.steps} timed steps per case, interleaved; "
+          f"training steps use {args.optim}")
     rows = []
     for mode, models in selected_cases(args.cases, MODELS, MODES).items():
         models = [m for m in models if MODES[mode].models is None or m in MODES[mode].models]

@@ -42,6 +42,7 @@ from xlm_hf.training import (
     parse_args,
     resolve_resume,
     save_final_model,
+    pin_cpu_threads,
     setup_logging,
 )
 
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 def main(argv=None) -> dict:
     model_args, data_args, training_args = parse_args((ModelArguments, PretrainingDataArguments, PretrainingArguments), argv)
+    pin_cpu_threads()  # reproducible runs: a fixed thread count for torch and MKL
     setup_logging(logging.INFO if training_args.should_log else logging.WARNING)
     logger.warning("Process rank %s, device %s, world size %s, bf16 %s", training_args.process_index,
                    training_args.device, training_args.world_size, training_args.bf16)

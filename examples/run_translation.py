@@ -40,6 +40,7 @@ from xlm_hf.training import (
     push_to_hub,
     resolve_resume,
     save_final_model,
+    pin_cpu_threads,
     setup_logging,
 )
 
@@ -50,6 +51,7 @@ def main(argv=None) -> dict:
     model_args, data_args, training_args = parse_args(
         (ModelArguments, DataArguments, TranslationTrainingArguments), argv
     )
+    pin_cpu_threads()  # reproducible runs: a fixed thread count for torch and MKL
     setup_logging(logging.INFO if training_args.should_log else logging.WARNING)
     logger.warning(
         "Process rank %s, device %s, world size %s, bf16 %s",

@@ -53,6 +53,7 @@ from xlm_hf.training import (
     resolve_resume,
     save_final_model,
     save_training_state,
+    pin_cpu_threads,
     setup_logging,
     weights_digest,
     write_json,
@@ -62,13 +63,14 @@ logger = logging.getLogger(__name__)
 
 
 def make_optimizer(model, args: LoopArguments) -> torch.optim.Optimizer:
-    """AdamW, without weight decay on biases and LayerNorm weights."""
+    """AdamW (fused unless --optim adamw_torch), without weight decay on biases and LayerNorm weights."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                             fused=args.optim == "adamw_torch_fused")
 
 
 def launched_without_accelerator() -> bool:
@@ -80,6 +82,7 @@ def launched_without_accelerator() -> bool:
 
 def main(argv=None) -> dict:
     model_args, data_args, args = parse_args((ModelArguments, DataArguments, LoopArguments), argv)
+    pin_cpu_threads()  # reproducible runs: a fixed thread count for torch and MKL
     report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
     accelerator = Accelerator(
         cpu=args.use_cpu or launched_without_accelerator(),

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from training_scripts import (  # noqa: F401 (tokenizer_dir: a fixture)
-    LOOP_SCRIPT, TINY_RUN, kill_point, kill_when, logged, read_json, run, run_script, saved_weights_digest,
-    tokenizer_dir,
+    LOOP_SCRIPT, TINY_RUN, first_divergence, kill_point, kill_when, logged, read_json, run, run_script,
+    saved_weights_digest, tokenizer_dir,
 )
 from xlm_hf.training import find_last_state
 
@@ -58,29 +58,49 @@ def test_few_steps_learn_save_state_and_evaluate(first_run):
     assert saved_weights_digest(first_run) == report["weights_sha256"]
 
 
-def test_killed_run_resumes_to_the_same_weights(first_run, tokenizer_dir, tmp_path):
-    """SIGKILL at a random point after a saved state (during a step or a save; states every 2 steps, so the kill
-    lands mid-epoch or at an epoch boundary), resume from the newest complete state: the consumed batches are
-    skipped, each step is logged once, and the final weights are bitwise those of the uninterrupted run."""
-    out = tmp_path / "killed"
+def kill_and_resume(reference, tokenizer_dir, out, log) -> tuple[bool, bool, str]:
+    """SIGKILL a run at a random point after a saved state, resume it from the newest complete state, and compare
+    with `reference` (an uninterrupted run saving every step): (equal final weights, whether the state resumed from
+    already differed from the reference's state of that step, description)."""
     step, delay, how = kill_point([2, 4])
     args = [*LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out, "--save_steps", "2",
             "--do_eval", "false"]
-    kill_when(LOOP_SCRIPT, *args, appears=out / "checkpoints" / f"step_{step}", delay=delay, log=tmp_path / "killed.log")
+    kill_when(LOOP_SCRIPT, *args, appears=out / "checkpoints" / f"step_{step}", delay=delay, log=log)
     assert not (out / "rank0.json").exists() and not (out / "checkpoints" / "step_8").exists(), how
     last = find_last_state(out)
     assert last is not None and read_json(last / "loop_state.json")["completed_steps"] >= step, how
-    # A mismatch below is then either the killed run's (its state already differs) or the resumed run's.
-    how += f"; resumed from {last.name}, " + (
-        "equal to" if same_state(last, first_run / "checkpoints" / last.name) else "DIFFERENT from")
-    how += " the uninterrupted run's state of that step"
+    killed_run_differed = not same_state(last, reference / "checkpoints" / last.name)
+    how += f"; resumed from {last.name}, {'DIFFERENT from' if killed_run_differed else 'equal to'} the reference's"
 
     run_script(LOOP_SCRIPT, *args, "--resume_from_checkpoint", "latest")
     report = read_json(out / "rank0.json")
     assert report["steps"] == 8, how
-    assert [s for s, _ in logged(read_json(out / "trainer_state.json")["log_history"])] == list(range(1, 9)), how
-    assert report["weights_sha256"] == read_json(first_run / "rank0.json")["weights_sha256"], how
+    history = read_json(out / "trainer_state.json")["log_history"]
+    assert [s for s, _ in logged(history)] == list(range(1, 9)), how
     assert not list(out.rglob(".tmp*")), how
+    how += "; " + first_divergence(history, read_json(reference / "trainer_state.json")["log_history"])[1]
+    return report["weights_sha256"] == read_json(reference / "rank0.json")["weights_sha256"], killed_run_differed, how
+
+
+def test_killed_run_resumes_to_the_same_weights(first_run, tokenizer_dir, tmp_path):
+    """SIGKILL at a random point after a saved state (during a step or a save; states every 2 steps, so the kill
+    lands mid-epoch or at an epoch boundary), resume from the newest complete state: the consumed batches are
+    skipped, each step is logged once, and the final weights are bitwise those of the uninterrupted run.
+
+    A run on this CPU stack can, rarely (once in a few hundred runs), differ in the last bit of one step from another
+    run with the same seed, and Adam amplifies it (seen in a reference run: its step-1 loss differed by 1e-5 while
+    the killed-and-resumed run matched every other run bitwise). Such a difference that is already in the killed
+    run's state before the resume is not the resume's doing: then the whole check runs once more, against a fresh
+    reference. A difference that appears after the resume fails at once."""
+    equal, killed_run_differed, how = kill_and_resume(first_run, tokenizer_dir, tmp_path / "killed",
+                                                      tmp_path / "killed.log")
+    if not equal and killed_run_differed:
+        reference = tmp_path / "reference"
+        run_script(LOOP_SCRIPT, *LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", reference,
+                   "--save_steps", "1", "--do_eval", "false")
+        equal, _, again = kill_and_resume(reference, tokenizer_dir, tmp_path / "again", tmp_path / "again.log")
+        how = f"first try: {how}; second try: {again}"
+    assert equal, how
 
 
 @pytest.mark.parametrize("step", [3, 5])

@@ -68,20 +68,34 @@ def kill_when(script, *args, appears: Path, delay: float = 0.0, timeout: float =
 
 
 def kill_point(steps: list[int]) -> tuple[int, float, str]:
-    """A random kill point: after the checkpoint of one of `steps`, plus up to 0.02 s (in the next step: a tiny step
-    takes 20 ms unloaded, over a second on a busy machine). Seeded from XLM_HF_KILL_SEED when set, so a failure can be
-    replayed; the description names the seed.
+    """A random kill point: up to 0.1 s after the checkpoint of one of `steps` (a tiny step takes 20 ms unloaded,
+    over a second on a busy machine: the kill lands in one of the next steps or in the middle of a save). Seeded
+    from XLM_HF_KILL_SEED when set, so a failure can be replayed; XLM_HF_KILL_WINDOW widens the window for stress
+    runs. The description names both.
 
-    Known issue, still unexplained: once in CI (/tmp/ci6, XLM_HF_KILL_SEED=2746317213 with the older 0.1 s window, a
-    kill 0.04 s after the state of step 2) an Accelerate resume ended with other weights. Not reproduced here:
-    resuming from each state of an uninterrupted run (steps 1-7), kills as each file of the next save appeared, and
-    ~25 kills 0-0.8 s after steps 2 and 4 (landing in steps 3-8, in saves, after the last save) all gave bitwise equal
-    weights, so the window stays at the step after a state. The Accelerate kill test now says whether the state it
-    resumed from already differed from the uninterrupted run's (the killed run diverged) or not (the resume did)."""
+    History: one CI run (XLM_HF_KILL_SEED=2746317213) and one stress run (1574429011) failed, and the window was
+    narrowed to 0.02 s while the cause was unknown. The stress failure showed it: the *uninterrupted reference* run
+    differed from every other run from its first step (loss 7.6083293 against 7.6083159, learning rate still 0),
+    while the killed-and-resumed run matched the other runs bitwise at every step. So it is rare run-to-run
+    nondeterminism of one process, not the kill or the resume; the kill tests now tell the two apart (see
+    `first_divergence`) and re-check once against a fresh reference when the difference predates the resume."""
     seed = int(os.environ.get("XLM_HF_KILL_SEED", random.randrange(2**32)))
+    window = float(os.environ.get("XLM_HF_KILL_WINDOW", 0.1))
     rng = random.Random(seed)
-    step, delay = rng.choice(steps), rng.uniform(0.0, 0.02)
-    return step, delay, f"killed {delay:.2f} s after the checkpoint of step {step} (XLM_HF_KILL_SEED={seed})"
+    step, delay = rng.choice(steps), rng.uniform(0.0, window)
+    return step, delay, (f"killed {delay:.2f} s after the checkpoint of step {step} (XLM_HF_KILL_SEED={seed} "
+                         f"XLM_HF_KILL_WINDOW={window})")
+
+
+def first_divergence(history, reference) -> tuple[int | None, str]:
+    """The first step whose logged training loss differs between two runs (None if none), and a description: tells
+    a kill-and-resume failure that began before the kill (the killed run) from one that began after it (the resume)."""
+    ours, theirs = dict(logged(history)), dict(logged(reference))
+    differ = [step for step in sorted(theirs) if ours.get(step) != theirs[step]]
+    if not differ:
+        return None, "the logged losses of every step are equal (the runs differ below the logged precision)"
+    step = differ[0]
+    return step, f"losses first differ at step {step}: {ours.get(step)} against {theirs[step]} in the reference"
 
 
 def read_json(path):

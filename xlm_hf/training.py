@@ -205,6 +205,12 @@ class LoopArguments:
     adam_beta2: float = field(default=0.98, metadata={"help": "AdamW beta2 (XLM: 0.98)."})
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    optim: str = field(
+        default="adamw_torch_fused",
+        metadata={"help": "As TrainingArguments' --optim: adamw_torch_fused (one fused kernel over all parameters, "
+                          "several times faster on a CPU) or adamw_torch (a loop over the parameters).",
+                  "choices": ["adamw_torch_fused", "adamw_torch"]},
+    )
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs, unless max_steps is set."})
     max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; > 0 overrides num_train_epochs."})
     lr_scheduler_type: str = field(
@@ -356,6 +362,15 @@ def _recipe_value_problem(value: Any, action, *, item: bool = False) -> str | No
 
 
 # --- logging ------------------------------------------------------------------------------------------------------------
+
+
+def pin_cpu_threads() -> None:
+    """Keep the CPU thread count fixed for the whole run. torch.set_num_threads also turns off MKL's dynamic
+    threading, which a torch process otherwise starts with: MKL may then choose, call by call, fewer threads than
+    asked, and a matrix product split differently sums in another order. A last-bit difference in one step is
+    then amplified by Adam, and two runs with one seed end with different weights (kill-and-resume tests saw this
+    once in a few hundred runs)."""
+    torch.set_num_threads(torch.get_num_threads())
 
 
 def setup_logging(level: int) -> None:
@@ -1087,6 +1102,7 @@ __all__ = [
     "resolve_resume",
     "save_final_model",
     "save_training_state",
+    "pin_cpu_threads",
     "setup_logging",
     "split_pair",
     "target_prefix",
