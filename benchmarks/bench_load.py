@@ -3,8 +3,8 @@ resident memory (VmRSS from /proc) sampled against the lines it has written.
 
 The model folder is built here: a BPE tokenizer trained on the bundled corpus (`examples/data/po-mini/`) and a
 model of a preset (`small` by default) with random weights; speed and memory do not depend on the weights. The input
-is the corpus's English side, cycled, each line tagged with its number (so every line is unique), with empty lines
-at seeded random places.
+is stationary (see `write_input`): every chunk of the command holds the same sentences of the corpus's English
+side, each line tagged with its number (so every line is unique), with empty lines at seeded random places.
 
 Checks, each a non-zero exit when it fails:
 - memory stays flat after warm-up: the RSS at the 10,000th line is less than 5% above the RSS at the 2,000th (each
@@ -37,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
+LONGEST_KEPT = 64  # the longest sentences of the input block: first in it, never replaced by an empty line
 
 
 def build_model(folder: Path, preset: str = "small", tokenizer=None, *, vocab_size: int = 2000, seed: int = 0) -> Path:
@@ -63,14 +64,25 @@ def build_model(folder: Path, preset: str = "small", tokenizer=None, *, vocab_si
     return save_atomically(model, tokenizer, folder)
 
 
-def write_input(path: Path, n_lines: int, *, empty_share: float = 0.05, seed: int = 0) -> list[bool]:
-    """`n_lines` unique tagged source lines ("[17] Some sentence."), some empty; returns which lines are empty."""
+def write_input(path: Path, n_lines: int, *, empty_share: float = 0.05, seed: int = 0,
+                block: int | None = None) -> list[bool]:
+    """`n_lines` unique tagged source lines ("[17] Some sentence."), some empty; returns which lines are empty.
+
+    The input is stationary, so that memory compares across chunks: line i holds sentence i % `block` (default: one
+    chunk of `xlm-hf translate`, CHUNK_LINES) of a fixed block, the first `block` sentences of the corpus with its
+    longest ones first. Every chunk then holds the same sentences, and even the last, partial chunk holds the
+    longest, so each chunk's largest batch, which sets its working memory, is the same; empty lines never replace
+    those. (Cycling the whole corpus instead, later chunks meet longer sentences than the first 2,000 lines had.)"""
+    from xlm_hf.commands.translate import CHUNK_LINES
     from xlm_hf.data import load_translation_datasets
 
+    block = block or CHUNK_LINES
     sentences = [pair["en"] for split in load_translation_datasets("bundled")["en-fr"].values()
-                 for pair in split["translation"]]
+                 for pair in split["translation"]][:block]
+    longest = sorted(range(len(sentences)), key=lambda i: (-len(sentences[i]), i))[:LONGEST_KEPT]
+    sentences = [sentences[i] for i in longest] + [s for i, s in enumerate(sentences) if i not in set(longest)]
     rng = random.Random(seed)
-    empty = [rng.random() < empty_share for _ in range(n_lines)]
+    empty = [i % len(sentences) >= LONGEST_KEPT and rng.random() < empty_share for i in range(n_lines)]
     with open(path, "w", encoding="utf-8") as out:
         for i, is_empty in enumerate(empty):
             out.write("\n" if is_empty else f"[{i}] {sentences[i % len(sentences)]}\n")
