@@ -17,7 +17,8 @@ Cases, per setting (batch size x decoding):
   own cost from the model's.
 
 Random weights would stop at random lengths: every case generates exactly --max-new-tokens tokens per sentence
-(`min_new_tokens` = `max_new_tokens`, so end-of-sentence cannot come earlier). Our decoder starts from two tokens,
+(`bench_model.never_end`: an output bias of -1e4 on end-of-sentence, on both models; forcing the length with
+`min_new_tokens` would add logits processors that real decoding does not have). Our decoder starts from two tokens,
 `</s> __fr__` (the target language tag), Marian's from one, `<pad>`: both then make --max-new-tokens decoder passes.
 
 The sentences are dealt into --rounds chunks; a round translates one chunk in every case of a setting (in their own
@@ -50,7 +51,7 @@ import torch  # noqa: E402
 from transformers import MarianMTModel, MarianTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from bench_model import marian_config  # noqa: E402  (benchmarks/ is sys.path[0])
+from bench_model import marian_config, never_end  # noqa: E402  (benchmarks/ is sys.path[0])
 from bench_tokenizer import build_marian, train_sentencepiece, write_sides  # noqa: E402
 from common import (  # noqa: E402
     add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved, selected_cases,
@@ -125,6 +126,7 @@ def load_model_and_tokenizer(model_name: str, args, tokenizers: dict[str, Path])
     else:  # each model's vocabulary is its tokenizer's (the pipeline checks it); both are trained to --vocab-size
         tokenizer = XLMTokenizerFast.from_pretrained(tokenizers["xlm"])
         model = XLMForSeq2SeqLM(config_from_preset(args.preset, tokenizer=tokenizer))
+    never_end(model)  # exactly --max-new-tokens tokens, with no extra logits processor
     return model.eval(), tokenizer
 
 
@@ -180,8 +182,7 @@ def build_case(model_name: str, setting: str, args, tokenizers: dict[str, Path],
     hf_logging.set_verbosity_error()
     batch_size, beams = parse_setting(setting)
     model, tokenizer = load_model_and_tokenizer(model_name, args, tokenizers)
-    generate_kwargs = dict(num_beams=beams, do_sample=False, max_new_tokens=args.max_new_tokens,
-                           min_new_tokens=args.max_new_tokens)
+    generate_kwargs = dict(num_beams=beams, do_sample=False, max_new_tokens=args.max_new_tokens)
     make = pipeline_translator if model_name == "xlm" else loop_translator
     translate = make(model, tokenizer, batch_size, generate_kwargs)
     check_lengths(translate, model_name, chunks[0][:2], args)
@@ -220,7 +221,7 @@ def parse_args(argv=None):
     parser.add_argument("--preset", default="base", help="xlm-hf model preset; Marian gets the same dims")
     parser.add_argument("--vocab-size", type=int, help="both vocabularies and both models (default: the preset's)")
     parser.add_argument("--max-new-tokens", type=int, default=32,
-                        help="tokens generated per sentence, exactly (min_new_tokens is set to it too)")
+                        help="tokens generated per sentence, exactly (end-of-sentence is ruled out)")
     parser.add_argument("--batch-sizes", default="1,16", help="comma-separated pipeline batch sizes")
     parser.add_argument("--beams", default="1,4", help="comma-separated beam counts (1: greedy)")
     parser.add_argument("--rounds", type=int, default=10,
