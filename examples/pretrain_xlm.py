@@ -40,9 +40,9 @@ from xlm_hf.training import (
     create_model,
     load_tokenizer,
     parse_args,
+    pin_cpu_threads,
     resolve_resume,
     save_final_model,
-    pin_cpu_threads,
     setup_logging,
 )
 

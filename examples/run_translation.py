@@ -37,10 +37,10 @@ from xlm_hf.training import (
     make_generation_metrics,
     model_inputs,
     parse_args,
+    pin_cpu_threads,
     push_to_hub,
     resolve_resume,
     save_final_model,
-    pin_cpu_threads,
     setup_logging,
 )
 

@@ -365,11 +365,11 @@ def _recipe_value_problem(value: Any, action, *, item: bool = False) -> str | No
 
 
 def pin_cpu_threads() -> None:
-    """Keep the CPU thread count fixed for the whole run. torch.set_num_threads also turns off MKL's dynamic
-    threading, which a torch process otherwise starts with: MKL may then choose, call by call, fewer threads than
-    asked, and a matrix product split differently sums in another order. A last-bit difference in one step is
-    then amplified by Adam, and two runs with one seed end with different weights (kill-and-resume tests saw this
-    once in a few hundred runs)."""
+    """Keep the CPU thread count fixed for the whole run. `torch.set_num_threads` also turns off MKL's dynamic
+    threading, which a torch process otherwise starts with (MKL may then use fewer threads than asked for a call, and
+    a product split otherwise sums in another order). A plausible source, not a proven one, of the rare run-to-run
+    differences seen in the kill-and-resume tests: two runs with one seed whose first step differed in the last bits,
+    which Adam then amplified."""
     torch.set_num_threads(torch.get_num_threads())
 
 
