@@ -80,7 +80,8 @@ def write_input(path: Path, n_lines: int, *, empty_share: float = 0.05, seed: in
     sentences = [pair["en"] for split in load_translation_datasets("bundled")["en-fr"].values()
                  for pair in split["translation"]][:block]
     longest = sorted(range(len(sentences)), key=lambda i: (-len(sentences[i]), i))[:LONGEST_KEPT]
-    sentences = [sentences[i] for i in longest] + [s for i, s in enumerate(sentences) if i not in set(longest)]
+    rest = sorted(set(range(len(sentences))) - set(longest))
+    sentences = [sentences[i] for i in longest + rest]
     rng = random.Random(seed)
     empty = [i % len(sentences) >= LONGEST_KEPT and rng.random() < empty_share for i in range(n_lines)]
     with open(path, "w", encoding="utf-8") as out:

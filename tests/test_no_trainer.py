@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from training_scripts import (  # noqa: F401 (tokenizer_dir: a fixture)
-    LOOP_SCRIPT, TINY_RUN, first_divergence, kill_point, kill_when, logged, read_json, run, run_script,
-    saved_weights_digest, tokenizer_dir,
+    LOOP_SCRIPT, TINY_RUN, first_divergence, kill_point, kill_when, logged, read_json, resumes_like_reference, run,
+    run_script, saved_weights_digest, tokenizer_dir,
 )
 from xlm_hf.training import find_last_state
 
@@ -85,21 +85,13 @@ def kill_and_resume(reference, tokenizer_dir, out, log) -> tuple[bool, bool, str
 def test_killed_run_resumes_to_the_same_weights(first_run, tokenizer_dir, tmp_path):
     """SIGKILL at a random point after a saved state (during a step or a save; states every 2 steps, so the kill
     lands mid-epoch or at an epoch boundary), resume from the newest complete state: the consumed batches are
-    skipped, each step is logged once, and the final weights are bitwise those of the uninterrupted run.
-
-    A run on this CPU stack can, rarely (once in a few hundred runs), differ in the last bit of one step from another
-    run with the same seed, and Adam amplifies it (seen in a reference run: its step-1 loss differed by 1e-5 while
-    the killed-and-resumed run matched every other run bitwise). Such a difference that is already in the killed
-    run's state before the resume is not the resume's doing: then the whole check runs once more, against a fresh
-    reference. A difference that appears after the resume fails at once."""
-    equal, killed_run_differed, how = kill_and_resume(first_run, tokenizer_dir, tmp_path / "killed",
-                                                      tmp_path / "killed.log")
-    if not equal and killed_run_differed:
-        reference = tmp_path / "reference"
-        run_script(LOOP_SCRIPT, *LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", reference,
-                   "--save_steps", "1", "--do_eval", "false")
-        equal, _, again = kill_and_resume(reference, tokenizer_dir, tmp_path / "again", tmp_path / "again.log")
-        how = f"first try: {how}; second try: {again}"
+    skipped, each step is logged once, and the final weights are bitwise those of the uninterrupted run (a rare
+    difference that predates the resume is re-checked once: `training_scripts.resumes_like_reference`)."""
+    equal, how = resumes_like_reference(
+        lambda reference, out, log: kill_and_resume(reference, tokenizer_dir, out, log), first_run,
+        lambda out: run_script(LOOP_SCRIPT, *LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
+                               "--save_steps", "1", "--do_eval", "false"),
+        tmp_path)
     assert equal, how
 
 
