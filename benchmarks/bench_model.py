@@ -113,9 +113,10 @@ def generate_step(model, batch, args, *, num_beams: int = 1, precision: str = "f
                   compile: bool = False) -> Callable[[], None]:
     """generate() with the cache, producing exactly --tgt-len new tokens (see `never_end`), with the weights in
     `precision` (xlm_hf.inference: fp32, bf16 or int8; applied alike to both models), and with `compile`, a static
-    cache and the torch.compile'd decoding step (xlm_hf.inference; ours only)."""
+    cache and the torch.compile'd decoding step (xlm_hf.inference; ours only). Ours also gets what our pipeline and
+    CLI do by default on a CPU, weights prepacked for oneDNN (`pack_linear_weights`); Marian runs as its users run it."""
     never_end(model)
-    model = prepare_for_inference(model, precision, compile=compile)
+    model = prepare_for_inference(model, precision, compile=compile, pack=not isinstance(model, MarianMTModel))
     kwargs = dict(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],

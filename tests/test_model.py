@@ -236,6 +236,63 @@ def test_compiled_greedy_equals_eager_greedy():
     assert model.generation_config.cache_implementation is None
 
 
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams):
+    """`pack_linear_weights` (the pipeline's default on a CPU): the decoder's Linear layers and the output layer run
+    oneDNN's kernel on prepacked weights. Same tokens, scores equal to float rounding; `unpack_linear_weights` undoes it."""
+    from xlm_hf.inference import pack_linear_weights, unpack_linear_weights
+
+    model = tiny_model()
+    b = batch(padded=True)
+    kw = dict(num_beams=num_beams, num_return_sequences=num_beams)
+    plain_ids, plain_scores = _generate_with_scores(model, b, **kw)
+    decoder_linears = sum(type(m) is torch.nn.Linear for m in model.get_decoder().modules())
+    assert pack_linear_weights(model) == decoder_linears + 1  # + the output layer
+    packed_ids, packed_scores = _generate_with_scores(model, b, **kw)
+    packs = [m._xlm_packed for m in model.modules() if getattr(m, "_xlm_packed", None) is not None]
+    assert len(packs) == decoder_linears + 1  # every one of them ran on its packed weight
+    assert all(m._xlm_packed is None for m in model.get_encoder().modules() if hasattr(m, "_xlm_packed"))
+    assert torch.equal(packed_ids, plain_ids)
+    torch.testing.assert_close(packed_scores, plain_scores, atol=1e-5, rtol=1e-5)
+    unpack_linear_weights(model)
+    assert not any(hasattr(m, "_xlm_packed") or "forward" in vars(m) for m in model.modules())
+
+
+@needs_onednn
+def test_prepacked_weights_follow_weight_changes_and_leave_autograd_alone():
+    """A pack is rebuilt when its weight changes (an optimizer step, load_state_dict, a dtype change), and calls with
+    autograd take the plain path: training after packing is untouched, and decoding never uses stale weights."""
+    from xlm_hf.inference import pack_linear_weights
+
+    model, reference = tiny_model(), tiny_model(seed=1)
+    pack_linear_weights(model)
+    b = batch()
+
+    def logits(m):
+        with torch.no_grad():
+            return m(**b).logits
+
+    logits(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()(**b).loss.backward()  # grad enabled: the plain path (the packed op has no backward)
+    assert model.lm_head.weight.grad is not None
+    optimizer.step()
+    model.eval()
+    reference.load_state_dict(model.state_dict())
+    torch.testing.assert_close(logits(model), logits(reference), atol=1e-5, rtol=1e-5)  # repacked after the step
+    reference.load_state_dict(tiny_model(seed=2).state_dict())
+    model.load_state_dict(reference.state_dict())
+    torch.testing.assert_close(logits(model), logits(reference), atol=1e-5, rtol=1e-5)
+    model.to(torch.bfloat16)
+    assert model.lm_head._xlm_packed.dtype == torch.float32 and logits(model).dtype == torch.bfloat16
+    assert model.lm_head._xlm_packed.dtype == torch.bfloat16  # packed again, in the new dtype
+    torch.testing.assert_close(logits(model).float(), logits(reference), atol=0.1, rtol=0.1)
+
+
 def test_beam_search_returns_num_return_sequences():
     model = tiny_model()
     b = batch()

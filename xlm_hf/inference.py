@@ -11,6 +11,13 @@
 The same names are the `--precision` of `xlm-hf translate` and the `precision=` of `xlm_hf.translate` /
 `translation_pipeline`. Quality: `benchmarks/README.md` records BLEU per mode against fp32 on a trained model.
 
+Prepacked weights (`pack_linear_weights`, on by default in all of the above on a CPU, fp32 and bf16): the decoder's
+Linear layers and the output layer multiply by a copy of their weight that oneDNN has laid out for its kernels once,
+instead of PyTorch's default `addmm` on the row-major weight, which repacks it at every call. The decoding steps have
+only batch x beams rows, where that default is 1.5-3x slower than the bandwidth allows (`benchmarks/README.md`).
+Same maths: the outputs equal the plain ones up to float rounding. The copy costs the memory of those weights once
+more (about 165 MB for the 61M-parameter `base` preset); `unpack_linear_weights` frees it.
+
 `compile=True` (fp32 or bf16; `--compile`, `compile=`) adds the gpt-fast style decoding mode: `generate` then uses a
 static (preallocated, fixed-shape) key/value cache and `torch.compile`s the one-token decoding step, also on the CPU.
 The first `generate` call of each new shape (batch size, source length, number of beams) pays the compilation (tens of
@@ -20,6 +27,7 @@ seconds); later calls reuse it. Outputs equal the eager ones (greedy: token for 
 from __future__ import annotations
 
 import logging
+import types
 import warnings
 
 import torch
@@ -31,9 +39,11 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def prepare_for_inference(model: nn.Module, precision: str = "fp32", compile: bool = False) -> nn.Module:
+def prepare_for_inference(model: nn.Module, precision: str = "fp32", compile: bool = False,
+                          pack: bool = True) -> nn.Module:
     """Return `model` in eval mode with the given weight precision (a new module for int8, the same one otherwise);
-    with `compile=True`, also set up static-cache + `torch.compile` decoding (`enable_compiled_decoding`)."""
+    with `compile=True`, also set up static-cache + `torch.compile` decoding (`enable_compiled_decoding`); with `pack`
+    (eager fp32/bf16 on a CPU), prepack the decoder's Linear weights (`pack_linear_weights`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     if compile and precision == "int8":
@@ -45,6 +55,67 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", compile: bo
         model = _quantize_int8(model)
     if compile:
         enable_compiled_decoding(model)
+    elif pack and precision != "int8":
+        pack_linear_weights(model)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Prepacked Linear weights for CPU decoding
+
+
+def _packing_supported() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _decoding_linears(model: nn.Module) -> list[nn.Linear]:
+    """The Linear layers run at every decoding step: the decoder's and the output layer."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    linears = [m for m in decoder.modules() if type(m) is nn.Linear]
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if type(output) is nn.Linear and output not in linears:
+        linears.append(output)
+    return linears
+
+
+def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`nn.Linear.forward` through oneDNN's kernel on the prepacked weight, when that is the same maths: no autograd
+    (the packed op has no backward), a CPU input of the weight's dtype, more than one row (a single row is a
+    matrix-vector product, which the default path does at full memory speed), not inside torch.compile (inductor
+    packs by itself). The pack is rebuilt when the weight has changed since (in place: its version counter; or
+    replaced: its storage), so training between two calls never uses stale weights."""
+    weight = self.weight
+    if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype or x.numel() <= x.shape[-1]
+            or torch.compiler.is_compiling() or weight.device.type != "cpu"):
+        return nn.Linear.forward(self, x)
+    key = (weight.data_ptr(), weight._version, weight.dtype)
+    if self._xlm_packed_key != key:
+        self._xlm_packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 16)  # hint: rows
+        self._xlm_packed_key = key
+    return torch.ops.mkldnn._linear_pointwise(x, self._xlm_packed, self.bias, "none", [], "")
+
+
+def pack_linear_weights(model: nn.Module) -> int:
+    """Make the decoder's Linear layers and the output layer (those of every decoding step) multiply by a oneDNN-
+    prepacked copy of their weight during CPU inference without autograd (fp32 and bf16). Packing happens at the
+    first such call, and again whenever a weight changes. Returns the number of layers set up (0 when this PyTorch
+    build has no oneDNN). Undo with `unpack_linear_weights`."""
+    if not _packing_supported():
+        logger.info("This PyTorch build has no oneDNN Linear kernels: weights are not prepacked.")
+        return 0
+    linears = _decoding_linears(model)
+    for linear in linears:
+        if "forward" not in vars(linear):  # idempotent; and another wrapper's forward (accelerate hooks) stays
+            linear._xlm_packed, linear._xlm_packed_key = None, None
+            linear.forward = types.MethodType(_packed_forward, linear)
+    return len(linears)
+
+
+def unpack_linear_weights(model: nn.Module) -> nn.Module:
+    """Back to the default Linear forward; frees the packed copies."""
+    for linear in model.modules():
+        if vars(linear).get("forward") is not None and getattr(linear.forward, "__func__", None) is _packed_forward:
+            del linear.forward, linear._xlm_packed, linear._xlm_packed_key
     return model
 
 

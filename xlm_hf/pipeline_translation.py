@@ -50,6 +50,10 @@ class XLMTranslationPipeline(Pipeline):
     tag (`</s> __fr__`, as in training), so the output is in the requested language. Generation defaults come from the
     model's `generation_config.json` (beam 4), and `max_new_tokens` defaults to a bound relative to the source
     length. An input longer than the model accepts is truncated with a warning, never silently.
+
+    On a CPU the pipeline prepacks the weights of the decoder's Linear layers and of the output layer for oneDNN
+    (`xlm_hf.inference.pack_linear_weights`: the same outputs, faster decoding steps, that memory once more); pass
+    `pack_weights=False` to keep the default kernels.
     """
 
     _pipeline_calls_generate = True
@@ -59,8 +63,12 @@ class XLMTranslationPipeline(Pipeline):
     _load_tokenizer = True
     _default_generation_config = GenerationConfig(num_beams=4)
 
-    def __init__(self, *args, src_lang=None, tgt_lang=None, **kwargs):
+    def __init__(self, *args, src_lang=None, tgt_lang=None, pack_weights: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        if pack_weights and self.model.device.type == "cpu" and self.model.generation_config.compile_config is None:
+            from .inference import pack_linear_weights  # CPU decoding steps: oneDNN-prepacked Linear weights
+
+            pack_linear_weights(self.model)
         task_src, task_tgt = parse_task(self.task or "")
         self.src_lang = src_lang or task_src or getattr(self.tokenizer, "src_lang", None)
         self.tgt_lang = tgt_lang or task_tgt or getattr(self.tokenizer, "tgt_lang", None)
@@ -180,7 +188,8 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", compile: boo
     """`pipeline("translation", ...)` for in-memory model and tokenizer objects.
 
     `precision` ("fp32", "bf16", "int8") converts the model first with `xlm_hf.inference.prepare_for_inference`
-    (bf16 converts `model` in place; int8 makes a quantised copy). `compile=True` (fp32, bf16) decodes with a static
+    (bf16 converts `model` in place; int8 makes a quantised copy). On a CPU the pipeline prepacks the decoder's
+    weights unless `pack_weights=False` is passed (see `XLMTranslationPipeline`). `compile=True` (fp32, bf16) decodes with a static
     cache and a torch.compile'd step (`prepare_for_inference(..., compile=True)`; the first batch of each new shape
     compiles, tens of seconds: worth it for long inputs, not for a few lines).
 
@@ -194,7 +203,7 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", compile: boo
 
     from .inference import prepare_for_inference  # copied next to this file by save_pretrained (torch only)
 
-    model = prepare_for_inference(model, precision, compile=compile)
+    model = prepare_for_inference(model, precision, compile=compile, pack=False)  # the pipeline packs (pack_weights)
     task = kwargs.pop("task", TASK)
     config = copy.copy(model.config)  # pipeline() rewrites the custom_pipelines entries it reads: not the model's
     config.custom_pipelines = custom_pipelines_entry(model.config.languages)
