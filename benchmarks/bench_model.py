@@ -9,8 +9,8 @@ Marian in the same mode (speed: ours/Marian; memory: Marian/ours; >= 1.0 means o
     python benchmarks/bench_model.py --cases 'train-*' --steps 5 --json out.json
     python benchmarks/bench_model.py --cases '*-compiled' --steps 5 --warmup 2   # static cache + torch.compile
 
-The `*-compiled` modes (ours only: `prepare_for_inference(..., compile=True)`) are timed in the same rounds as Marian
-in the plain fp32 mode (`marian/greedy`, `marian/beam4`), their ratios are against it; the compilation happens in
+The `*-compiled` modes (ours only: `prepare_for_inference(..., compile=True)`) and the `*-vs-fp32` ones (ours only,
+bf16 weights, eager) are timed in the same rounds as Marian in the plain fp32 mode (`marian/greedy`, `marian/beam4`), their ratios are against it; the compilation happens in
 the warmup steps, outside the timed rounds (keep --warmup >= 1).
 
 To add a case, add a model to MODELS or a mode to MODES; every (model, mode) pair is a case.
@@ -180,6 +180,11 @@ MODES: dict[str, Mode] = {
     "beam4-bf16": Mode(partial(generate_step, num_beams=4, precision="bf16"), generated_tokens, "beam 4, bf16 weights"),
     "beam4-int8": Mode(partial(generate_step, num_beams=4, precision="int8"), generated_tokens,
                        "beam 4, int8 dynamic Linear"),
+    # our bf16 weights (eager, prepacked) against Marian fp32 in the same rounds: the fast mode against the default
+    "greedy-bf16-vs-fp32": Mode(partial(generate_step, precision="bf16"), generated_tokens,
+                                "greedy, bf16 weights; vs Marian fp32 greedy", ("xlm",), "greedy"),
+    "beam4-bf16-vs-fp32": Mode(partial(generate_step, num_beams=4, precision="bf16"), generated_tokens,
+                               "beam 4, bf16 weights; vs Marian fp32 beam 4", ("xlm",), "beam4"),
     # static cache + torch.compile (ours only), against Marian fp32 eager in the same rounds
     "greedy-compiled": Mode(partial(generate_step, compile=True), generated_tokens,
                             "greedy, static cache + torch.compile; vs Marian fp32 greedy", ("xlm",), "greedy"),
