@@ -144,6 +144,24 @@ def test_incremental_decoding_with_cache_equals_full_forward():
     torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_a_fresh_user_made_cache_is_accepted():
+    """`EncoderDecoderCache(DynamicCache(), DynamicCache())` (no config: layers made lazily), as users of other HF
+    seq2seq models pass it, then one more step from that cache, equal the full forward."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    model = tiny_model()
+    b = batch()
+    dec = model.prepare_decoder_input_ids_from_labels(b["labels"])
+    full = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], decoder_input_ids=dec).logits
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    first = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], decoder_input_ids=dec[:, :-1],
+                  cache=cache, use_cache=True)
+    langs = derive_langs(dec, model.get_decoder().lang_token_ids)  # a fed token's language comes from its prefix
+    last = model(encoder_outputs=(first.encoder_last_hidden_state,), attention_mask=b["attention_mask"],
+                 decoder_input_ids=dec[:, -1:], decoder_langs=langs[:, -1:], cache=first.cache, use_cache=True)
+    torch.testing.assert_close(torch.cat([first.logits, last.logits], 1), full, atol=1e-5, rtol=1e-5)
+
+
 def test_greedy_is_the_same_with_and_without_cache():
     model = tiny_model()
     b = batch()

@@ -632,7 +632,10 @@ class XLMDecoder(XLMStack):
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.finish(hidden_states), cache=cache)
 
     def _check_static_cache(self, cache: Cache) -> None:
-        """A static cache's size bounds the positions (checked without a device sync); dynamic caches have none."""
+        """A static cache's size bounds the positions (checked without a device sync); dynamic caches have none (and a
+        fresh `DynamicCache()` has no layers to ask yet)."""
+        if not cache.is_compileable:
+            return
         size = cache.get_max_length()
         if size > self.config.max_position_embeddings:
             raise ValueError(
