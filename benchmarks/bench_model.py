@@ -10,8 +10,9 @@ Marian in the same mode (speed: ours/Marian; memory: Marian/ours; >= 1.0 means o
     python benchmarks/bench_model.py --cases '*-compiled' --steps 5 --warmup 2   # static cache + torch.compile
 
 The `*-compiled` modes (ours only: `prepare_for_inference(..., compile=True)`) and the `*-vs-fp32` ones (ours only,
-bf16 weights, eager) are timed in the same rounds as Marian in the plain fp32 mode (`marian/greedy`, `marian/beam4`), their ratios are against it; the compilation happens in
-the warmup steps, outside the timed rounds (keep --warmup >= 1).
+bf16 weights, eager) are timed in the same rounds as Marian in the plain fp32 mode (`marian/greedy`, `marian/beam4`);
+their ratios are against it; the compilation happens in the warmup steps, outside the timed rounds (keep
+--warmup >= 1).
 
 To add a case, add a model to MODELS or a mode to MODES; every (model, mode) pair is a case.
 """
@@ -114,7 +115,8 @@ def generate_step(model, batch, args, *, num_beams: int = 1, precision: str = "f
     """generate() with the cache, producing exactly --tgt-len new tokens (see `never_end`), with the weights in
     `precision` (xlm_hf.inference: fp32, bf16 or int8; applied alike to both models), and with `compile`, a static
     cache and the torch.compile'd decoding step (xlm_hf.inference; ours only). Ours also gets what our pipeline and
-    CLI do by default on a CPU, weights prepacked for oneDNN (`pack_linear_weights`); Marian runs as its users run it."""
+    CLI do by default on a CPU, weights prepacked for oneDNN (`pack_linear_weights`); Marian runs as its users run
+    it."""
     never_end(model)
     model = prepare_for_inference(model, precision, compile=compile, pack=not isinstance(model, MarianMTModel))
     kwargs = dict(

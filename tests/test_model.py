@@ -261,7 +261,8 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reas
 @pytest.mark.parametrize("num_beams", [1, 4])
 def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams):
     """`pack_linear_weights` (the pipeline's default on a CPU): the decoder's Linear layers and the output layer run
-    oneDNN's kernel on prepacked weights. Same tokens, scores equal to float rounding; `unpack_linear_weights` undoes it."""
+    oneDNN's kernel on prepacked weights. Same tokens, scores equal to float rounding; `unpack_linear_weights` undoes
+    it."""
     from xlm_hf.inference import pack_linear_weights, unpack_linear_weights
 
     model = tiny_model()

@@ -64,6 +64,9 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", compile: bo
 # Prepacked Linear weights for CPU decoding
 
 
+PACKED_DTYPES = (torch.float32, torch.bfloat16)  # oneDNN's prepacked Linear kernels on CPUs
+
+
 def _packing_supported() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -80,13 +83,13 @@ def _decoding_linears(model: nn.Module) -> list[nn.Linear]:
 
 def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`nn.Linear.forward` through oneDNN's kernel on the prepacked weight, when that is the same maths: no autograd
-    (the packed op has no backward), a CPU input of the weight's dtype, more than one row (a single row is a
-    matrix-vector product, which the default path does at full memory speed), not inside torch.compile (inductor
-    packs by itself). The pack is rebuilt when the weight has changed since (in place: its version counter; or
+    (the packed op has no backward), a CPU input of the weight's dtype (fp32 or bf16), more than one row (a single
+    row is a matrix-vector product, which the default path does at full memory speed), not inside torch.compile
+    (left to inductor). The pack is rebuilt when the weight has changed since (in place: its version counter; or
     replaced: its storage), so training between two calls never uses stale weights."""
     weight = self.weight
     if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype or x.numel() <= x.shape[-1]
-            or torch.compiler.is_compiling() or weight.device.type != "cpu"):
+            or weight.dtype not in PACKED_DTYPES or torch.compiler.is_compiling() or weight.device.type != "cpu"):
         return nn.Linear.forward(self, x)
     key = (weight.data_ptr(), weight._version, weight.dtype)
     if self._xlm_packed_key != key:

@@ -189,9 +189,9 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", compile: boo
 
     `precision` ("fp32", "bf16", "int8") converts the model first with `xlm_hf.inference.prepare_for_inference`
     (bf16 converts `model` in place; int8 makes a quantised copy). On a CPU the pipeline prepacks the decoder's
-    weights unless `pack_weights=False` is passed (see `XLMTranslationPipeline`). `compile=True` (fp32, bf16) decodes with a static
-    cache and a torch.compile'd step (`prepare_for_inference(..., compile=True)`; the first batch of each new shape
-    compiles, tens of seconds: worth it for long inputs, not for a few lines).
+    weights unless `pack_weights=False` is passed (see `XLMTranslationPipeline`). `compile=True` (fp32, bf16)
+    decodes with a static cache and a torch.compile'd step (`prepare_for_inference(..., compile=True)`; the first
+    batch of each new shape compiles, tens of seconds: worth it for long inputs, not for a few lines).
 
     The same as `transformers.pipeline("translation", model=model, tokenizer=tokenizer, config=config,
     pipeline_class=XLMTranslationPipeline, **kwargs)` with `config` a copy of `model.config` whose
