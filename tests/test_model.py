@@ -266,11 +266,13 @@ def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams):
     from xlm_hf.inference import pack_linear_weights, unpack_linear_weights
 
     model = tiny_model()
-    b = batch(padded=True)
+    b = {k: v.repeat(4, 1) for k, v in batch(padded=True).items()}  # 8 rows: the packed kernel's minimum here
     kw = dict(num_beams=num_beams, num_return_sequences=num_beams)
     plain_ids, plain_scores = _generate_with_scores(model, b, **kw)
     decoder_linears = sum(type(m) is torch.nn.Linear for m in model.get_decoder().modules())
     assert pack_linear_weights(model) == decoder_linears + 1  # + the output layer
+    _generate_with_scores(model, {k: v[:1] for k, v in b.items()}, num_beams=1)  # one row: the default kernel
+    assert all(m._xlm_packed is None for m in model.modules() if hasattr(m, "_xlm_packed"))
     packed_ids, packed_scores = _generate_with_scores(model, b, **kw)
     packs = [m._xlm_packed for m in model.modules() if getattr(m, "_xlm_packed", None) is not None]
     assert len(packs) == decoder_linears + 1  # every one of them ran on its packed weight
@@ -310,6 +312,9 @@ def test_prepacked_weights_follow_weight_changes_and_leave_autograd_alone():
     assert model.lm_head._xlm_packed.dtype == torch.float32 and logits(model).dtype == torch.bfloat16
     assert model.lm_head._xlm_packed.dtype == torch.bfloat16  # packed again, in the new dtype
     torch.testing.assert_close(logits(model).float(), logits(reference), atol=0.1, rtol=0.1)
+    model.to(torch.float16)  # no oneDNN pack for fp16: the default kernel, and the old pack is left alone
+    torch.testing.assert_close(logits(model).float(), logits(reference), atol=0.1, rtol=0.1)
+    assert model.lm_head._xlm_packed.dtype == torch.bfloat16
 
 
 def test_beam_search_returns_num_return_sequences():

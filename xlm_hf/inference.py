@@ -31,6 +31,7 @@ import types
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -81,16 +82,24 @@ def _decoding_linears(model: nn.Module) -> list[nn.Linear]:
     return linears
 
 
+def min_rows(weight: torch.Tensor) -> int:
+    """Fewest rows for which oneDNN's prepacked kernel beats the default one (measured: `benchmarks/README.md`). Its
+    fixed cost per call is tens of microseconds: small matrices gain from 8 rows on, the output layer from 4."""
+    return 4 if weight.numel() >= 1 << 22 else 8
+
+
 def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`nn.Linear.forward` through oneDNN's kernel on the prepacked weight, when that is the same maths: no autograd
-    (the packed op has no backward), a CPU input of the weight's dtype (fp32 or bf16), more than one row (a single
-    row is a matrix-vector product, which the default path does at full memory speed), not inside torch.compile
-    (left to inductor). The pack is rebuilt when the weight has changed since (in place: its version counter; or
+    (the packed op has no backward), a CPU input of the weight's dtype (fp32 or bf16), at least `min_rows` rows (one
+    row is a matrix-vector product, which the default path does at full memory speed, and the packed kernel's fixed
+    cost loses below that), not inside torch.compile (left to inductor). The pack is rebuilt when the weight has changed since (in place: its version counter; or
     replaced: its storage), so training between two calls never uses stale weights."""
     weight = self.weight
-    if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != weight.dtype or x.numel() <= x.shape[-1]
-            or weight.dtype not in PACKED_DTYPES or torch.compiler.is_compiling() or weight.device.type != "cpu"):
-        return nn.Linear.forward(self, x)
+    if x.numel() < self._xlm_min_rows * x.shape[-1] or torch.is_grad_enabled():  # cheapest first: runs per Linear per step
+        return F.linear(x, weight, self.bias)
+    if (x.dtype != weight.dtype or weight.dtype not in PACKED_DTYPES or x.device.type != "cpu"
+            or weight.device.type != "cpu" or torch.compiler.is_compiling()):
+        return F.linear(x, weight, self.bias)
     key = (weight.data_ptr(), weight._version, weight.dtype)
     if self._xlm_packed_key != key:
         self._xlm_packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 16)  # hint: rows
@@ -110,6 +119,7 @@ def pack_linear_weights(model: nn.Module) -> int:
     for linear in linears:
         if "forward" not in vars(linear):  # idempotent; and another wrapper's forward (accelerate hooks) stays
             linear._xlm_packed, linear._xlm_packed_key = None, None
+            linear._xlm_min_rows = min_rows(linear.weight)
             linear.forward = types.MethodType(_packed_forward, linear)
     return len(linears)
 
@@ -118,7 +128,7 @@ def unpack_linear_weights(model: nn.Module) -> nn.Module:
     """Back to the default Linear forward; frees the packed copies."""
     for linear in model.modules():
         if vars(linear).get("forward") is not None and getattr(linear.forward, "__func__", None) is _packed_forward:
-            del linear.forward, linear._xlm_packed, linear._xlm_packed_key
+            del linear.forward, linear._xlm_packed, linear._xlm_packed_key, linear._xlm_min_rows
     return model
 
 
