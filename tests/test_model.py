@@ -1,6 +1,8 @@
 """The XLM encoder-decoder: invariants at tiny size (cache == full, padded == unpadded, eager == sdpa == flex, ...)."""
 
+import copy
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -272,15 +274,19 @@ def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams):
     decoder_linears = sum(type(m) is torch.nn.Linear for m in model.get_decoder().modules())
     assert pack_linear_weights(model) == decoder_linears + 1  # + the output layer
     _generate_with_scores(model, {k: v[:1] for k, v in b.items()}, num_beams=1)  # one row: the default kernel
-    assert all(m._xlm_packed is None for m in model.modules() if hasattr(m, "_xlm_packed"))
+    assert all(m._xlm_pack.weight is None for m in model.modules() if hasattr(m, "_xlm_pack"))
     packed_ids, packed_scores = _generate_with_scores(model, b, **kw)
-    packs = [m._xlm_packed for m in model.modules() if getattr(m, "_xlm_packed", None) is not None]
+    packs = [m._xlm_pack.weight for m in model.modules() if hasattr(m, "_xlm_pack") and m._xlm_pack.weight is not None]
     assert len(packs) == decoder_linears + 1  # every one of them ran on its packed weight
-    assert all(m._xlm_packed is None for m in model.get_encoder().modules() if hasattr(m, "_xlm_packed"))
+    assert not any(hasattr(m, "_xlm_pack") for m in model.get_encoder().modules())
     assert torch.equal(packed_ids, plain_ids)
     torch.testing.assert_close(packed_scores, plain_scores, atol=1e-5, rtol=1e-5)
+    for copied in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):  # oneDNN's opaque packs are not copied
+        assert copied.lm_head._xlm_pack.weight is None
+        assert torch.equal(_generate_with_scores(copied, b, **kw)[0], plain_ids)
+        assert copied.lm_head._xlm_pack.weight is not None and model.lm_head._xlm_pack.weight is not None
     unpack_linear_weights(model)
-    assert not any(hasattr(m, "_xlm_packed") or "forward" in vars(m) for m in model.modules())
+    assert not any(hasattr(m, "_xlm_pack") or "forward" in vars(m) for m in model.modules())
 
 
 @needs_onednn
@@ -309,12 +315,12 @@ def test_prepacked_weights_follow_weight_changes_and_leave_autograd_alone():
     model.load_state_dict(reference.state_dict())
     torch.testing.assert_close(logits(model), logits(reference), atol=1e-5, rtol=1e-5)
     model.to(torch.bfloat16)
-    assert model.lm_head._xlm_packed.dtype == torch.float32 and logits(model).dtype == torch.bfloat16
-    assert model.lm_head._xlm_packed.dtype == torch.bfloat16  # packed again, in the new dtype
+    assert model.lm_head._xlm_pack.weight.dtype == torch.float32 and logits(model).dtype == torch.bfloat16
+    assert model.lm_head._xlm_pack.weight.dtype == torch.bfloat16  # packed again, in the new dtype
     torch.testing.assert_close(logits(model).float(), logits(reference), atol=0.1, rtol=0.1)
     model.to(torch.float16)  # no oneDNN pack for fp16: the default kernel, and the old pack is left alone
     torch.testing.assert_close(logits(model).float(), logits(reference), atol=0.1, rtol=0.1)
-    assert model.lm_head._xlm_packed.dtype == torch.bfloat16
+    assert model.lm_head._xlm_pack.weight.dtype == torch.bfloat16
 
 
 def test_beam_search_returns_num_return_sequences():

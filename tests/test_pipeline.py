@@ -204,10 +204,11 @@ def test_pipeline_prepacks_the_decoder_weights_on_a_cpu_without_changing_outputs
     inputs = EN + ["Save the document now", "Quit"]
     call = dict(src_lang="en", tgt_lang="fr", batch_size=4, num_beams=3, return_tensors=True)
     plain = translation_pipeline(model, tokenizer, pack_weights=False)(inputs, **call)
-    assert not any(hasattr(m, "_xlm_packed") for m in model.modules())
+    assert not any(hasattr(m, "_xlm_pack") for m in model.modules())
     try:
         packed = translation_pipeline(model, tokenizer)(inputs, **call)
-        assert model.lm_head._xlm_packed is not None and model.get_decoder().layers[0].fc1._xlm_packed is not None
+        assert model.lm_head._xlm_pack.weight is not None
+        assert model.get_decoder().layers[0].fc1._xlm_pack.weight is not None
         assert [r["translation_token_ids"].tolist() for r in packed] == [
             r["translation_token_ids"].tolist() for r in plain]
     finally:

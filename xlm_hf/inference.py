@@ -27,8 +27,8 @@ seconds); later calls reuse it. Outputs equal the eager ones (greedy: token for 
 
 from __future__ import annotations
 
+import functools
 import logging
-import types
 import warnings
 
 import torch
@@ -101,11 +101,24 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if (x.dtype != weight.dtype or weight.dtype not in PACKED_DTYPES or x.device.type != "cpu"
             or weight.device.type != "cpu" or torch.compiler.is_compiling()):
         return F.linear(x, weight, self.bias)
-    key = (weight.data_ptr(), weight._version, weight.dtype)
-    if self._xlm_packed_key != key:
-        self._xlm_packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 16)  # hint: rows
-        self._xlm_packed_key = key
-    return torch.ops.mkldnn._linear_pointwise(x, self._xlm_packed, self.bias, "none", [], "")
+    pack, key = self._xlm_pack, (weight.data_ptr(), weight._version, weight.dtype)
+    if pack.key != key:
+        pack.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 16)  # hint: rows
+        pack.key = key
+    return torch.ops.mkldnn._linear_pointwise(x, pack.weight, self.bias, "none", [], "")
+
+
+class _Pack:
+    """One Linear's packed weight and the (storage, version, dtype) of the weight it was packed from. A copy (deepcopy,
+    pickle) starts empty and packs again at its first use: oneDNN's opaque tensors cannot be copied or saved."""
+
+    __slots__ = ("key", "weight")
+
+    def __init__(self):
+        self.key = self.weight = None
+
+    def __reduce__(self):
+        return _Pack, ()
 
 
 def pack_linear_weights(model: nn.Module) -> int:
@@ -119,17 +132,16 @@ def pack_linear_weights(model: nn.Module) -> int:
     linears = _decoding_linears(model)
     for linear in linears:
         if "forward" not in vars(linear):  # idempotent; and another wrapper's forward (accelerate hooks) stays
-            linear._xlm_packed, linear._xlm_packed_key = None, None
-            linear._xlm_min_rows = min_rows(linear.weight)
-            linear.forward = types.MethodType(_packed_forward, linear)
+            linear._xlm_pack, linear._xlm_min_rows = _Pack(), min_rows(linear.weight)
+            linear.forward = functools.partial(_packed_forward, linear)  # copies and pickles, unlike a bound method
     return len(linears)
 
 
 def unpack_linear_weights(model: nn.Module) -> nn.Module:
     """Back to the default Linear forward; frees the packed copies."""
     for linear in model.modules():
-        if vars(linear).get("forward") is not None and getattr(linear.forward, "__func__", None) is _packed_forward:
-            del linear.forward, linear._xlm_packed, linear._xlm_packed_key, linear._xlm_min_rows
+        if getattr(vars(linear).get("forward"), "func", None) is _packed_forward:
+            del linear.forward, linear._xlm_pack, linear._xlm_min_rows
     return model
 
 
