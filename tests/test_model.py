@@ -276,7 +276,8 @@ def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams):
     _generate_with_scores(model, {k: v[:1] for k, v in b.items()}, num_beams=1)  # one row: the default kernel
     assert all(m._xlm_pack.weight is None for m in model.modules() if hasattr(m, "_xlm_pack"))
     packed_ids, packed_scores = _generate_with_scores(model, b, **kw)
-    packs = [m._xlm_pack.weight for m in model.modules() if hasattr(m, "_xlm_pack") and m._xlm_pack.weight is not None]
+    packs = [m._xlm_pack.weight for m in model.modules()
+             if hasattr(m, "_xlm_pack") and m._xlm_pack.weight is not None]
     assert len(packs) == decoder_linears + 1  # every one of them ran on its packed weight
     assert not any(hasattr(m, "_xlm_pack") for m in model.get_encoder().modules())
     assert torch.equal(packed_ids, plain_ids)

@@ -93,10 +93,11 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`nn.Linear.forward` through oneDNN's kernel on the prepacked weight, when that is the same maths: no autograd
     (the packed op has no backward), a CPU input of the weight's dtype (fp32 or bf16), at least `min_rows` rows (one
     row is a matrix-vector product, which the default path does at full memory speed, and the packed kernel's fixed
-    cost loses below that), not inside torch.compile (left to inductor). The pack is rebuilt when the weight has changed since (in place: its version counter; or
-    replaced: its storage), so training between two calls never uses stale weights."""
+    cost loses below that), not inside torch.compile (left to inductor). The pack is rebuilt when the weight has
+    changed since (in place: its version counter; or replaced: its storage), so training between two calls never uses
+    stale weights."""
     weight = self.weight
-    if x.numel() < self._xlm_min_rows * x.shape[-1] or torch.is_grad_enabled():  # cheapest first: runs per Linear per step
+    if x.numel() < self._xlm_min_rows * x.shape[-1] or torch.is_grad_enabled():  # cheapest first: runs per call
         return F.linear(x, weight, self.bias)
     if (x.dtype != weight.dtype or weight.dtype not in PACKED_DTYPES or x.device.type != "cpu"
             or weight.device.type != "cpu" or torch.compiler.is_compiling()):
