@@ -125,8 +125,9 @@ class _Pack:
 def pack_linear_weights(model: nn.Module) -> int:
     """Make the decoder's Linear layers and the output layer (those of every decoding step) multiply by a oneDNN-
     prepacked copy of their weight during CPU inference without autograd (fp32 and bf16). Packing happens at the
-    first such call, and again whenever a weight changes. Returns the number of layers set up (0 when this PyTorch
-    build has no oneDNN). Undo with `unpack_linear_weights`."""
+    first such call, and again whenever a weight changes. Returns the number of layers that use it (0 when this
+    PyTorch build has no oneDNN; layers whose forward another wrapper already replaced are left alone). Undo with
+    `unpack_linear_weights`."""
     if not _packing_supported():
         logger.info("This PyTorch build has no oneDNN Linear kernels: weights are not prepacked.")
         return 0
@@ -135,13 +136,17 @@ def pack_linear_weights(model: nn.Module) -> int:
         if "forward" not in vars(linear):  # idempotent; and another wrapper's forward (accelerate hooks) stays
             linear._xlm_pack, linear._xlm_min_rows = _Pack(), min_rows(linear.weight)
             linear.forward = functools.partial(_packed_forward, linear)  # copies and pickles, unlike a bound method
-    return len(linears)
+    return sum(_uses_packing(linear) for linear in linears)
+
+
+def _uses_packing(linear: nn.Module) -> bool:
+    return getattr(vars(linear).get("forward"), "func", None) is _packed_forward
 
 
 def unpack_linear_weights(model: nn.Module) -> nn.Module:
     """Back to the default Linear forward; frees the packed copies."""
     for linear in model.modules():
-        if getattr(vars(linear).get("forward"), "func", None) is _packed_forward:
+        if _uses_packing(linear):
             del linear.forward, linear._xlm_pack, linear._xlm_min_rows
     return model
 
