@@ -196,7 +196,7 @@ def test_batch_size_does_not_change_outputs(trained):
 
 def test_pipeline_prepacks_the_decoder_weights_on_a_cpu_without_changing_outputs(trained):
     """Every way in (here the in-memory one) prepacks the decoder's Linear weights for oneDNN on a CPU;
-    `pack_weights=False` keeps the default kernels. The translations and their scores are the same."""
+    `pack_weights=False` keeps the default kernels. The translations are the same, token for token."""
     from xlm_hf.inference import unpack_linear_weights
 
     model, tokenizer, _ = trained

@@ -57,7 +57,7 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", compile: bo
         model = _quantize_int8(model)
     if compile:
         enable_compiled_decoding(model)
-    elif pack and precision != "int8":
+    if pack:
         pack_linear_weights(model)
     return model
 
@@ -89,26 +89,6 @@ def min_rows(weight: torch.Tensor) -> int:
     return 4 if weight.numel() >= 1 << 22 else 8
 
 
-def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`nn.Linear.forward` through oneDNN's kernel on the prepacked weight, when that is the same maths: no autograd
-    (the packed op has no backward), a CPU input of the weight's dtype (fp32 or bf16), at least `min_rows` rows (one
-    row is a matrix-vector product, which the default path does at full memory speed, and the packed kernel's fixed
-    cost loses below that), not inside torch.compile (left to inductor). The pack is rebuilt when the weight has
-    changed since (in place: its version counter; or replaced: its storage), so training between two calls never uses
-    stale weights."""
-    weight = self.weight
-    if x.numel() < self._xlm_min_rows * x.shape[-1] or torch.is_grad_enabled():  # cheapest first: runs per call
-        return F.linear(x, weight, self.bias)
-    if (x.dtype != weight.dtype or weight.dtype not in PACKED_DTYPES or x.device.type != "cpu"
-            or weight.device.type != "cpu" or torch.compiler.is_compiling()):
-        return F.linear(x, weight, self.bias)
-    pack, key = self._xlm_pack, (weight.data_ptr(), weight._version, weight.dtype)
-    if pack.key != key:
-        pack.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 16)  # hint: rows
-        pack.key = key
-    return torch.ops.mkldnn._linear_pointwise(x, pack.weight, self.bias, "none", [], "")
-
-
 class _Pack:
     """One Linear's packed weight and the (storage, version, dtype) of the weight it was packed from. A copy (deepcopy,
     pickle) starts empty and packs again at its first use: oneDNN's opaque tensors cannot be copied or saved."""
@@ -122,14 +102,36 @@ class _Pack:
         return _Pack, ()
 
 
+def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`nn.Linear.forward` through oneDNN's kernel on the prepacked weight, when that is the same maths: no autograd
+    (the packed op has no backward), a CPU input of the weight's dtype (fp32 or bf16), at least `min_rows` rows (one
+    row is a matrix-vector product, which the default path does at full memory speed, and the packed kernel's fixed
+    cost loses below that), not inside torch.compile (left to inductor). The pack is rebuilt when the weight has
+    changed since (in place: its version counter; or replaced: its storage), so training between two calls never uses
+    stale weights."""
+    weight = self.weight
+    if (x.numel() < self._xlm_min_rows * x.shape[-1] or torch.is_grad_enabled()  # cheapest first: runs per call
+            or x.dtype != weight.dtype or weight.dtype not in PACKED_DTYPES or x.device.type != "cpu"
+            or weight.device.type != "cpu" or torch.compiler.is_compiling()):
+        return F.linear(x, weight, self.bias)
+    pack, key = self._xlm_pack, (weight.data_ptr(), weight._version, weight.dtype)
+    if pack.key != key:
+        pack.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 16)  # hint: rows
+        pack.key = key
+    return torch.ops.mkldnn._linear_pointwise(x, pack.weight, self.bias, "none", [], "")
+
+
 def pack_linear_weights(model: nn.Module) -> int:
     """Make the decoder's Linear layers and the output layer (those of every decoding step) multiply by a oneDNN-
     prepacked copy of their weight during CPU inference without autograd (fp32 and bf16). Packing happens at the
     first such call, and again whenever a weight changes. Returns the number of layers that use it (0 when this
-    PyTorch build has no oneDNN; layers whose forward another wrapper already replaced are left alone). Undo with
-    `unpack_linear_weights`."""
+    PyTorch build has no oneDNN, or when the model decodes through the compiled step, `enable_compiled_decoding`,
+    which leaves its Linear layers to inductor; layers whose forward another wrapper already replaced are left
+    alone). Undo with `unpack_linear_weights`."""
     if not _packing_supported():
         logger.info("This PyTorch build has no oneDNN Linear kernels: weights are not prepacked.")
+        return 0
+    if getattr(getattr(model, "generation_config", None), "compile_config", None) is not None:
         return 0
     linears = _decoding_linears(model)
     for linear in linears:

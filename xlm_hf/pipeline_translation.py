@@ -65,7 +65,7 @@ class XLMTranslationPipeline(Pipeline):
 
     def __init__(self, *args, src_lang=None, tgt_lang=None, pack_weights: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
-        if pack_weights and self.model.device.type == "cpu" and self.model.generation_config.compile_config is None:
+        if pack_weights and self.model.device.type == "cpu":
             from .inference import pack_linear_weights  # CPU decoding steps: oneDNN-prepacked Linear weights
 
             pack_linear_weights(self.model)

@@ -96,7 +96,8 @@ def load(model_dir: str, precision: str = "fp32", compile: bool = False):
     if not (folder / "config.json").is_file():
         raise CLIError(f"{folder} is not a model folder (no config.json): pass a folder written by save_pretrained")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = prepare_for_inference(AutoModelForSeq2SeqLM.from_pretrained(folder), precision, compile=compile)
+    model = prepare_for_inference(AutoModelForSeq2SeqLM.from_pretrained(folder), precision, compile=compile,
+                                  pack=False)  # the translation pipeline prepacks the weights
     return model, tokenizer
 
 
