@@ -324,6 +324,44 @@ def test_prepacked_weights_follow_weight_changes_and_leave_autograd_alone():
     assert model.lm_head._xlm_pack.weight.dtype == torch.bfloat16
 
 
+@needs_onednn
+def test_small_input_gelu_takes_aten_kernel_for_small_inputs_only_and_decodes_the_same(monkeypatch):
+    """`use_small_input_gelu` (part of the pipeline's CPU decoding kernels) replaces every exact GELU: small inputs run
+    with PyTorch's oneDNN switch off (ATen's kernel), large ones with it on; the switch is back on after every call,
+    also after an error; decoding gives the same tokens and scores to rounding; `restore_gelu` undoes it."""
+    import torch.nn.functional as F
+    from transformers.activations import GELUActivation
+
+    from xlm_hf.inference import MAX_NATIVE_GELU, SmallInputGELU, restore_gelu, use_small_input_gelu
+
+    model = tiny_model()
+    b = {k: v.repeat(4, 1) for k, v in batch(padded=True).items()}
+    kw = dict(num_beams=4, num_return_sequences=4)
+    plain_ids, plain_scores = _generate_with_scores(model, b, **kw)
+    layers = model.config.encoder_layers + model.config.decoder_layers
+    assert use_small_input_gelu(model) == layers
+    assert use_small_input_gelu(model) == 0  # idempotent
+    gelus = [m for m in model.modules() if isinstance(m, SmallInputGELU)]
+    assert len(gelus) == layers and not any(isinstance(g.original, SmallInputGELU) for g in gelus)
+    fast_ids, fast_scores = _generate_with_scores(model, b, **kw)
+    assert torch.equal(fast_ids, plain_ids)
+    torch.testing.assert_close(fast_scores, plain_scores, atol=1e-5, rtol=1e-5)
+
+    seen = []
+    gelu = F.gelu
+    monkeypatch.setattr(F, "gelu", lambda x: seen.append(torch._C._get_mkldnn_enabled()) or gelu(x))
+    small, large = torch.randn(4, 1, 64), torch.randn(MAX_NATIVE_GELU + 1)
+    torch.testing.assert_close(gelus[0](small), gelu(small), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(gelus[0](large), gelu(large), atol=1e-6, rtol=1e-6)
+    assert seen == [False, True] and torch._C._get_mkldnn_enabled()
+    with pytest.raises(RuntimeError):
+        gelus[0](torch.ones(3, dtype=torch.long))  # no integer GELU: the error comes from inside the switched call
+    assert torch._C._get_mkldnn_enabled()
+    restore_gelu(model)
+    assert not any(isinstance(m, SmallInputGELU) for m in model.modules())
+    assert all(type(layer.activation_fn) is GELUActivation for layer in model.get_decoder().layers)
+
+
 def test_beam_search_returns_num_return_sequences():
     model = tiny_model()
     b = batch()

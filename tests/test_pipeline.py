@@ -194,25 +194,27 @@ def test_batch_size_does_not_change_outputs(trained):
     assert texts(translator(inputs, batch_size=1)) == texts(translator(inputs, batch_size=8))
 
 
-def test_pipeline_prepacks_the_decoder_weights_on_a_cpu_without_changing_outputs(trained):
-    """Every way in (here the in-memory one) prepacks the decoder's Linear weights for oneDNN on a CPU;
-    `pack_weights=False` keeps the default kernels. The translations are the same, token for token."""
-    from xlm_hf.inference import unpack_linear_weights
+def test_pipeline_sets_up_the_cpu_decoding_kernels_without_changing_outputs(trained):
+    """Every way in (here the in-memory one) prepacks the decoder's Linear weights for oneDNN on a CPU and computes
+    small GELUs with ATen's kernel; `pack_weights=False` keeps the default kernels. The translations are the same,
+    token for token."""
+    from xlm_hf.inference import SmallInputGELU, restore_gelu, unpack_linear_weights
 
     model, tokenizer, _ = trained
-    unpack_linear_weights(model)
+    unpack_linear_weights(restore_gelu(model))
     inputs = EN + ["Save the document now", "Quit"]
     call = dict(src_lang="en", tgt_lang="fr", batch_size=4, num_beams=3, return_tensors=True)
     plain = translation_pipeline(model, tokenizer, pack_weights=False)(inputs, **call)
-    assert not any(hasattr(m, "_xlm_pack") for m in model.modules())
+    assert not any(hasattr(m, "_xlm_pack") or isinstance(m, SmallInputGELU) for m in model.modules())
     try:
-        packed = translation_pipeline(model, tokenizer)(inputs, **call)
+        fast = translation_pipeline(model, tokenizer)(inputs, **call)
         assert model.lm_head._xlm_pack.weight is not None
         assert model.get_decoder().layers[0].fc1._xlm_pack.weight is not None
-        assert [r["translation_token_ids"].tolist() for r in packed] == [
+        assert isinstance(model.get_decoder().layers[0].activation_fn, SmallInputGELU)
+        assert [r["translation_token_ids"].tolist() for r in fast] == [
             r["translation_token_ids"].tolist() for r in plain]
     finally:
-        unpack_linear_weights(model)
+        unpack_linear_weights(restore_gelu(model))
 
 
 def test_generation_kwargs_and_return_tensors_pass_through(trained):

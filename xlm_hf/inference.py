@@ -18,6 +18,8 @@ only batch x beams rows, where that default is up to 2.5x slower (from 8 rows on
 keep the default kernel, see `min_rows` and `benchmarks/README.md`).
 Same maths: the outputs equal the plain ones up to float rounding. The copy costs the memory of those weights once
 more (about 165 MB for the 61M-parameter `base` preset); `unpack_linear_weights` frees it.
+With it comes ATen's GELU kernel for small activations (`use_small_input_gelu`): PyTorch sends every fp32/bf16 CPU
+GELU to oneDNN, whose fixed cost per call is most of a decoding step's GELU time. `use_cpu_decoding_kernels` does both.
 
 `compile=True` (fp32 or bf16; `--compile`, `compile=`) adds the gpt-fast style decoding mode: `generate` then uses a
 static (preallocated, fixed-shape) key/value cache and `torch.compile`s the one-token decoding step, also on the CPU.
@@ -45,7 +47,8 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", compile: bo
                           pack: bool = True) -> nn.Module:
     """Return `model` in eval mode with the given weight precision (a new module for int8, the same one otherwise);
     with `compile=True`, also set up static-cache + `torch.compile` decoding (`enable_compiled_decoding`); with `pack`
-    (eager fp32/bf16 on a CPU), prepack the decoder's Linear weights (`pack_linear_weights`)."""
+    (eager fp32/bf16 on a CPU), prepack the decoder's Linear weights and use ATen's GELU on small activations
+    (`use_cpu_decoding_kernels`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
     if compile and precision == "int8":
@@ -58,7 +61,16 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", compile: bo
     if compile:
         enable_compiled_decoding(model)
     if pack:
-        pack_linear_weights(model)
+        use_cpu_decoding_kernels(model)
+    return model
+
+
+def use_cpu_decoding_kernels(model: nn.Module) -> nn.Module:
+    """The CPU kernels that make eager decoding steps faster, same maths (in place): prepacked Linear weights
+    (`pack_linear_weights`) and ATen's GELU for small activations (`use_small_input_gelu`). The translation pipeline
+    applies them on a CPU unless `pack_weights=False`."""
+    pack_linear_weights(model)
+    use_small_input_gelu(model)
     return model
 
 
@@ -150,6 +162,63 @@ def unpack_linear_weights(model: nn.Module) -> nn.Module:
     for linear in model.modules():
         if _uses_packing(linear):
             del linear.forward, linear._xlm_pack, linear._xlm_min_rows
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# GELU on small activations
+
+
+MAX_NATIVE_GELU = 1 << 17  # elements: 64 rows of a 2048-wide FFN (batch 16 x beam 4 decoding steps)
+
+
+class SmallInputGELU(nn.Module):
+    """Exact (erf) GELU that computes small CPU inputs with ATen's own vectorised kernel instead of oneDNN's.
+
+    PyTorch sends every contiguous fp32/bf16 CPU GELU to oneDNN, whose fixed cost per call (tens of microseconds inside
+    a decoding step) is most of the time of a step's GELU on (rows, ffn) activations; ATen's kernel does those in a
+    few microseconds, and measured 3-6% faster decoding steps at batch 1-16 (`benchmarks/README.md`). Larger inputs
+    (prefill, training) keep oneDNN, which parallelises better. Both compute the same function: results agree to float
+    rounding. ATen's kernel is chosen by turning PyTorch's oneDNN switch off for the one call (there is no other
+    way to ask for it); an op of another thread in that window would also take its ATen kernel, the same maths."""
+
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        self.original = original  # restored by `restore_gelu`
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.numel() > MAX_NATIVE_GELU or x.device.type != "cpu" or torch.compiler.is_compiling()
+                or not torch._C._get_mkldnn_enabled()):
+            return F.gelu(x)
+        torch._C._set_mkldnn_enabled(False)
+        try:
+            return F.gelu(x)
+        finally:
+            torch._C._set_mkldnn_enabled(True)
+
+
+def use_small_input_gelu(model: nn.Module) -> int:
+    """Replace every exact-GELU activation module of `model` by a `SmallInputGELU` (in place; idempotent). Returns
+    the number replaced (0 for models whose activation is not the erf GELU). Undo with `restore_gelu`."""
+    from transformers.activations import GELUActivation
+
+    replaced = 0
+    for module in list(model.modules()):
+        if isinstance(module, SmallInputGELU):  # already replaced: its `original` stays as it is
+            continue
+        for name, child in module.named_children():
+            if type(child) is GELUActivation and child.act is F.gelu:
+                setattr(module, name, SmallInputGELU(child))
+                replaced += 1
+    return replaced
+
+
+def restore_gelu(model: nn.Module) -> nn.Module:
+    """Back to the activation modules the model was built with."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, SmallInputGELU):
+                setattr(module, name, child.original)
     return model
 
 

@@ -52,8 +52,9 @@ class XLMTranslationPipeline(Pipeline):
     length. An input longer than the model accepts is truncated with a warning, never silently.
 
     On a CPU the pipeline prepacks the weights of the decoder's Linear layers and of the output layer for oneDNN
-    (`xlm_hf.inference.pack_linear_weights`: the same outputs, faster decoding steps, that memory once more); pass
-    `pack_weights=False` to keep the default kernels.
+    (`xlm_hf.inference.pack_linear_weights`: the same outputs, faster decoding steps, that memory once more) and
+    computes GELU on small activations with ATen's kernel (`use_small_input_gelu`); pass `pack_weights=False` to
+    keep the default kernels.
     """
 
     _pipeline_calls_generate = True
@@ -66,9 +67,9 @@ class XLMTranslationPipeline(Pipeline):
     def __init__(self, *args, src_lang=None, tgt_lang=None, pack_weights: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         if pack_weights and self.model.device.type == "cpu":
-            from .inference import pack_linear_weights  # CPU decoding steps: oneDNN-prepacked Linear weights
+            from .inference import use_cpu_decoding_kernels  # prepacked Linear weights, ATen's GELU on small inputs
 
-            pack_linear_weights(self.model)
+            use_cpu_decoding_kernels(self.model)
         task_src, task_tgt = parse_task(self.task or "")
         self.src_lang = src_lang or task_src or getattr(self.tokenizer, "src_lang", None)
         self.tgt_lang = tgt_lang or task_tgt or getattr(self.tokenizer, "tgt_lang", None)

@@ -97,7 +97,7 @@ def load(model_dir: str, precision: str = "fp32", compile: bool = False):
         raise CLIError(f"{folder} is not a model folder (no config.json): pass a folder written by save_pretrained")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = prepare_for_inference(AutoModelForSeq2SeqLM.from_pretrained(folder), precision, compile=compile,
-                                  pack=False)  # the translation pipeline prepacks the weights
+                                  pack=False)  # the pipeline sets up the CPU decoding kernels
     return model, tokenizer
 
 
