@@ -32,6 +32,7 @@ from transformers import MarianConfig, MarianMTModel
 
 from xlm_hf import XLMForSeq2SeqLM, config_from_preset
 from xlm_hf.inference import prepare_for_inference
+from xlm_hf.training import reuse_freed_memory
 
 from common import (  # benchmarks/ is sys.path[0]
     add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved, selected_cases,
@@ -94,8 +95,11 @@ def train_step(model, batch, args, *, autocast_dtype: torch.dtype | None = None,
     """Forward with labels (+ loss) under optional autocast, backward, AdamW step, zero_grad. The AdamW is --optim
     (the same for both models; by default the fused one, Seq2SeqTrainer's default and both our scripts').
     `compile`: the model wrapped in `torch.compile` (what `--torch_compile` does in Seq2SeqTrainer, and accelerate's
-    `--dynamo_backend inductor`); the compilation happens in the warmup steps."""
+    `--dynamo_backend inductor`); the compilation happens in the warmup steps. --reuse-freed-memory: which sides
+    keep freed memory for reuse (`xlm_hf.training.reuse_freed_memory`, on by default in our training scripts)."""
     model.train()
+    if args.reuse_freed_memory == "both" or (args.reuse_freed_memory == "ours" and not isinstance(model, MarianMTModel)):
+        reuse_freed_memory()  # this worker process only
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.optim == "adamw_torch_fused")
     precision = partial(torch.autocast, "cpu", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext
     forward = torch.compile(model) if compile else model
@@ -169,6 +173,9 @@ MODES: dict[str, Mode] = {
     "train-bf16": Mode(
         partial(train_step, autocast_dtype=torch.bfloat16), train_tokens, "source + target tokens, bf16 autocast"
     ),
+    # our bf16 autocast training (eager), against Marian fp32 eager in the same rounds: the fast mode against the default
+    "train-bf16-vs-fp32": Mode(partial(train_step, autocast_dtype=torch.bfloat16), train_tokens,
+                               "source + target tokens, bf16 autocast; vs Marian fp32", ("xlm",), "train-fp32"),
     # torch.compile'd training (ours only), against Marian fp32 eager in the same rounds
     "train-compiled": Mode(partial(train_step, compile=True), train_tokens,
                            "source + target tokens, torch.compile; vs Marian fp32", ("xlm",), "train-fp32"),
@@ -245,6 +252,10 @@ def parse_args(argv=None):
     parser.add_argument("--optim", default="adamw_torch_fused", choices=["adamw_torch_fused", "adamw_torch"],
                         help="the AdamW of the train-* modes, for both models: fused (Seq2SeqTrainer's default for "
                              "torch >= 2.8, and the Accelerate script's) or the loop over the parameters")
+    parser.add_argument("--reuse-freed-memory", default="ours", choices=["ours", "both", "none"],
+                        help="train-* modes: who keeps freed memory for reuse (glibc mallopt). ours (default): as our "
+                             "training scripts do (--reuse_freed_memory true), Marian as transformers' scripts run it; "
+                             "both: the like-for-like comparison; none: the C library's defaults on both sides")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser.parse_args(argv)
 

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time

@@ -42,6 +42,7 @@ from xlm_hf.training import (
     parse_args,
     pin_cpu_threads,
     resolve_resume,
+    reuse_freed_memory,
     save_final_model,
     setup_logging,
 )
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 def main(argv=None) -> dict:
     model_args, data_args, training_args = parse_args((ModelArguments, PretrainingDataArguments, PretrainingArguments), argv)
     pin_cpu_threads()  # reproducible runs: a fixed thread count for torch and MKL
+    if training_args.reuse_freed_memory:
+        reuse_freed_memory()  # the large tensors of each step reuse freed memory, without page faults
     setup_logging(logging.INFO if training_args.should_log else logging.WARNING)
     logger.warning("Process rank %s, device %s, world size %s, bf16 %s", training_args.process_index,
                    training_args.device, training_args.world_size, training_args.bf16)

@@ -40,6 +40,7 @@ from xlm_hf.training import (
     pin_cpu_threads,
     push_to_hub,
     resolve_resume,
+    reuse_freed_memory,
     save_final_model,
     setup_logging,
 )
@@ -52,6 +53,8 @@ def main(argv=None) -> dict:
         (ModelArguments, DataArguments, TranslationTrainingArguments), argv
     )
     pin_cpu_threads()  # reproducible runs: a fixed thread count for torch and MKL
+    if training_args.reuse_freed_memory:
+        reuse_freed_memory()  # the large tensors of each step reuse freed memory, without page faults
     setup_logging(logging.INFO if training_args.should_log else logging.WARNING)
     logger.warning(
         "Process rank %s, device %s, world size %s, bf16 %s",

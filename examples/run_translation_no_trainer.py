@@ -52,6 +52,7 @@ from xlm_hf.training import (
     prefixed,
     push_to_hub,
     resolve_resume,
+    reuse_freed_memory,
     save_final_model,
     save_training_state,
     setup_logging,
@@ -83,6 +84,8 @@ def launched_without_accelerator() -> bool:
 def main(argv=None) -> dict:
     model_args, data_args, args = parse_args((ModelArguments, DataArguments, LoopArguments), argv)
     pin_cpu_threads()  # reproducible runs: a fixed thread count for torch and MKL
+    if args.reuse_freed_memory:
+        reuse_freed_memory()  # the large tensors of each step reuse freed memory, without page faults
     report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
     accelerator = Accelerator(
         cpu=args.use_cpu or launched_without_accelerator(),

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from transformers import TrainingArguments
 
 from .tokenizer_training import language_sampling_probabilities
+from .training import resolve_report_to, reuse_freed_memory_field
 
 
 logger = logging.getLogger(__name__)
@@ -327,12 +328,12 @@ class PretrainingArguments(TrainingArguments):
     # The Trainer writes args.use_cache into the saved config; False would follow the LM into translation models
     # made from it (XLMForSeq2SeqLM.from_pretrained_lm). An encoder LM has no cache, so True changes nothing here.
     use_cache: bool = field(default=True, metadata={"help": "Saved in the LM's config (translation models inherit it)."})
+    reuse_freed_memory: bool = reuse_freed_memory_field()
 
     def __post_init__(self):
         if self.remove_unused_columns:
             raise ValueError("--remove_unused_columns must be False for pretraining: the collators read the language "
                              "and pair columns that the model's forward does not take.")
-        from .training import resolve_report_to
 
         self.report_to = resolve_report_to(self.report_to)
         super().__post_init__()

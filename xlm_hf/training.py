@@ -23,6 +23,7 @@ is ever stored in the model's generation config.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import difflib
 import functools
@@ -159,6 +160,16 @@ class DataArguments:
             raise ValueError(f"shuffle_buffer_size must be >= 1, got {self.shuffle_buffer_size}.")
 
 
+def reuse_freed_memory_field():
+    """The `--reuse_freed_memory` flag of every training script (see `reuse_freed_memory`)."""
+    return field(
+        default=True,
+        metadata={"help": "Keep freed host memory in the process for the next step (glibc mallopt, Linux): the large "
+                          "tensors of each CPU training step then skip the page faults of fresh memory (measured: "
+                          "benchmarks/README.md). False: the C library's defaults."},
+    )
+
+
 @dataclass
 class TranslationTrainingArguments(Seq2SeqTrainingArguments):
     """`Seq2SeqTrainingArguments` with translation defaults (generate during evaluation, TensorBoard when installed)
@@ -175,6 +186,7 @@ class TranslationTrainingArguments(Seq2SeqTrainingArguments):
         metadata={"help": "Stop after this many evaluations without improvement of metric_for_best_model (needs "
                   "load_best_model_at_end and equal eval/save strategies)."},
     )
+    reuse_freed_memory: bool = reuse_freed_memory_field()
 
     def __post_init__(self):
         self.report_to = resolve_report_to(self.report_to)
@@ -248,6 +260,7 @@ class LoopArguments:
                                          "--num_processes 2`: two gloo ranks on CPU)."}
     )
     report_to: str = field(default="auto", metadata={"help": "'auto' (tensorboard when installed), 'tensorboard' or 'none'."})
+    reuse_freed_memory: bool = reuse_freed_memory_field()
     push_to_hub: bool = field(default=False, metadata={"help": "Publish the trained model (xlm_hf.hub) at the end."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository id 'user/name' for --push_to_hub."})
 
@@ -371,6 +384,30 @@ def pin_cpu_threads() -> None:
     differences seen in the kill-and-resume tests: two runs with one seed whose first step differed in the last bits,
     which Adam then amplified."""
     torch.set_num_threads(torch.get_num_threads())
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of returning it to the system (this process only).
+
+    By default glibc serves every allocation above its mmap threshold (128 KiB, adapting up to 32 MiB) with fresh
+    pages from the kernel, and gives them back when they are freed. A training step allocates and frees the same large
+    tensors every time (the output layer's logits and gradients, vocabulary-sized weight gradients, autocast's weight
+    copies), so each step pays a page fault per 4 KiB of them again: on the 2-core benchmark machine, about a fifth
+    of a CPU step. Raised mmap and trim thresholds keep those blocks in the heap, where the next step reuses them;
+    the process then keeps its peak memory until it exits. (PyTorch's `THP_MEM_ALLOC_ENABLE=1`, huge pages for large
+    tensors, was measured too: faster in bf16, not in fp32.) Returns whether the settings took (False off glibc, e.g.
+    macOS or musl, where nothing changes)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    largest = ctypes.c_int(2**31 - 1)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    took = mallopt(m_mmap_threshold, largest) == 1 and mallopt(m_trim_threshold, largest) == 1
+    logger.info("Freed host memory is %s for reuse (glibc mallopt).", "kept" if took else "not kept")
+    return took
 
 
 def setup_logging(level: int) -> None:
@@ -1103,6 +1140,7 @@ __all__ = [
     "save_final_model",
     "save_training_state",
     "pin_cpu_threads",
+    "reuse_freed_memory",
     "setup_logging",
     "split_pair",
     "target_prefix",
