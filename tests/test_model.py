@@ -63,14 +63,15 @@ def test_forward_backward_shapes():
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
 def test_fused_loss_equals_the_plain_loss_and_gradients(smoothing, bf16):
-    """Chunked LinearCrossEntropy (chunks of 3 rows, ignored labels, label smoothing) == lm_head + cross_entropy."""
+    """Chunked LinearCrossEntropy (chunks of 3 rows, ignored labels, label smoothing) == lm_head + cross_entropy,
+    also with the loss scaled after it (as gradient accumulation does)."""
     fused = tiny_model(label_smoothing=smoothing, loss_chunk_size=3).train()
     plain = tiny_model(label_smoothing=smoothing, fused_lm_loss=False).train()
     losses = []
     for model in (fused, plain):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(**batch())
-        out.loss.backward()
+        (out.loss * 0.25).backward()
         losses.append(out.loss)
     assert plain(**batch()).logits is not None
     tolerance = dict(atol=2e-2, rtol=2e-2) if bf16 else dict(atol=1e-6, rtol=1e-5)
@@ -79,6 +80,14 @@ def test_fused_loss_equals_the_plain_loss_and_gradients(smoothing, bf16):
         if b.grad is not None:
             scale = b.grad.abs().max().clamp(min=1e-8)
             torch.testing.assert_close(a.grad / scale, b.grad / scale, **tolerance, msg=name)
+
+
+def test_fused_loss_has_one_backward_and_says_how_to_get_more():
+    model = tiny_model().train()
+    loss = model(**batch()).loss
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="fused_lm_loss = False"):
+        loss.backward()
 
 
 def test_bare_model_returns_seq2seq_output():

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -121,15 +122,20 @@ class LinearCrossEntropy(torch.autograd.Function):
                     grad_bias += grad.sum(0, dtype=torch.float32)
                 grad_hidden[start : start + chunk] = grad @ w
                 grad_weight += grad.T @ h
-        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype),
-                              grad_bias.to(bias.dtype) if bias is not None else None)
+        # Held on ctx, not saved for backward: the backward hands them over (scaled in place), so autograd can
+        # accumulate them into .grad without copying (vocabulary-sized: 64 MB each at base dims).
+        ctx.grads = (grad_hidden, grad_weight.to(weight.dtype), grad_bias.to(bias.dtype) if bias is not None else None)
         return loss / count
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):
-        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        return (grad_hidden * grad_output.to(grad_hidden.dtype), grad_weight * grad_output,
-                None if grad_bias is None else grad_bias * grad_output, None, None, None)
+        if ctx.grads is None:
+            raise RuntimeError("The fused LM loss (config.fused_lm_loss) has one backward pass; for several "
+                               "(retain_graph=True), set config.fused_lm_loss = False.")
+        grads, ctx.grads = ctx.grads, None
+        scaled = [None if grad is None else grad.mul_(grad_output.to(grad.dtype)) for grad in grads]
+        return (*scaled, None, None, None)
 
 
 def fused_lm_loss(hidden_states: torch.Tensor, lm_head: nn.Linear, labels: torch.LongTensor, config) -> torch.Tensor:
