@@ -81,6 +81,11 @@ def lm_loss(logits: torch.Tensor, labels: torch.LongTensor | None, label_smoothi
                            label_smoothing=label_smoothing)
 
 
+def _accumulate(total: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
+    """`total + term` in fp32, in place when there is a total."""
+    return term.float() if total is None else total.add_(term)
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     """`lm_loss(hidden @ weight.T + bias, labels)` without the (N, V) logits: rows go through the output layer
     `chunk` at a time, and each chunk's gradients are computed right there (softmax minus the smoothed one-hot), so
@@ -98,8 +103,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             vocab = weight.shape[0]
             loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
             grad_hidden = torch.empty_like(hidden)
-            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-            grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
+            grad_weight = grad_bias = None  # fp32 sums over the chunks; the first chunk's term starts them (no zeros)
             bias_c = bias.to(dtype) if bias is not None else None
             for start in range(0, hidden.shape[0], chunk):
                 h, y, valid = h_all[start : start + chunk], labels[start : start + chunk], valid_all[start : start + chunk]
@@ -118,10 +122,13 @@ class LinearCrossEntropy(torch.autograd.Function):
                 if not valid.all():
                     grad[~valid] = 0.0
                 grad = grad.to(dtype)
-                if bias is not None:
-                    grad_bias += grad.sum(0, dtype=torch.float32)
                 grad_hidden[start : start + chunk] = grad @ w
-                grad_weight += grad.T @ h
+                grad_weight = _accumulate(grad_weight, grad.T @ h)
+                if bias is not None:
+                    grad_bias = _accumulate(grad_bias, grad.sum(0, dtype=torch.float32))
+            if grad_weight is None:  # no rows
+                grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+                grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
         # Held on ctx, not saved for backward: the backward hands them over (scaled in place), so autograd can
         # accumulate them into .grad without copying (vocabulary-sized: 64 MB each at base dims).
         ctx.grads = (grad_hidden, grad_weight.to(weight.dtype), grad_bias.to(bias.dtype) if bias is not None else None)
