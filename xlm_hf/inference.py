@@ -187,8 +187,8 @@ class SmallInputGELU(nn.Module):
         self.original = original  # restored by `restore_gelu`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.numel() > MAX_NATIVE_GELU or x.device.type != "cpu" or torch.compiler.is_compiling()
-                or not torch._C._get_mkldnn_enabled()):
+        if (torch.compiler.is_compiling() or x.numel() > MAX_NATIVE_GELU or x.device.type != "cpu"
+                or not torch._C._get_mkldnn_enabled()):  # (compiled: inductor's own GELU)
             return F.gelu(x)
         torch._C._set_mkldnn_enabled(False)
         try:
