@@ -40,9 +40,8 @@ from xlm_hf.training import (
     create_model,
     load_tokenizer,
     parse_args,
-    pin_cpu_threads,
+    prepare_process,
     resolve_resume,
-    reuse_freed_memory,
     save_final_model,
     setup_logging,
 )
@@ -52,9 +51,7 @@ logger = logging.getLogger(__name__)
 
 def main(argv=None) -> dict:
     model_args, data_args, training_args = parse_args((ModelArguments, PretrainingDataArguments, PretrainingArguments), argv)
-    pin_cpu_threads()  # reproducible runs: a fixed thread count for torch and MKL
-    if training_args.reuse_freed_memory:
-        reuse_freed_memory()  # the large tensors of each step reuse freed memory, without page faults
+    prepare_process(training_args.reuse_freed_memory)  # fixed thread count; large per-step tensors reuse freed memory
     setup_logging(logging.INFO if training_args.should_log else logging.WARNING)
     logger.warning("Process rank %s, device %s, world size %s, bf16 %s", training_args.process_index,
                    training_args.device, training_args.world_size, training_args.bf16)

@@ -37,10 +37,9 @@ from xlm_hf.training import (
     make_generation_metrics,
     model_inputs,
     parse_args,
-    pin_cpu_threads,
+    prepare_process,
     push_to_hub,
     resolve_resume,
-    reuse_freed_memory,
     save_final_model,
     setup_logging,
 )
@@ -52,9 +51,7 @@ def main(argv=None) -> dict:
     model_args, data_args, training_args = parse_args(
         (ModelArguments, DataArguments, TranslationTrainingArguments), argv
     )
-    pin_cpu_threads()  # reproducible runs: a fixed thread count for torch and MKL
-    if training_args.reuse_freed_memory:
-        reuse_freed_memory()  # the large tensors of each step reuse freed memory, without page faults
+    prepare_process(training_args.reuse_freed_memory)  # fixed thread count; large per-step tensors reuse freed memory
     setup_logging(logging.INFO if training_args.should_log else logging.WARNING)
     logger.warning(
         "Process rank %s, device %s, world size %s, bf16 %s",

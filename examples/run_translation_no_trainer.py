@@ -48,11 +48,10 @@ from xlm_hf.training import (
     model_inputs,
     num_update_steps,
     parse_args,
-    pin_cpu_threads,
     prefixed,
+    prepare_process,
     push_to_hub,
     resolve_resume,
-    reuse_freed_memory,
     save_final_model,
     save_training_state,
     setup_logging,
@@ -83,9 +82,7 @@ def launched_without_accelerator() -> bool:
 
 def main(argv=None) -> dict:
     model_args, data_args, args = parse_args((ModelArguments, DataArguments, LoopArguments), argv)
-    pin_cpu_threads()  # reproducible runs: a fixed thread count for torch and MKL
-    if args.reuse_freed_memory:
-        reuse_freed_memory()  # the large tensors of each step reuse freed memory, without page faults
+    prepare_process(args.reuse_freed_memory)  # fixed thread count; large per-step tensors reuse freed memory
     report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
     accelerator = Accelerator(
         cpu=args.use_cpu or launched_without_accelerator(),

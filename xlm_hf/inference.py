@@ -203,23 +203,24 @@ def use_small_input_gelu(model: nn.Module) -> int:
     from transformers.activations import GELUActivation
 
     replaced = 0
-    for module in list(model.modules()):
-        if isinstance(module, SmallInputGELU):  # already replaced: its `original` stays as it is
-            continue
-        for name, child in module.named_children():
-            if type(child) is GELUActivation and child.act is F.gelu:
-                setattr(module, name, SmallInputGELU(child))
-                replaced += 1
+    for module, name, child in _children(model):
+        if type(child) is GELUActivation and child.act is F.gelu and not isinstance(module, SmallInputGELU):
+            setattr(module, name, SmallInputGELU(child))  # (the `original` inside one stays as it is: idempotent)
+            replaced += 1
     return replaced
 
 
 def restore_gelu(model: nn.Module) -> nn.Module:
     """Back to the activation modules the model was built with."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, SmallInputGELU):
-                setattr(module, name, child.original)
+    for module, name, child in _children(model):
+        if isinstance(child, SmallInputGELU):
+            setattr(module, name, child.original)
     return model
+
+
+def _children(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute name, child) for every submodule, listed before any is replaced."""
+    return [(module, name, child) for module in model.modules() for name, child in module.named_children()]
 
 
 def enable_compiled_decoding(model: nn.Module, fullgraph: bool = True) -> nn.Module:

@@ -410,6 +410,14 @@ def reuse_freed_memory() -> bool:
     return took
 
 
+def prepare_process(reuse_memory: bool = True) -> None:
+    """What every training script does first: a fixed CPU thread count (`pin_cpu_threads`), and freed host memory kept
+    for reuse (`reuse_freed_memory`) unless the script's `--reuse_freed_memory false`."""
+    pin_cpu_threads()
+    if reuse_memory:
+        reuse_freed_memory()
+
+
 def setup_logging(level: int) -> None:
     """Script logging: one format for our logs and for the transformers/datasets libraries, at `level`."""
     import datasets
@@ -1140,6 +1148,7 @@ __all__ = [
     "save_final_model",
     "save_training_state",
     "pin_cpu_threads",
+    "prepare_process",
     "reuse_freed_memory",
     "setup_logging",
     "split_pair",
