@@ -194,6 +194,41 @@ def test_beam_search_is_the_same_with_and_without_cache():
     torch.testing.assert_close(cached[1], uncached[1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rows, n, k", [(16, 4 * 1000, 8), (3, 5 * 1003, 10), (2, 4 * 128 + 5, 4), (2, 300, 8)])
+def test_topk_by_blocks_finds_what_torch_topk_finds(rows, n, k):
+    """The same sorted values and indices as torch.topk, with a tail that fills no block, with fewer blocks than k
+    (torch.topk itself), and with ties (then the values, as tied indices are in no defined order)."""
+    from xlm_hf.modeling_xlm_hf import topk_by_blocks
+
+    torch.manual_seed(0)
+    scores = torch.randn(rows, n)
+    scores[0, -1] = 100.0  # the best value in the tail
+    values, indices = topk_by_blocks(scores, k)
+    expected = torch.topk(scores, k)
+    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+    tied = torch.randint(0, 50, (rows, n)).float()
+    values, indices = topk_by_blocks(tied, k)
+    assert torch.equal(values, torch.topk(tied, k).values)
+    assert torch.equal(tied.gather(1, indices), values)
+
+
+def test_beam_search_keeps_the_beams_transformers_own_selection_keeps():
+    """Our block-wise top-k of beam search's continuations (`_get_top_k_continuations`) against transformers' own, on
+    a vocabulary large enough for the blocks to matter: the same sequences, scores and beam indices."""
+    from transformers import GenerationMixin
+
+    model = tiny_model(vocab_size=1000)
+    reference = copy.deepcopy(model)
+    reference._get_top_k_continuations = GenerationMixin._get_top_k_continuations.__get__(reference)
+    b = batch(padded=True)
+    kw = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=10, num_beams=4,
+              num_return_sequences=4, forced_bos_token_id=TAGS["fr"], output_scores=True,
+              return_dict_in_generate=True)
+    ours, theirs = model.generate(**kw), reference.generate(**kw)
+    assert torch.equal(ours.sequences, theirs.sequences) and torch.equal(ours.beam_indices, theirs.beam_indices)
+    assert torch.equal(ours.sequences_scores, theirs.sequences_scores)
+
+
 @pytest.mark.parametrize("cache_implementation", [None, "static"])
 def test_decoder_sized_unlike_the_encoder_generates_as_without_cache(cache_implementation):
     """The caches are sized from the config's decoder view (`get_text_config(decoder=True)`): 1 encoder layer with

@@ -166,6 +166,28 @@ def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torc
     return hidden_states * keep * (1.0 / (1.0 - p))
 
 
+def topk_by_blocks(scores: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.topk(scores, k)` over the last dim of a 2D tensor, sorted, found block by block: the k best values lie in
+    the k blocks (of `block` entries) with the best maxima, so only those are searched. Same values as torch.topk;
+    indices the same too, up to the order of tied values (which torch.topk leaves unspecified). On CPUs, where
+    torch.topk tracks indices through every entry, it is ~6x faster on a beam search's (batch, beams x vocab) scores
+    (3.4 -> 0.5 ms at batch 16, beam 4, 32k vocabulary: `benchmarks/README.md`)."""
+    rows, n = scores.shape
+    n_blocks = n // block
+    if n_blocks <= k:
+        return torch.topk(scores, k)
+    body = scores[:, : n_blocks * block].reshape(rows, n_blocks, block)
+    best = body.amax(dim=-1).topk(k).indices  # (R, k) blocks holding the k best values
+    candidates = body.gather(1, best.unsqueeze(-1).expand(rows, k, block)).view(rows, k * block)
+    positions = (best.unsqueeze(-1) * block + torch.arange(block, device=scores.device)).view(rows, k * block)
+    if n_blocks * block < n:  # the tail that fills no block is always searched
+        candidates = torch.cat([candidates, scores[:, n_blocks * block :]], dim=1)
+        tail = torch.arange(n_blocks * block, n, device=scores.device).expand(rows, -1)
+        positions = torch.cat([positions, tail], dim=1)
+    values, chosen = candidates.topk(k)
+    return values, positions.gather(1, chosen)
+
+
 def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
     """XLM's create_sinusoidal_embeddings: sin on even features, cos on odd ones."""
     position = torch.arange(n_pos, dtype=torch.float64).unsqueeze(1)  # (P, 1)
@@ -877,6 +899,25 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
         else:
             cache.reorder_cache(beam_idx)
         return cache
+
+    def _get_top_k_continuations(self, accumulated_log_probs, running_sequences, running_beam_indices, cur_len,
+                                 decoder_prompt_len, do_sample, beams_to_keep, num_beams, batch_size, **kwargs):
+        """transformers' step of beam search that keeps the `beams_to_keep` best continuations of each sentence, with
+        their top-k over (batch, beams x vocab) scores found by `topk_by_blocks` (the same continuations, ~6x faster
+        on CPUs, where torch.topk was a tenth of a beam-4 step). Sampling is transformers' own."""
+        if do_sample:
+            return super()._get_top_k_continuations(
+                accumulated_log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len, do_sample,
+                beams_to_keep, num_beams, batch_size, **kwargs)
+        topk_log_probs, topk_indices = topk_by_blocks(accumulated_log_probs, beams_to_keep)  # (B, K) each
+        vocab_size = accumulated_log_probs.shape[-1] // num_beams
+        beams, token_ids = topk_indices // vocab_size, topk_indices % vocab_size  # which beam, which next token
+        topk_running_beam_indices = self._gather_beams(running_beam_indices, beams)
+        topk_running_sequences = self._gather_beams(running_sequences, beams)
+        topk_running_sequences[:, :, cur_len] = token_ids
+        batch_offset = torch.arange(batch_size, device=token_ids.device).view(-1, 1) * num_beams
+        topk_running_beam_indices[:, :, cur_len - decoder_prompt_len] = beams + batch_offset  # flat beam rows
+        return topk_log_probs, topk_running_sequences, topk_running_beam_indices
 
     def _beam_search(self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
                      **model_kwargs):
