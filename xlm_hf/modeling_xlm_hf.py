@@ -121,6 +121,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                     grad.sub_(label_smoothing / vocab / count)
                 if not valid.all():
                     grad[~valid] = 0.0
+                del logits  # (the same tensor as grad: freed at the cast, before the gradient matmuls' outputs)
                 grad = grad.to(dtype)
                 grad_hidden[start : start + chunk] = grad @ w
                 grad_weight = _accumulate(grad_weight, grad.T @ h)
@@ -153,15 +154,15 @@ def fused_lm_loss(hidden_states: torch.Tensor, lm_head: nn.Linear, labels: torch
 
 def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """`F.dropout`, with the CPU mask drawn from raw random bits: aten's CPU `bernoulli_` is ~6x slower, which made
-    dropout a sixth of a `small` training step. Each int64 of `random_()` holds 63 random bits, so its three low
-    16-bit words are uniform; a unit is kept when its word is at or above the p-quantile (p to 1/65536)."""
+    dropout a sixth of a `small` training step. Each int64 drawn over its full range holds 64 random bits, four
+    uniform 16-bit words; a unit is kept when its word is at or above the p-quantile (p to 1/65536)."""
     if not training or p == 0.0:
         return hidden_states
     if hidden_states.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
         return F.dropout(hidden_states, p=p, training=True)
     n = hidden_states.numel()
-    words = torch.empty((n + 2) // 3, dtype=torch.int64).random_()  # uses (and advances) the default generator
-    uniform16 = words.view(torch.int16).view(-1, 4)[:, :3].reshape(-1)[:n].view(hidden_states.shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # the default generator, advanced
+    uniform16 = words.view(torch.int16)[:n].view(hidden_states.shape)
     keep = uniform16 >= round(p * 65536) - 32768
     return hidden_states * keep * (1.0 / (1.0 - p))
 
