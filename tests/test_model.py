@@ -462,6 +462,31 @@ def test_bf16_on_cpu_takes_the_matmul_path_with_sdpa_masks(padded):
     torch.testing.assert_close(outs["sdpa"].logits.float(), reference.logits, atol=0.1, rtol=0.05)
 
 
+def test_bf16_cpu_inference_attends_to_the_source_in_fp32():
+    """Without autograd, a bf16 model on a CPU caches the source's keys/values in fp32 and runs cross-attention in fp32
+    (faster kernels there); self-attention and the outputs stay bf16; with autograd (training) nothing changes dtype.
+    Cached decoding still equals recomputing every prefix, and the outputs stay near fp32."""
+    model = tiny_model("eager").to(torch.bfloat16)
+    b = batch(padded=True)
+    dec = model.prepare_decoder_input_ids_from_labels(b["labels"])
+    inputs = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"], decoder_input_ids=dec,
+                  output_attentions=True)
+    with torch.no_grad():
+        out = model(**inputs)
+        reference = tiny_model("eager")(**inputs)
+    assert out.cross_attentions[0].dtype == torch.float32 and out.decoder_attentions[0].dtype == torch.bfloat16
+    assert out.logits.dtype == torch.bfloat16
+    torch.testing.assert_close(out.logits.float(), reference.logits, atol=0.1, rtol=0.05)
+    assert model(**inputs).cross_attentions[0].dtype == torch.bfloat16  # with autograd
+    kw = dict(input_ids=b["input_ids"], attention_mask=b["attention_mask"], max_new_tokens=8, num_beams=1,
+              do_sample=False, forced_bos_token_id=TAGS["fr"])
+    generated = model.generate(**kw, return_dict_in_generate=True)
+    cache = generated.past_key_values
+    assert cache.cross_attention_cache.layers[0].keys.dtype == torch.float32
+    assert cache.self_attention_cache.layers[0].keys.dtype == torch.bfloat16
+    assert torch.equal(generated.sequences, model.generate(**kw, use_cache=False))
+
+
 def test_cpu_dropout_keeps_the_expected_share_and_scales():
     from xlm_hf.modeling_xlm_hf import apply_dropout as dropout
 

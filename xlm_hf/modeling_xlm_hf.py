@@ -256,7 +256,9 @@ class XLMAttention(nn.Module):
             return eager_attention_forward
         return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
 
-    def _attend(self, query, key, value, attention_mask, **kwargs):
+    def _attend(self, query, key, value, attention_mask, out_dtype: torch.dtype | None = None, **kwargs):
+        """The kernel, then the output projection; `out_dtype`: the projection's input dtype when the kernel ran in
+        another (see `XLMCrossAttention`)."""
         attention_interface = self._kernel(query)
         attn_output, attn_weights = attention_interface(
             self,
@@ -268,7 +270,10 @@ class XLMAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )  # (B, T, H, Dh)
-        attn_output = self.out_proj(attn_output.reshape(*attn_output.shape[:2], -1))  # (B, T, D)
+        attn_output = attn_output.reshape(*attn_output.shape[:2], -1)  # (B, T, D)
+        if out_dtype is not None:
+            attn_output = attn_output.to(out_dtype)
+        attn_output = self.out_proj(attn_output)
         return attn_output, attn_weights
 
 
@@ -295,7 +300,12 @@ class XLMSelfAttention(XLMAttention):
 
 
 class XLMCrossAttention(XLMAttention):
-    """Decoder-to-encoder attention. Keys and values of the source are computed once per generation and cached."""
+    """Decoder-to-encoder attention. Keys and values of the source are computed once per generation and cached.
+
+    In bf16/fp16 inference on a CPU they are cached in fp32 and the attention runs in fp32: a decoding step's
+    cross-attention is two batched matmuls of one query row against the source, which CPU kernels do 1.5-2x faster
+    in fp32 than in bf16 (`benchmarks/README.md`); the cache never grows or moves (beam search leaves it in place), so
+    its fp32 copy costs one cast per generation. Training (autograd) and torch.compile keep the model's dtype."""
 
     def __init__(self, config: XLMConfig, num_heads: int, layer_idx: int):
         super().__init__(config, num_heads, layer_idx, is_causal=False)
@@ -317,12 +327,22 @@ class XLMCrossAttention(XLMAttention):
             key, value = layer.keys, layer.values  # (B, H, S, Dh)
         else:
             src_len = encoder_hidden_states.shape[1]
-            kv = self.kv_proj(encoder_hidden_states).view(batch, src_len, 2, self.num_heads, self.head_dim)
+            kv = self.kv_proj(encoder_hidden_states)
+            kv = kv.to(self._kernel_dtype(kv)).view(batch, src_len, 2, self.num_heads, self.head_dim)
             key, value = kv.transpose(1, 3).unbind(2)  # each (B, H, S, Dh)
             if cache is not None:
-                key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)
+                key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)  # (a static one: its dtype)
                 cache.is_updated[self.layer_idx] = True
-        return self._attend(query, key, value, attention_mask, **kwargs)
+        out_dtype = query.dtype if key.dtype != query.dtype else None
+        return self._attend(query.to(key.dtype), key, value, attention_mask, out_dtype, **kwargs)
+
+    def _kernel_dtype(self, states: torch.Tensor) -> torch.dtype:
+        """fp32 for bf16/fp16 inference on a CPU (see the class), else the states' dtype."""
+        if (states.dtype in (torch.bfloat16, torch.float16) and states.device.type == "cpu"
+                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                and self.config._attn_implementation in ("sdpa", "eager")):
+            return torch.float32
+        return states.dtype
 
 
 # ----------------------------------------------------------------------------------------------------------------------
