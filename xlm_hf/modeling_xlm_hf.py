@@ -171,8 +171,8 @@ def topk_by_blocks(scores: torch.Tensor, k: int, block: int = 128) -> tuple[torc
     """`torch.topk(scores, k)` over the last dim of a 2D tensor, sorted, found block by block: the k best values lie in
     the k blocks (of `block` entries) with the best maxima, so only those are searched. Same values as torch.topk;
     indices the same too, up to the order of tied values (which torch.topk leaves unspecified). On CPUs, where
-    torch.topk tracks indices through every entry, it is ~6x faster on a beam search's (batch, beams x vocab) scores
-    (3.4 -> 0.5 ms at batch 16, beam 4, 32k vocabulary: `benchmarks/README.md`)."""
+    torch.topk tracks indices through every entry, it is 4-7x faster on a beam search's (batch, beams x vocab) scores
+    (3.5 -> 0.5-0.75 ms at batch 16, beam 4, 32k vocabulary: `benchmarks/bench_kernels.py`)."""
     rows, n = scores.shape
     n_blocks = n // block
     if n_blocks <= k:
@@ -303,9 +303,9 @@ class XLMCrossAttention(XLMAttention):
     """Decoder-to-encoder attention. Keys and values of the source are computed once per generation and cached.
 
     In bf16/fp16 inference on a CPU they are cached in fp32 and the attention runs in fp32: a decoding step's
-    cross-attention is two batched matmuls of one query row against the source, which CPU kernels do 1.5-2x faster
-    in fp32 than in bf16 (`benchmarks/README.md`); the cache never grows or moves (beam search leaves it in place), so
-    its fp32 copy costs one cast per generation. Training (autograd) and torch.compile keep the model's dtype."""
+    cross-attention is two batched matmuls of one query row against the source, which CPU kernels do 1.3-2x faster
+    in fp32 than in bf16 (`benchmarks/bench_kernels.py`); the cache never grows or moves (beam search leaves it in
+    place), so its fp32 copy costs one cast per generation. Training (autograd) and torch.compile keep the model's dtype."""
 
     def __init__(self, config: XLMConfig, num_heads: int, layer_idx: int):
         super().__init__(config, num_heads, layer_idx, is_causal=False)
@@ -924,7 +924,7 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
     def _get_top_k_continuations(self, accumulated_log_probs, running_sequences, running_beam_indices, cur_len,
                                  decoder_prompt_len, do_sample, beams_to_keep, num_beams, batch_size, **kwargs):
         """transformers' step of beam search that keeps the `beams_to_keep` best continuations of each sentence, with
-        their top-k over (batch, beams x vocab) scores found by `topk_by_blocks` (the same continuations, ~6x faster
+        their top-k over (batch, beams x vocab) scores found by `topk_by_blocks` (the same continuations, 4-7x faster
         on CPUs, where torch.topk was a tenth of a beam-4 step). Sampling is transformers' own."""
         if do_sample:
             return super()._get_top_k_continuations(
