@@ -305,7 +305,8 @@ class XLMCrossAttention(XLMAttention):
     In bf16/fp16 inference on a CPU they are cached in fp32 and the attention runs in fp32: a decoding step's
     cross-attention is two batched matmuls of one query row against the source, which CPU kernels do 1.3-2x faster
     in fp32 than in bf16 (`benchmarks/bench_kernels.py`); the cache never grows or moves (beam search leaves it in
-    place), so its fp32 copy costs one cast per generation. Training (autograd) and torch.compile keep the model's dtype."""
+    place), so its fp32 copy costs one cast per generation. Training (autograd) and torch.compile keep the model's
+    dtype."""
 
     def __init__(self, config: XLMConfig, num_heads: int, layer_idx: int):
         super().__init__(config, num_heads, layer_idx, is_causal=False)
