@@ -41,8 +41,7 @@ def main(argv=None) -> None:
 
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    import xlm_hf  # noqa: F401  (registers the Auto classes)
-    from xlm_hf.evaluation import compute_translation_metrics
+    from xlm_hf.evaluation import compute_translation_metrics  # (importing xlm_hf registers the Auto classes)
     from xlm_hf.pipeline_translation import translation_pipeline
 
     sources, references = read_pairs(args.test)

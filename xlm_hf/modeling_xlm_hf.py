@@ -925,9 +925,10 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
     def _get_top_k_continuations(self, accumulated_log_probs, running_sequences, running_beam_indices, cur_len,
                                  decoder_prompt_len, do_sample, beams_to_keep, num_beams, batch_size, **kwargs):
         """transformers' step of beam search that keeps the `beams_to_keep` best continuations of each sentence, with
-        their top-k over (batch, beams x vocab) scores found by `topk_by_blocks` (the same continuations, 4-7x faster
-        on CPUs, where torch.topk was a tenth of a beam-4 step). Sampling is transformers' own."""
-        if do_sample:
+        their top-k over (batch, beams x vocab) scores found by `topk_by_blocks` on a CPU (the same continuations, 4-7x
+        faster there, where torch.topk was a tenth of a beam-4 step). Sampling, and other devices, are transformers'
+        own."""
+        if do_sample or accumulated_log_probs.device.type != "cpu":
             return super()._get_top_k_continuations(
                 accumulated_log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len, do_sample,
                 beams_to_keep, num_beams, batch_size, **kwargs)
