@@ -82,6 +82,18 @@ def test_fused_loss_equals_the_plain_loss_and_gradients(smoothing, bf16):
             torch.testing.assert_close(a.grad / scale, b.grad / scale, **tolerance, msg=name)
 
 
+def test_fused_loss_with_no_labelled_position_is_zero_with_zero_gradients():
+    """Only labelled rows go through the fused output layer: with none (all -100) the loss and every gradient it
+    sends are zero, and nothing fails."""
+    model = tiny_model().train()
+    b = batch()
+    b["labels"] = torch.full_like(b["labels"], -100)
+    loss = model(**b).loss
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
 def test_fused_loss_has_one_backward_and_says_how_to_get_more():
     model = tiny_model().train()
     loss = model(**batch()).loss

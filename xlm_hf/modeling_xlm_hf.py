@@ -87,49 +87,55 @@ def _accumulate(total: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """`lm_loss(hidden @ weight.T + bias, labels)` without the (N, V) logits: rows go through the output layer
-    `chunk` at a time, and each chunk's gradients are computed right there (softmax minus the smoothed one-hot), so
-    only (chunk, V) is ever alive. The loss must be the end of the graph up to a scalar factor (it is: the backward
-    scales the stored gradients by grad_output). Under autocast the matmuls run in its dtype, the softmax in fp32."""
+    """`lm_loss(hidden @ weight.T + bias, labels)` without the (N, V) logits: only the rows with a label (not -100:
+    padding) go through the output layer, `chunk` at a time, and each chunk's gradients are computed right there
+    (softmax minus the smoothed one-hot), so only (chunk, V) is ever alive. The loss must be the end of the graph up
+    to a scalar factor (it is: the backward scales the stored gradients by grad_output). Under autocast the matmuls
+    run in its dtype, the softmax in fp32."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, label_smoothing: float, chunk: int):
         # hidden (N, D), weight (V, D), bias (V,) or None, labels (N,) with -100 where ignored
         dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
         with torch.autocast(hidden.device.type, enabled=False):
-            h_all, w = hidden.to(dtype), weight.to(dtype)
-            valid_all = labels != -100
-            count = valid_all.sum().clamp(min=1).float()
+            valid = labels != -100
+            rows = None if valid.all() else valid.nonzero().squeeze(1)  # (M,): the labelled rows, when some are not
+            h_all = (hidden if rows is None else hidden[rows]).to(dtype)  # (M, D)
+            y_all = labels if rows is None else labels[rows]  # (M,)
+            w = weight.to(dtype)
+            count = torch.tensor(max(h_all.shape[0], 1), dtype=torch.float32, device=hidden.device)
             vocab = weight.shape[0]
             loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            grad_hidden = torch.empty_like(hidden)
+            grad_rows = torch.empty(h_all.shape, dtype=hidden.dtype, device=hidden.device)  # (M, D)
             grad_weight = grad_bias = None  # fp32 sums over the chunks; the first chunk's term starts them (no zeros)
             bias_c = bias.to(dtype) if bias is not None else None
-            for start in range(0, hidden.shape[0], chunk):
-                h, y, valid = h_all[start : start + chunk], labels[start : start + chunk], valid_all[start : start + chunk]
+            for start in range(0, h_all.shape[0], chunk):
+                h, y = h_all[start : start + chunk], y_all[start : start + chunk]
                 logits = (torch.addmm(bias_c, h, w.T) if bias is not None else h @ w.T).float()  # (n, V)
                 lse = torch.logsumexp(logits, dim=-1)  # (n,)
-                y0 = y.clamp(min=0).unsqueeze(1)
+                y0 = y.unsqueeze(1)
                 per_row = (1.0 - label_smoothing) * (lse - logits.gather(1, y0).squeeze(1))
                 if label_smoothing:
                     per_row += label_smoothing * (lse - logits.mean(dim=-1))
-                loss += per_row.masked_fill(~valid, 0.0).sum()
+                loss += per_row.sum()
                 # d loss / d logits = (softmax - (1 - eps) one_hot - eps / V) / count: one pass, in place of the logits
                 grad = logits.sub_((lse + count.log()).unsqueeze(1)).exp_()
                 grad.scatter_add_(1, y0, torch.full_like(lse, -(1.0 - label_smoothing)).div_(count).unsqueeze(1))
                 if label_smoothing:
                     grad.sub_(label_smoothing / vocab / count)
-                if not valid.all():
-                    grad[~valid] = 0.0
                 del logits  # (the same tensor as grad: freed at the cast, before the gradient matmuls' outputs)
                 grad = grad.to(dtype)
-                grad_hidden[start : start + chunk] = grad @ w
+                grad_rows[start : start + chunk] = grad @ w
                 grad_weight = _accumulate(grad_weight, grad.T @ h)
                 if bias is not None:
                     grad_bias = _accumulate(grad_bias, grad.sum(0, dtype=torch.float32))
-            if grad_weight is None:  # no rows
+            if grad_weight is None:  # no labelled rows
                 grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
                 grad_bias = torch.zeros(vocab, dtype=torch.float32, device=weight.device) if bias is not None else None
+            if rows is None:
+                grad_hidden = grad_rows
+            else:  # unlabelled rows get no gradient from the loss
+                grad_hidden = torch.zeros_like(hidden).index_copy_(0, rows, grad_rows)
         # Held on ctx, not saved for backward: the backward hands them over (scaled in place), so autograd can
         # accumulate them into .grad without copying (vocabulary-sized: 64 MB each at base dims).
         ctx.grads = (grad_hidden, grad_weight.to(weight.dtype), grad_bias.to(bias.dtype) if bias is not None else None)
