@@ -8,6 +8,9 @@ Marian in the same mode (speed: ours/Marian; memory: Marian/ours; >= 1.0 means o
     python benchmarks/bench_model.py                        # base dims, batch 16, 32 + 32 tokens, 2 threads
     python benchmarks/bench_model.py --cases 'train-*' --steps 5 --json out.json
     python benchmarks/bench_model.py --cases '*-compiled' --steps 5 --warmup 2   # static cache + torch.compile
+    python benchmarks/bench_model.py --cases 'train-*' --padded   # random lengths, padded as real batches are
+
+Tokens/s counts positions (source + target for training, generated for decoding), padding included.
 
 The `*-compiled` modes (ours only: `prepare_for_inference(..., compile=True)`) and the `*-vs-fp32` ones (ours only,
 bf16 weights, eager) are timed in the same rounds as Marian in the plain fp32 mode (`marian/greedy`, `marian/beam4`);
@@ -211,10 +214,22 @@ MODES: dict[str, Mode] = {
 
 
 def make_batch(args, vocab_size: int) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)  # the same data for every model
+    """Random word ids, the same for every model. With --padded, each source and target gets a random length (uniform
+    from 1 to --src-len / --tgt-len) and is padded after it, as sentences of a real corpus are in a batch: padding in
+    the source (attention mask 0, pad ids), ignored labels (-100) in the target."""
+    generator = torch.Generator().manual_seed(0)
     ids = partial(torch.randint, FIRST_WORD_ID, vocab_size, generator=generator)
-    input_ids = ids((args.batch_size, args.src_len))
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": ids((args.batch_size, args.tgt_len))}
+    input_ids, labels = ids((args.batch_size, args.src_len)), ids((args.batch_size, args.tgt_len))
+    attention_mask = torch.ones_like(input_ids)
+    if args.padded:
+        pad_id = config_from_preset(args.preset, vocab_size=vocab_size).pad_token_id
+        for tensor, fill in ((input_ids, pad_id), (labels, -100)):
+            lengths = torch.randint(1, tensor.shape[1] + 1, (tensor.shape[0], 1), generator=generator)
+            padding = torch.arange(tensor.shape[1]) >= lengths  # (B, T)
+            tensor[padding] = fill
+            if fill == pad_id:
+                attention_mask[padding] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def build_case(model_name: str, mode_name: str, args) -> tuple[Callable[[], None], dict]:
@@ -240,6 +255,8 @@ def add_shape_options(parser, steps: int, warmup: int) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--src-len", type=int, default=32)
     parser.add_argument("--tgt-len", type=int, default=32, help="target length; also the number of generated tokens")
+    parser.add_argument("--padded", action="store_true",
+                        help="random lengths, padded as in a real batch (about half the positions); default: none")
     parser.add_argument("--steps", type=int, default=steps, help="timed rounds (one step per case each); medians")
     parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps per case first")
 
