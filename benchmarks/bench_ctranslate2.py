@@ -78,6 +78,8 @@ def parse_args(argv=None):
     unknown = sorted(set(args.modes) - set(MODES))
     if unknown:
         parser.error(f"unknown modes {unknown}: choose from {sorted(MODES)}")
+    if args.padded:
+        parser.error("--padded is for bench_model.py: CTranslate2 takes unpadded token lists")
     return args
 
 
