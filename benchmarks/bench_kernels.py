@@ -17,12 +17,12 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 
 from common import machine_line, markdown_table  # benchmarks/ is sys.path[0]
-from xlm_hf.modeling_xlm_hf import topk_by_blocks
+from xlm_hf.modeling_xlm_hf import eager_attention_forward, topk_by_blocks
 
 
 def paired_medians(default: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -52,11 +52,14 @@ def topk_rows(repeats: int, vocab: int = 32000, beams: int = 4) -> list[list]:
     return rows
 
 
+NOT_CAUSAL = SimpleNamespace(is_causal=False, training=False)  # what the kernel reads of its attention module
+
+
 def attend(query, key, value, dtype) -> torch.Tensor:
-    """The eager path of `eager_attention_forward` for one query row: (B, H, 1, Dh) against (B, H, S, Dh)."""
-    weights = torch.matmul(query.to(key.dtype), key.transpose(2, 3)) * query.shape[-1] ** -0.5
-    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(key.dtype)
-    return torch.matmul(weights, value).transpose(1, 2).reshape(query.shape[0], 1, -1).to(dtype)
+    """The model's `eager_attention_forward` for one query row, (B, H, 1, Dh) against (B, H, S, Dh), in the keys'
+    dtype, the output in `dtype`: as `XLMAttention._attend` runs it."""
+    output, _ = eager_attention_forward(NOT_CAUSAL, query.to(key.dtype), key, value, None, query.shape[-1] ** -0.5)
+    return output.reshape(query.shape[0], 1, -1).to(dtype)
 
 
 def cross_attention_rows(repeats: int, source: int = 32, heads: int = 8, head_dim: int = 64) -> list[list]:

@@ -222,13 +222,14 @@ def make_batch(args, vocab_size: int) -> dict[str, torch.Tensor]:
     input_ids, labels = ids((args.batch_size, args.src_len)), ids((args.batch_size, args.tgt_len))
     attention_mask = torch.ones_like(input_ids)
     if args.padded:
-        pad_id = config_from_preset(args.preset, vocab_size=vocab_size).pad_token_id
-        for tensor, fill in ((input_ids, pad_id), (labels, -100)):
-            lengths = torch.randint(1, tensor.shape[1] + 1, (tensor.shape[0], 1), generator=generator)
-            padding = torch.arange(tensor.shape[1]) >= lengths  # (B, T)
-            tensor[padding] = fill
-            if fill == pad_id:
-                attention_mask[padding] = 0
+        def padding(length: int) -> torch.Tensor:  # (B, length): True after each row's random length
+            lengths = torch.randint(1, length + 1, (args.batch_size, 1), generator=generator)
+            return torch.arange(length) >= lengths
+
+        source_padding, target_padding = padding(args.src_len), padding(args.tgt_len)
+        input_ids[source_padding] = config_from_preset(args.preset, vocab_size=vocab_size).pad_token_id
+        attention_mask[source_padding] = 0
+        labels[target_padding] = -100
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

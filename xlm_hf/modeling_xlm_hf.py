@@ -100,9 +100,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             valid = labels != -100
             rows = None if valid.all() else valid.nonzero().squeeze(1)  # (M,): the labelled rows, when some are not
-            h_all = (hidden if rows is None else hidden[rows]).to(dtype)  # (M, D)
-            y_all = labels if rows is None else labels[rows]  # (M,)
-            w = weight.to(dtype)
+            h_all, y_all = (hidden, labels) if rows is None else (hidden[rows], labels[rows])  # (M, D), (M,)
+            h_all, w = h_all.to(dtype), weight.to(dtype)
             count = torch.tensor(max(h_all.shape[0], 1), dtype=torch.float32, device=hidden.device)
             vocab = weight.shape[0]
             loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -262,9 +261,11 @@ class XLMAttention(nn.Module):
             return eager_attention_forward
         return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
 
-    def _attend(self, query, key, value, attention_mask, out_dtype: torch.dtype | None = None, **kwargs):
-        """The kernel, then the output projection; `out_dtype`: the projection's input dtype when the kernel ran in
-        another (see `XLMCrossAttention`)."""
+    def _attend(self, query, key, value, attention_mask, **kwargs):
+        """The kernel, in the dtype of the keys (fp32 for a bf16 model's cross-attention cache, see
+        `XLMCrossAttention`), then the output projection, in the query's."""
+        dtype = query.dtype
+        query = query.to(key.dtype)
         attention_interface = self._kernel(query)
         attn_output, attn_weights = attention_interface(
             self,
@@ -276,10 +277,7 @@ class XLMAttention(nn.Module):
             scaling=self.scaling,
             **kwargs,
         )  # (B, T, H, Dh)
-        attn_output = attn_output.reshape(*attn_output.shape[:2], -1)  # (B, T, D)
-        if out_dtype is not None:
-            attn_output = attn_output.to(out_dtype)
-        attn_output = self.out_proj(attn_output)
+        attn_output = self.out_proj(attn_output.reshape(*attn_output.shape[:2], -1).to(dtype))  # (B, T, D)
         return attn_output, attn_weights
 
 
@@ -340,8 +338,7 @@ class XLMCrossAttention(XLMAttention):
             if cache is not None:
                 key, value = cache.cross_attention_cache.update(key, value, self.layer_idx)  # (a static one: its dtype)
                 cache.is_updated[self.layer_idx] = True
-        out_dtype = query.dtype if key.dtype != query.dtype else None
-        return self._attend(query.to(key.dtype), key, value, attention_mask, out_dtype, **kwargs)
+        return self._attend(query, key, value, attention_mask, **kwargs)
 
     def _kernel_dtype(self, states: torch.Tensor) -> torch.dtype:
         """fp32 for bf16/fp16 inference on a CPU (see the class), else the states' dtype."""
