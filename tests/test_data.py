@@ -1,4 +1,4 @@
-"""xlm_hf.data: the bundled corpus, TSV / JSONL folders, local HF datasets, malformed lines, pair sampling."""
+"""xlm_hf.data: the bundled corpus, TSV / JSONL folders, local HF datasets, malformed lines, streaming."""
 
 import json
 import logging
@@ -8,7 +8,6 @@ from datasets import Dataset, DatasetDict
 
 from xlm_hf.data import (
     bundled_data_dir,
-    interleave_pairs,
     load_translation_dataset,
     load_translation_datasets,
     texts_by_language,
@@ -66,15 +65,6 @@ def test_texts_by_language_collects_every_side(bundled_pairs):
     texts = texts_by_language(bundled_pairs)
     assert list(texts) == ["en", "de", "es", "fr", "ru", "zh"]
     assert len(texts["en"]) == 5 and len(texts["fr"]) == 1
-
-
-def test_interleave_pairs_samples_with_alpha():
-    big = Dataset.from_dict({"x": [0] * 900})
-    small = Dataset.from_dict({"x": [1] * 100})
-    mixed, probabilities = interleave_pairs({"big": big, "small": small}, alpha=0.5, seed=0, stopping_strategy="first_exhausted")
-    assert probabilities["small"] == pytest.approx(0.1**0.5 / (0.1**0.5 + 0.9**0.5))
-    share = sum(mixed["x"]) / len(mixed)
-    assert share == pytest.approx(probabilities["small"], abs=0.08) and share > 0.2
 
 
 def write(path, text):

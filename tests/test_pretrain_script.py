@@ -20,7 +20,6 @@ from xlm_hf.pretraining import (
     corpus_from_datasets,
     count_tokens,
     pack_stream,
-    sample_counts,
 )
 
 
@@ -39,14 +38,6 @@ def pair_dataset(src, tgt, rows):
 
 
 # --- data ---------------------------------------------------------------------------------------------------------------
-
-
-def test_alpha_sampling_counts():
-    sizes = {"big": 900, "small": 100}
-    assert sample_counts(sizes, alpha=1.0) == {"big": 900, "small": 100}  # natural shares
-    assert sample_counts(sizes, alpha=0.0) == {"big": 500, "small": 500}  # uniform
-    smoothed = sample_counts(sizes, alpha=0.5, num_examples=1000)
-    assert smoothed["small"] == 250 and smoothed["big"] == 750  # sqrt(0.1) / (sqrt(0.1) + sqrt(0.9))
 
 
 @settings(max_examples=50, deadline=None)

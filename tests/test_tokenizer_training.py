@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from xlm_hf.cli import main
 from xlm_hf.data import bundled_data_dir
+from xlm_hf.sampling import language_sampling_probabilities
 from xlm_hf.tokenizer_training import (
     BYTE_TOKENS,
     _pre_split,
     _with_byte_fallback,
-    language_sampling_probabilities,
     sample_sentences,
     train_tokenizer,
 )
@@ -51,16 +51,6 @@ def train_small(texts, **kwargs):
 
 
 # --- alpha sampling ------------------------------------------------------------------------------------------------------
-
-
-def test_sampling_probabilities_follow_xlm_formula():
-    counts = {"en": 900, "fr": 100}
-    assert language_sampling_probabilities(counts, 1.0) == pytest.approx({"en": 0.9, "fr": 0.1})
-    assert language_sampling_probabilities(counts, 0.0) == pytest.approx({"en": 0.5, "fr": 0.5})
-    q = language_sampling_probabilities(counts, 0.5)
-    assert q["fr"] == pytest.approx(0.1**0.5 / (0.1**0.5 + 0.9**0.5))
-    with pytest.raises(ValueError, match="alpha must be in \\[0, 1\\]"):
-        language_sampling_probabilities(counts, 1.5)
 
 
 def test_alpha_below_one_raises_the_minority_share_of_the_sample(text_files):

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
+from .configuration_xlm_hf import IGNORE_INDEX
 
 
 @dataclass

@@ -16,6 +16,35 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
+# The label that losses, collators and metrics ignore (PyTorch's and the Trainer's -100).
+IGNORE_INDEX = -100
+
+# The files a saved model folder carries as remote code, so that `trust_remote_code=True` works without xlm-hf
+# installed. transformers copies the saved classes' files and their single-dot imports; `save_pretrained` copies the
+# rest of this list (the translation pipeline, which no model file imports), and the tests check the folder holds
+# exactly these.
+REMOTE_CODE_FILES = (
+    "configuration_xlm_hf.py",
+    "inference.py",
+    "generation_xlm_hf.py",
+    "modeling_xlm_hf.py",
+    "tokenization_xlm_hf.py",
+    "pipeline_translation.py",
+)
+
+TRANSLATION_TASK = "translation"
+MAX_DIRECTION_TASKS_LANGS = 12  # n*(n-1) `translation_xx_to_yy` entries in config.json: keep the file small
+
+
+def custom_pipelines_entry(languages: list[str]) -> dict:
+    """The `config.custom_pipelines` value for a model with these languages: `pipeline("translation")` (removed from
+    transformers 5) and `translation_xx_to_yy` for every direction, served by `pipeline_translation.py`."""
+    names = [TRANSLATION_TASK]
+    if len(languages) <= MAX_DIRECTION_TASKS_LANGS:
+        names += [f"translation_{a}_to_{b}" for a in languages for b in languages if a != b]
+    impl = "pipeline_translation.XLMTranslationPipeline"
+    return {name: {"impl": impl, "pt": ["AutoModelForSeq2SeqLM"]} for name in names}  # fresh dicts: pipeline() edits them
+
 # The ids of XLM's own dictionary (xlm/data/dictionary.py): <s>=0, </s>=1, <pad>=2, <unk>=3, then specials.
 _SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "mask_token_id", "decoder_start_token_id")
 

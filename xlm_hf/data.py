@@ -3,11 +3,12 @@
 One language pair is one `DatasetDict` with the splits `train`, `validation` and `test`. Several pairs come as one
 `DatasetDict` per pair (`load_translation_datasets`), because the rows of different pairs have different language
 keys: a trainer tokenizes each pair with its own language tags, then samples the pairs with XLM's exponent alpha
-(`interleave_pairs`), once their features agree.
+(`xlm_hf.sampling.interleave_pairs`), once their features agree. `stream_translation_datasets` reads the same sources
+lazily, as `datasets.IterableDataset`s, for corpora larger than memory.
 
 Sources:
 
-- `"bundled"`: the po-mini extract shipped in `examples/data/po-mini/` (a repository checkout or editable install);
+- `"bundled"`: the po-mini extract of `examples/data/po-mini/`, shipped with the package (`xlm_hf.resources`);
 - a folder of `SRC-TGT.SPLIT.tsv` files (`english<TAB>french` lines) or `SRC-TGT.SPLIT.jsonl` files (one JSON object
   a line: `{"translation": {"en": ..., "fr": ...}}` or `{"en": ..., "fr": ...}`), or one such file;
 - `{split: path}` for files named otherwise (give `pairs=`);
@@ -23,10 +24,10 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from .tokenizer_training import language_sampling_probabilities
+from .resources import resource_path
 
 
 logger = logging.getLogger(__name__)
@@ -38,13 +39,10 @@ _MAX_REPORTED = 10  # line numbers listed in a message
 
 
 def bundled_data_dir() -> Path:
-    """The folder of the bundled po-mini corpus (`examples/data/po-mini` of the repository)."""
-    path = Path(__file__).resolve().parent.parent / "examples" / "data" / "po-mini"
+    """The folder of the bundled po-mini corpus (`examples/data/po-mini`, shipped as `xlm_hf/resources/po-mini`)."""
+    path = resource_path("po-mini")
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"The bundled corpus is not at {path}: it ships with the repository (examples/data/po-mini), not with "
-            f"the wheel. Use a repository checkout / `pip install -e .`, or pass the folder of your TSV files."
-        )
+        raise FileNotFoundError(f"The bundled corpus is missing from the installed package ({path}): reinstall xlm-hf.")
     return path
 
 
@@ -83,45 +81,75 @@ def load_translation_datasets(
 
     See the module docstring for the sources; `splits` keeps only some splits (`"valid"` is read as `"validation"`).
     """
+    found, wanted_pairs, wanted_splits = _discover(source, pairs, splits, on_error)
+    result = {}
+    for pair in wanted_pairs or list(found):
+        key, split_sources = _select(found, pair, wanted_splits, source)
+        result[pair] = _to_dataset_dict(key, split_sources, on_error)
+    return result
+
+
+def stream_translation_datasets(
+    source: str | os.PathLike = BUNDLED,
+    *,
+    pairs: str | Sequence[str],
+    split: str = "train",
+    on_error: str = "skip",
+) -> tuple[dict, dict[str, int]]:
+    """One split of several pairs, read lazily: `({pair: IterableDataset}, {pair: row count})`.
+
+    The same sources and parsers as `load_translation_datasets`; files are read line by line when iterated (malformed
+    lines skipped with a warning, or fatal with `on_error="fail"`), and an on-disk HF dataset becomes an iterable
+    one. The counts (for alpha-sampling) come from counting lines, not from loading the data.
+    """
+    from datasets import Dataset, Features, IterableDataset
+    from datasets.features import Translation
+
+    found, wanted_pairs, wanted_splits = _discover(source, pairs, [split], on_error)
+    datasets, sizes = {}, {}
+    for pair in wanted_pairs:
+        key, split_sources = _select(found, pair, wanted_splits, source)
+        item = split_sources[wanted_splits[0]]
+        if isinstance(item, Dataset):
+            datasets[pair], sizes[pair] = item.to_iterable_dataset(), len(item)
+            continue
+        src, tgt = split_pair(key)
+        features = Features({"translation": Translation(languages=[src, tgt])})
+        datasets[pair] = IterableDataset.from_generator(
+            _stream_rows, features=features, gen_kwargs={"path": str(item), "src": src, "tgt": tgt, "on_error": on_error}
+        )
+        with open(item, "rb") as handle:
+            sizes[pair] = sum(1 for _ in handle)
+    return datasets, sizes
+
+
+def _discover(source, pairs, splits, on_error: str):
+    """`(found, wanted_pairs, wanted_splits)`: what the source holds (`{pair: {split: file or Dataset}}`) and the
+    checked selection."""
     if on_error not in ("skip", "fail"):
         raise ValueError(f"on_error must be 'skip' (drop malformed lines, with a warning) or 'fail', got {on_error!r}.")
     wanted_pairs = [pairs] if isinstance(pairs, str) else list(pairs) if pairs is not None else None
     for pair in wanted_pairs or []:
-        _split_pair(pair)
+        split_pair(pair)
     wanted_splits = [_split_name(s) for s in splits] if splits is not None else None
-
     if _is_hf_dataset(source):
         found = _from_hf_dataset(source)
     elif isinstance(source, Mapping):
         found = _from_split_mapping(source, wanted_pairs)
     else:
         found = _from_path(Path(bundled_data_dir() if source == BUNDLED else source))
-
-    result = {}
-    for pair in wanted_pairs or list(found):
-        key = pair if pair in found else _reverse(pair) if _reverse(pair) in found else None
-        if key is None:
-            raise ValueError(f"No data for the pair {pair!r} in {_describe(source)}: it has {sorted(found) or 'none'}.")
-        split_sources = {s: v for s, v in found[key].items() if wanted_splits is None or s in wanted_splits}
-        if not split_sources:
-            raise ValueError(f"The pair {pair!r} has no split {wanted_splits} in {_describe(source)}: it has {sorted(found[key])}.")
-        result[pair] = _to_dataset_dict(key, split_sources, on_error)
-    return result
+    return found, wanted_pairs, wanted_splits
 
 
-def interleave_pairs(datasets: Mapping[str, object], *, alpha: float = 0.5, seed: int = 0, stopping_strategy: str = "all_exhausted"):
-    """Mix per-pair datasets into one, drawing pair i with XLM's probability `q_i ∝ (n_i / sum n)^alpha`.
-
-    The datasets must have the same features, e.g. after tokenizing each pair with its own `src_lang` / `tgt_lang`
-    (input_ids / attention_mask / labels). Returns `(dataset, probabilities)`.
-    """
-    from datasets import interleave_datasets
-
-    probabilities = language_sampling_probabilities({pair: len(ds) for pair, ds in datasets.items()}, alpha)
-    mixed = interleave_datasets(
-        list(datasets.values()), probabilities=list(probabilities.values()), seed=seed, stopping_strategy=stopping_strategy
-    )
-    return mixed, probabilities
+def _select(found, pair: str, wanted_splits, source):
+    """`(key, {split: item})` of `pair` (or its reverse) in `found`, only the wanted splits."""
+    key = pair if pair in found else reverse_pair(pair) if reverse_pair(pair) in found else None
+    if key is None:
+        raise ValueError(f"No data for the pair {pair!r} in {_describe(source)}: it has {sorted(found) or 'none'}.")
+    split_sources = {s: v for s, v in found[key].items() if wanted_splits is None or s in wanted_splits}
+    if not split_sources:
+        raise ValueError(f"The pair {pair!r} has no split {wanted_splits} in {_describe(source)}: it has {sorted(found[key])}.")
+    return key, split_sources
 
 
 def texts_by_language(datasets: Mapping[str, object], split: str = "train") -> dict[str, list]:
@@ -132,7 +160,7 @@ def texts_by_language(datasets: Mapping[str, object], split: str = "train") -> d
     for pair, splits in datasets.items():
         if split not in splits:
             raise ValueError(f"The pair {pair!r} has no {split!r} split (it has {sorted(splits)}).")
-        for lang in _split_pair(pair):
+        for lang in split_pair(pair):
             texts.setdefault(lang, []).append(splits[split])
     return texts
 
@@ -178,15 +206,17 @@ def _split_name(split: str) -> str:
     return SPLIT_ALIASES[split.lower()]
 
 
-def _split_pair(pair: str) -> tuple[str, str]:
+def split_pair(pair: str) -> tuple[str, str]:
+    """'en-fr' -> ('en', 'fr'): the one reader of pair names, with the one error message for a malformed one."""
     parts = pair.split("-") if isinstance(pair, str) else []
     if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
         raise ValueError(f"A language pair is written 'src-tgt' with two different codes, e.g. 'en-fr'; got {pair!r}.")
     return parts[0], parts[1]
 
 
-def _reverse(pair: str) -> str:
-    src, tgt = _split_pair(pair)
+def reverse_pair(pair: str) -> str:
+    """'en-fr' -> 'fr-en'."""
+    src, tgt = split_pair(pair)
     return f"{tgt}-{src}"
 
 
@@ -225,7 +255,7 @@ def _to_dataset_dict(pair: str, split_sources: Mapping[str, object], on_error: s
     from datasets import Dataset, DatasetDict, Features
     from datasets.features import Translation
 
-    src, tgt = _split_pair(pair)
+    src, tgt = split_pair(pair)
     features = Features({"translation": Translation(languages=[src, tgt])})
     result = {}
     order = list(dict.fromkeys(SPLIT_ALIASES.values()))  # train, validation, test
@@ -244,29 +274,12 @@ def _read_pairs(path: Path, src: str, tgt: str, on_error: str) -> list[dict[str,
         raise FileNotFoundError(f"No such file: {path}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty: expected one 'source<TAB>target' pair a line.")
-    parse = _parse_jsonl if path.suffix == ".jsonl" else _parse_tsv
     rows, problems = [], []
-    with open(path, "rb") as handle:
-        if handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):
-            raise ValueError(f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark): convert it to UTF-8, e.g. "
-                             f"iconv -f UTF-16 -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}")
-        handle.seek(0)
-        for number, raw in enumerate(handle, start=1):
-            if b"\x00" in raw:  # UTF-16 without a byte-order mark decodes as "valid" UTF-8 full of NULs
-                problems.append((number, "NUL bytes (UTF-16?)"))
-                continue
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                problems.append((number, "not UTF-8"))
-                continue
-            if number == 1:
-                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the first sentence
-            row = parse(line, src, tgt)
-            if isinstance(row, str):
-                problems.append((number, row))
-            else:
-                rows.append(row)
+    for number, row in _parse_lines(path, src, tgt):
+        if isinstance(row, str):
+            problems.append((number, row))
+        else:
+            rows.append(row)
     listed = "; ".join(f"line {n}: {why}" for n, why in problems[:_MAX_REPORTED])
     more = f"; and {len(problems) - _MAX_REPORTED} more" if len(problems) > _MAX_REPORTED else ""
     if not rows:
@@ -279,6 +292,42 @@ def _read_pairs(path: Path, src: str, tgt: str, on_error: str) -> list[dict[str,
             raise ValueError(f"{message}. Fix them, or pass on_error='skip' to drop them.")
         logger.warning("%s; skipped.", message)
     return rows
+
+
+def _stream_rows(path: str, src: str, tgt: str, on_error: str) -> Iterator[dict]:
+    """`{"translation": {src, tgt}}` rows of one TSV / JSONL file, read lazily (`stream_translation_datasets`)."""
+    skipped = 0
+    for number, row in _parse_lines(Path(path), src, tgt):
+        if isinstance(row, str):
+            if on_error == "fail":
+                raise ValueError(f"{path}: line {number}: {row}. Fix it, or pass --on_error skip to drop such lines.")
+            skipped += 1
+            continue
+        yield {"translation": row}
+    if skipped:
+        logger.warning("%s: skipped %d malformed line(s).", path, skipped)
+
+
+def _parse_lines(path: Path, src: str, tgt: str) -> Iterator[tuple[int, dict[str, str] | str]]:
+    """`(line number, row or the reason it is malformed)` for every line of a TSV / JSONL file."""
+    parse = _parse_jsonl if path.suffix == ".jsonl" else _parse_tsv
+    with open(path, "rb") as handle:
+        if handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            raise ValueError(f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark): convert it to UTF-8, e.g. "
+                             f"iconv -f UTF-16 -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}")
+        handle.seek(0)
+        for number, raw in enumerate(handle, start=1):
+            if b"\x00" in raw:  # UTF-16 without a byte-order mark decodes as "valid" UTF-8 full of NULs
+                yield number, "NUL bytes (UTF-16?)"
+                continue
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                yield number, "not UTF-8"
+                continue
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark is not part of the first sentence
+            yield number, parse(line, src, tgt)
 
 
 def _parse_tsv(line: str, src: str, tgt: str) -> dict[str, str] | str:
@@ -316,7 +365,9 @@ def _row(left: str, right: str, src: str, tgt: str) -> dict[str, str] | str:
 __all__ = [
     "BUNDLED",
     "bundled_data_dir",
-    "interleave_pairs",
+    "reverse_pair",
+    "split_pair",
+    "stream_translation_datasets",
     "load_translation_dataset",
     "load_translation_datasets",
     "texts_by_language",

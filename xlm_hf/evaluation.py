@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .configuration_xlm_hf import IGNORE_INDEX  # the Trainer also pads gathered predictions with it
+
 if TYPE_CHECKING:
     import evaluate
 
@@ -37,8 +39,6 @@ METRIC_NAMES = ("bleu", "chrf", "ter")
 TRANSLATION_METRICS = ("bleu", "chrf")
 # Table headers, in sacrebleu's spelling.
 _DISPLAY_NAMES = {"bleu": "BLEU", "chrf": "chrF"}
-# The label the Trainer and the collators pad with; the Trainer also pads gathered predictions with it.
-IGNORE_INDEX = -100
 SIGNATURE_SUFFIX = "_signature"
 
 

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import atomic
+from .data import split_pair
+from .resources import resource_path
 
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+TEMPLATE = resource_path("model_card.md")  # the repository's model_card.md, shipped in the package
 CURVES_FILE = "training_curves.png"
 RESULT_FILES = ("all_results.json", "eval_results.json", "test_results.json", "predict_results.json")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -116,7 +118,7 @@ def render_card(model, tokenizer, info: CardInfo, scores: dict[str, float]) -> s
     from huggingface_hub import ModelCard, ModelCardData
 
     if not TEMPLATE.is_file():
-        raise HubError(f"model card template {TEMPLATE} is missing: reinstall xlm-hf from its repository")
+        raise HubError(f"model card template {TEMPLATE} is missing: reinstall xlm-hf")
     config = model.config
     languages = list(config.languages)
     if not languages:
@@ -128,7 +130,7 @@ def render_card(model, tokenizer, info: CardInfo, scores: dict[str, float]) -> s
         eval_results=_eval_results(scores, dataset) or None, metrics=["bleu", "chrf"],
     )
     directions = sorted({m.group(3) for k in scores if (m := _METRIC.match(k)) and m.group(3)})
-    src, tgt = (directions[0].split("-") if directions else languages[:2])
+    src, tgt = (split_pair(directions[0]) if directions else languages[:2])
     card = ModelCard.from_template(
         card_data, template_path=str(TEMPLATE), model_name=info.repo_id.split("/")[-1], repo_id=info.repo_id,
         vocab_size=config.vocab_size, languages=languages, layers=f"{config.encoder_layers}+{config.decoder_layers}",

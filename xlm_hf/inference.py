@@ -75,6 +75,55 @@ def use_cpu_decoding_kernels(model: nn.Module) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Kernel routing inside the model (called by modeling_xlm_hf.py on every forward; same maths, other kernels)
+
+
+def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """`F.dropout`, with the CPU mask drawn from raw random bits instead of aten's CPU `bernoulli_` (much slower:
+    `benchmarks/README.md`). Each int64 drawn over its full range holds 64 random bits, four uniform 16-bit words; a
+    unit is kept when its word is at or above the p-quantile (p to 1/65536)."""
+    if not training or p == 0.0:
+        return hidden_states
+    if hidden_states.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
+        return F.dropout(hidden_states, p=p, training=True)
+    n = hidden_states.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # the default generator, advanced
+    uniform16 = words.view(torch.int16)[:n].view(hidden_states.shape)
+    keep = uniform16 >= round(p * 65536) - 32768
+    return hidden_states * keep * (1.0 / (1.0 - p))
+
+
+def attention_kernel(implementation: str, query: torch.Tensor, dropout_in_training: bool, eager):
+    """The attention kernel for `config._attn_implementation`: the attention interface's, except on CPUs under sdpa
+    in bf16/fp16 or with attention dropout in training, where the `eager` kernel (two matmuls) is used.
+
+    Why: PyTorch's CPU sdpa (flash) kernel is slower than the eager path in bf16, in its backward above all, while in
+    fp32 it is the faster one (`benchmarks/README.md`); with dropout CPU sdpa falls back to its own math path with
+    the slow `bernoulli_` masks that `apply_dropout` avoids. The masks sdpa configs build (boolean or None, with
+    `is_causal`) are understood by the eager kernel too."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if implementation == "sdpa" and query.device.type == "cpu" and (query.dtype != torch.float32 or dropout_in_training):
+        return eager
+    return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager)
+
+
+def cross_attention_dtype(states: torch.Tensor, implementation: str) -> torch.dtype:
+    """The dtype of cross-attention's cached source keys/values and kernel: fp32 for bf16/fp16 inference on a CPU
+    (eager or sdpa), else the states' own.
+
+    Why: a decoding step's cross-attention is two batched matmuls of one query row against the source, which CPU
+    kernels do faster in fp32 than in bf16 (`benchmarks/bench_kernels.py`); the cache never grows or moves (beam
+    search leaves it in place), so its fp32 copy costs one cast per generation. Training (autograd) and
+    torch.compile keep the model's dtype."""
+    if (states.dtype in (torch.bfloat16, torch.float16) and states.device.type == "cpu"
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and implementation in ("sdpa", "eager")):
+        return torch.float32
+    return states.dtype
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Prepacked Linear weights for CPU decoding
 
 
@@ -239,6 +288,17 @@ def enable_compiled_decoding(model: nn.Module, fullgraph: bool = True) -> nn.Mod
     model.generation_config.cache_implementation = "static"
     model.generation_config.compile_config = compile_config
     return model
+
+
+def compiled_forward(model: nn.Module, compile_config):
+    """`torch.compile` of the class's forward bound to `model` (not of `__call__`, which would then find the
+    compiled forward set on the instance), kept across calls per compile config. `XLMGenerationMixin._beam_search`
+    decodes with it when `enable_compiled_decoding` is on."""
+    if getattr(model, "_compiled_forward_config", None) != compile_config:
+        forward = type(model).forward.__get__(model)
+        model._compiled_forward_fn = torch.compile(forward, **compile_config.to_dict())
+        model._compiled_forward_config = compile_config
+    return model._compiled_forward_fn
 
 
 def disable_compiled_decoding(model: nn.Module) -> nn.Module:

@@ -23,7 +23,6 @@ from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -33,13 +32,14 @@ from transformers.modeling_outputs import (
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
 )
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import can_return_tuple, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .configuration_xlm_hf import XLMConfig
-from .pipeline_translation import custom_pipelines_entry
+from .configuration_xlm_hf import IGNORE_INDEX, REMOTE_CODE_FILES, XLMConfig, custom_pipelines_entry
+from .generation_xlm_hf import XLMGenerationMixin
+from .inference import apply_dropout, attention_kernel, cross_attention_dtype
 
 
 logger = logging.get_logger(__name__)
@@ -54,7 +54,7 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     shifted = labels.new_empty(labels.shape)
     shifted[:, 1:] = labels[:, :-1]
     shifted[:, 0] = decoder_start_token_id
-    return shifted.masked_fill_(shifted == -100, pad_token_id)
+    return shifted.masked_fill_(shifted == IGNORE_INDEX, pad_token_id)
 
 
 def derive_langs(input_ids: torch.LongTensor, lang_token_ids: torch.LongTensor) -> torch.LongTensor:
@@ -77,7 +77,7 @@ def lm_loss(logits: torch.Tensor, labels: torch.LongTensor | None, label_smoothi
     """Mean cross-entropy over the positions whose label is not -100 (fp32 softmax, also under bf16 autocast)."""
     if labels is None:
         return None
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
                            label_smoothing=label_smoothing)
 
 
@@ -98,7 +98,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         # hidden (N, D), weight (V, D), bias (V,) or None, labels (N,) with -100 where ignored
         dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
         with torch.autocast(hidden.device.type, enabled=False):
-            valid = labels != -100
+            valid = labels != IGNORE_INDEX
             rows = None if valid.all() else valid.nonzero().squeeze(1)  # (M,): the labelled rows, when some are not
             h_all, y_all = (hidden, labels) if rows is None else (hidden[rows], labels[rows])  # (M, D), (M,)
             h_all, w = h_all.to(dtype), weight.to(dtype)
@@ -157,43 +157,6 @@ def fused_lm_loss(hidden_states: torch.Tensor, lm_head: nn.Linear, labels: torch
                                     float(config.label_smoothing), config.loss_chunk_size)
 
 
-def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """`F.dropout`, with the CPU mask drawn from raw random bits: aten's CPU `bernoulli_` is ~6x slower, which made
-    dropout a sixth of a `small` training step. Each int64 drawn over its full range holds 64 random bits, four
-    uniform 16-bit words; a unit is kept when its word is at or above the p-quantile (p to 1/65536)."""
-    if not training or p == 0.0:
-        return hidden_states
-    if hidden_states.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
-        return F.dropout(hidden_states, p=p, training=True)
-    n = hidden_states.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # the default generator, advanced
-    uniform16 = words.view(torch.int16)[:n].view(hidden_states.shape)
-    keep = uniform16 >= round(p * 65536) - 32768
-    return hidden_states * keep * (1.0 / (1.0 - p))
-
-
-def topk_by_blocks(scores: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """`torch.topk(scores, k)` over the last dim of a 2D tensor, sorted, found block by block: the k best values lie in
-    the k blocks (of `block` entries) with the best maxima, so only those are searched. Same values as torch.topk;
-    indices the same too, up to the order of tied values (which torch.topk leaves unspecified). On CPUs, where
-    torch.topk tracks indices through every entry, it is 4-7x faster on a beam search's (batch, beams x vocab) scores
-    (3.5 -> 0.5-0.75 ms at batch 16, beam 4, 32k vocabulary: `benchmarks/bench_kernels.py`)."""
-    rows, n = scores.shape
-    n_blocks = n // block
-    if n_blocks <= k:
-        return torch.topk(scores, k)
-    body = scores[:, : n_blocks * block].reshape(rows, n_blocks, block)
-    best = body.amax(dim=-1).topk(k).indices  # (R, k) blocks holding the k best values
-    candidates = body.gather(1, best.unsqueeze(-1).expand(rows, k, block)).view(rows, k * block)
-    positions = (best.unsqueeze(-1) * block + torch.arange(block, device=scores.device)).view(rows, k * block)
-    if n_blocks * block < n:  # the tail that fills no block is always searched
-        candidates = torch.cat([candidates, scores[:, n_blocks * block :]], dim=1)
-        tail = torch.arange(n_blocks * block, n, device=scores.device).expand(rows, -1)
-        positions = torch.cat([positions, tail], dim=1)
-    values, chosen = candidates.topk(k)
-    return values, positions.gather(1, chosen)
-
-
 def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
     """XLM's create_sinusoidal_embeddings: sin on even features, cos on odd ones."""
     position = torch.arange(n_pos, dtype=torch.float64).unsqueeze(1)  # (P, 1)
@@ -250,16 +213,8 @@ class XLMAttention(nn.Module):
         self.out_proj = nn.Linear(config.d_model, config.d_model)
 
     def _kernel(self, query: torch.Tensor) -> Callable:
-        implementation = self.config._attn_implementation
-        # On CPUs PyTorch's sdpa (flash) kernel in bf16 is 2-8x slower than the two matmuls of the eager path, in its
-        # backward above all (measured: benchmarks/README.md); in fp32 it is the faster one. The masks sdpa configs
-        # build (boolean or None, with `is_causal`) are understood by `eager_attention_forward` too.
-        # With attention dropout in training, CPU sdpa falls back to its own math path anyway, with the slow
-        # `bernoulli_` masks that `apply_dropout` avoids.
-        on_cpu = query.device.type == "cpu"
-        if implementation == "sdpa" and on_cpu and (query.dtype != torch.float32 or (self.training and self.dropout)):
-            return eager_attention_forward
-        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        return attention_kernel(self.config._attn_implementation, query, self.training and self.dropout > 0,
+                                eager_attention_forward)
 
     def _attend(self, query, key, value, attention_mask, **kwargs):
         """The kernel, in the dtype of the keys (fp32 for a bf16 model's cross-attention cache, see
@@ -306,11 +261,7 @@ class XLMSelfAttention(XLMAttention):
 class XLMCrossAttention(XLMAttention):
     """Decoder-to-encoder attention. Keys and values of the source are computed once per generation and cached.
 
-    In bf16/fp16 inference on a CPU they are cached in fp32 and the attention runs in fp32: a decoding step's
-    cross-attention is two batched matmuls of one query row against the source, which CPU kernels do 1.3-2x faster
-    in fp32 than in bf16 (`benchmarks/bench_kernels.py`); the cache never grows or moves (beam search leaves it in
-    place), so its fp32 copy costs one cast per generation. Training (autograd) and torch.compile keep the model's
-    dtype."""
+    In bf16/fp16 inference on a CPU they may be cached and attended in fp32 (`inference.cross_attention_dtype`)."""
 
     def __init__(self, config: XLMConfig, num_heads: int, layer_idx: int):
         super().__init__(config, num_heads, layer_idx, is_causal=False)
@@ -341,12 +292,7 @@ class XLMCrossAttention(XLMAttention):
         return self._attend(query, key, value, attention_mask, **kwargs)
 
     def _kernel_dtype(self, states: torch.Tensor) -> torch.dtype:
-        """fp32 for bf16/fp16 inference on a CPU (see the class), else the states' dtype."""
-        if (states.dtype in (torch.bfloat16, torch.float16) and states.device.type == "cpu"
-                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                and self.config._attn_implementation in ("sdpa", "eager")):
-            return torch.float32
-        return states.dtype
+        return cross_attention_dtype(states, self.config._attn_implementation)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -451,13 +397,17 @@ class XLMPreTrainedModel(PreTrainedModel):
         # Compiled decoding (xlm_hf.inference.enable_compiled_decoding) is a runtime choice, like the precision: its
         # static cache is not saved (transformers drops the compile config it goes with).
         generation_config = getattr(self, "generation_config", None)
-        if getattr(generation_config, "compile_config", None) is None:
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        cache_implementation, generation_config.cache_implementation = generation_config.cache_implementation, None
+        compiled = getattr(generation_config, "compile_config", None) is not None
+        if compiled:
+            cache_implementation, generation_config.cache_implementation = generation_config.cache_implementation, None
         try:
-            return super().save_pretrained(save_directory, *args, **kwargs)
+            result = super().save_pretrained(save_directory, *args, **kwargs)
         finally:
-            generation_config.cache_implementation = cache_implementation
+            if compiled:
+                generation_config.cache_implementation = cache_implementation
+        if self._auto_class is not None:
+            _copy_remote_code(save_directory)
+        return result
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -795,7 +745,7 @@ class XLMModel(XLMPreTrainedModel):
         )
 
 
-class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
+class XLMForSeq2SeqLM(XLMPreTrainedModel, XLMGenerationMixin):
     """XLM encoder-decoder with the output layer tied to the embeddings (XLM's `pred_layer`), for translation."""
 
     _remote_auto_map = XLMModel._remote_auto_map
@@ -900,78 +850,6 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
             model_inputs["decoder_langs"] = decoder_langs[:, -fed:].contiguous()  # fixed strides: no recompiles
         return model_inputs
 
-    def _prepare_text_encoder_decoder_kwargs_for_generation(self, inputs_tensor, model_kwargs, model_input_name,
-                                                            generation_config):
-        """Run the encoder (transformers), then turn the source's 2D padding mask into the decoder's cross-attention mask
-        once, (B, 1, 1, S), instead of at every decoding step (None when nothing is padded)."""
-        model_kwargs = super()._prepare_text_encoder_decoder_kwargs_for_generation(
-            inputs_tensor, model_kwargs, model_input_name, generation_config
-        )
-        mask = model_kwargs.get("attention_mask")
-        if mask is not None and mask.dim() == 2 and self.config._attn_implementation in ("sdpa", "eager"):
-            source = model_kwargs["encoder_outputs"].last_hidden_state  # (B, S, D)
-            model_kwargs["attention_mask"] = create_bidirectional_mask(
-                config=self.config, inputs_embeds=source[:, :1], attention_mask=mask, encoder_hidden_states=source
-            )  # broadcasts over any number of decoder positions
-        return model_kwargs
-
-    def _reorder_cache(self, cache: Cache, beam_idx: torch.LongTensor) -> Cache:
-        """Beam search keeps the best beams of each sentence: only the decoder's own keys and values move. The
-        cross-attention keys and values are the same for every beam of a sentence (beams never change sentence), so
-        they stay where they are instead of being copied at every step."""
-        if isinstance(cache, EncoderDecoderCache):
-            cache.self_attention_cache.reorder_cache(beam_idx)
-        else:
-            cache.reorder_cache(beam_idx)
-        return cache
-
-    def _get_top_k_continuations(self, accumulated_log_probs, running_sequences, running_beam_indices, cur_len,
-                                 decoder_prompt_len, do_sample, beams_to_keep, num_beams, batch_size, **kwargs):
-        """transformers' step of beam search that keeps the `beams_to_keep` best continuations of each sentence, with
-        their top-k over (batch, beams x vocab) scores found by `topk_by_blocks` on a CPU (the same continuations, 4-7x
-        faster there, where torch.topk was a tenth of a beam-4 step). Sampling, and other devices, are transformers'
-        own."""
-        if do_sample or accumulated_log_probs.device.type != "cpu":
-            return super()._get_top_k_continuations(
-                accumulated_log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len, do_sample,
-                beams_to_keep, num_beams, batch_size, **kwargs)
-        topk_log_probs, topk_indices = topk_by_blocks(accumulated_log_probs, beams_to_keep)  # (B, K) each
-        vocab_size = accumulated_log_probs.shape[-1] // num_beams
-        beams, token_ids = topk_indices // vocab_size, topk_indices % vocab_size  # which beam, which next token
-        topk_running_beam_indices = self._gather_beams(running_beam_indices, beams)
-        topk_running_sequences = self._gather_beams(running_sequences, beams)
-        topk_running_sequences[:, :, cur_len] = token_ids
-        batch_offset = torch.arange(batch_size, device=token_ids.device).view(-1, 1) * num_beams
-        topk_running_beam_indices[:, :, cur_len - decoder_prompt_len] = beams + batch_offset  # flat beam rows
-        return topk_log_probs, topk_running_sequences, topk_running_beam_indices
-
-    def _beam_search(self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus=False,
-                     **model_kwargs):
-        """transformers' beam search, with the model steps compiled when greedy decoding would be (a static cache and
-        a compile_config allowing this device, see `xlm_hf.inference.enable_compiled_decoding`): transformers 5
-        compiles the steps of greedy search and sampling only. The prefill step and the decoding steps are two graphs."""
-        compiled = (
-            "forward" not in self.__dict__  # no instance-level forward already (e.g. accelerate hooks)
-            and self._valid_auto_compile_criteria(model_kwargs, generation_config)
-        )
-        if compiled:
-            self.forward = self._compiled_forward(generation_config.compile_config)
-        try:
-            return super()._beam_search(input_ids, logits_processor, stopping_criteria, generation_config,
-                                        synced_gpus=synced_gpus, **model_kwargs)
-        finally:
-            if compiled:
-                del self.forward
-
-    def _compiled_forward(self, compile_config):
-        """`torch.compile` of the class's forward bound to this model (not of `__call__`, which would then find the
-        compiled forward set on the instance), kept across calls per compile config."""
-        if getattr(self, "_compiled_forward_config", None) != compile_config:
-            forward = type(self).forward.__get__(self)
-            self._compiled_forward_fn = torch.compile(forward, **compile_config.to_dict())
-            self._compiled_forward_config = compile_config
-        return self._compiled_forward_fn
-
     @classmethod
     def from_pretrained_lm(cls, lm, **config_overrides) -> "XLMForSeq2SeqLM":
         """A translation model whose encoder AND decoder start from one pretrained cross-lingual LM (XLM's
@@ -1021,6 +899,18 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, GenerationMixin):
             f"{len(initialised)} start fresh: {', '.join(sorted({k.split('.layers.')[-1].split('.', 1)[-1] for k in initialised}))}"
         )
         return model
+
+
+def _copy_remote_code(save_directory) -> None:
+    """Copy the files of `REMOTE_CODE_FILES` that transformers did not (it copies only the saved classes' files and
+    their imports) from this file's folder: the package, or the modules cache of a remote-code model."""
+    import shutil
+    from pathlib import Path
+
+    here, folder = Path(__file__).resolve().parent, Path(save_directory)
+    for name in REMOTE_CODE_FILES:
+        if not (folder / name).is_file() and (here / name).is_file():
+            shutil.copyfile(here / name, folder / name)
 
 
 def _describe_weights(name_or_path, subfolder: str | None) -> str:

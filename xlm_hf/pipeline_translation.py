@@ -6,29 +6,18 @@ transformers 5.19+ removed the `translation` task; the one way back is `config.c
     pipeline("translation", model="folder", trust_remote_code=True, src_lang="en", tgt_lang="fr")
 
 works in any process, and `translation_en_to_fr`-style task names too (one entry per direction is written for
-models of up to `MAX_DIRECTION_TASKS_LANGS` languages). This file is shipped as remote code: it imports only torch
-and transformers.
+models of up to `MAX_DIRECTION_TASKS_LANGS` languages). This file is shipped as remote code: it imports only torch,
+transformers and its sibling `configuration_xlm_hf`.
 """
 
 import torch
 from transformers import GenerationConfig, Pipeline
 from transformers.utils import logging
 
+from .configuration_xlm_hf import TRANSLATION_TASK, custom_pipelines_entry
+
 
 logger = logging.get_logger(__name__)
-
-TASK = "translation"
-MAX_DIRECTION_TASKS_LANGS = 12  # n*(n-1) `translation_xx_to_yy` entries in config.json: keep the file small
-
-
-def custom_pipelines_entry(languages: list[str]) -> dict:
-    """The `config.custom_pipelines` value for a model with these languages."""
-    names = [TASK]
-    if len(languages) <= MAX_DIRECTION_TASKS_LANGS:
-        names += [f"translation_{a}_to_{b}" for a in languages for b in languages if a != b]
-    impl = f"{__name__.rsplit('.', 1)[-1]}.XLMTranslationPipeline"
-    return {name: {"impl": impl, "pt": ["AutoModelForSeq2SeqLM"]} for name in names}  # fresh dicts: pipeline() edits them
-
 
 def parse_task(task: str) -> tuple[str | None, str | None]:
     """`translation_en_to_fr` -> ("en", "fr"); plain `translation` -> (None, None)."""
@@ -205,7 +194,7 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", compile: boo
     from .inference import prepare_for_inference  # copied next to this file by save_pretrained (torch only)
 
     model = prepare_for_inference(model, precision, compile=compile, pack=False)  # the pipeline packs (pack_weights)
-    task = kwargs.pop("task", TASK)
+    task = kwargs.pop("task", TRANSLATION_TASK)
     config = copy.copy(model.config)  # pipeline() rewrites the custom_pipelines entries it reads: not the model's
     config.custom_pipelines = custom_pipelines_entry(model.config.languages)
     kwargs.setdefault("device", model.device)
@@ -237,4 +226,4 @@ def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, trust_
     return [r["translation_text"] for r in results]
 
 
-__all__ = ["XLMTranslationPipeline", "translation_pipeline", "translate", "custom_pipelines_entry"]
+__all__ = ["XLMTranslationPipeline", "translation_pipeline", "translate"]

@@ -1,4 +1,5 @@
-"""Model presets by name (`tiny`, `small`, `base`, `xlm-1024`), stored as JSON in the repository's `configuration/models/`.
+"""Model presets by name (`tiny`, `small`, `base`, `xlm-1024`): JSON files of `configuration/models/`, shipped in the
+package (`xlm_hf.resources`).
 
 A preset holds sizes only; vocabulary size, special ids and languages come from the tokenizer
 (`tokenizer.model_config_kwargs()`), so a preset plus a tokenizer gives a complete `XLMConfig`.
@@ -10,21 +11,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .configuration_xlm_hf import XLMConfig
 
-
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configuration" / "models"
+PRESET_FOLDER = "models"
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+    return resources.names(PRESET_FOLDER)
 
 
 def preset_kwargs(name_or_path: str) -> dict[str, Any]:
     """The config fields of a preset name (`small`) or of a JSON file path."""
     path = Path(name_or_path)
     if path.suffix != ".json":
-        path = PRESET_DIR / f"{name_or_path}.json"
+        path = resources.resource_path(PRESET_FOLDER, f"{name_or_path}.json")
     if not path.is_file():
         raise ValueError(
             f"Unknown model preset {name_or_path!r}: use one of {list_presets()} or the path of a JSON file of "

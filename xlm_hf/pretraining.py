@@ -36,8 +36,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainingArguments
 
-from .tokenizer_training import language_sampling_probabilities
-from .training import resolve_report_to, reuse_freed_memory_field
+from .data import split_pair
+from .sampling import sample_counts
+from .training.arguments import resolve_report_to, reuse_freed_memory_field
 
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def corpus_from_datasets(
         rows = data[split] if hasattr(data, "keys") and split in data.keys() else data
         if hasattr(data, "keys") and split not in data.keys():
             raise ValueError(f"The pair {pair!r} has no {split!r} split (it has {sorted(data.keys())}).")
-        src, tgt = pair.split("-")
+        src, tgt = split_pair(pair)
         translations = rows["translation"]
         if monolingual:
             for lang in (src, tgt):
@@ -130,13 +131,6 @@ def pack_stream(sentences: Iterable[list[int]], block_size: int) -> list[list[in
     return blocks
 
 
-def sample_counts(sizes: Mapping[str, int], alpha: float, num_examples: int | None = None) -> dict[str, int]:
-    """Rows per source for XLM's alpha sampling: `round(q_i * num_examples)` (see the module docstring)."""
-    probabilities = language_sampling_probabilities(dict(sizes), alpha)
-    total = num_examples if num_examples is not None else sum(sizes.values())
-    return {name: round(q * total) if sizes[name] else 0 for name, q in probabilities.items()}
-
-
 def _draw(n_rows: int, n_items: int, rng: random.Random) -> list[int]:
     """Indices of `n_rows` draws over `n_items` items: whole shuffled passes, then a random subset."""
     indices = []
@@ -175,7 +169,7 @@ def build_pretraining_dataset(
     if block_size < 2 or max_length < 2:
         raise ValueError(f"block_size ({block_size}) and max_length ({max_length}) must be at least 2.")
     lang2id = {code: i for i, code in enumerate(tokenizer.languages)}
-    used = set(corpus.monolingual) | {lang for pair in corpus.parallel for lang in pair.split("-")}
+    used = set(corpus.monolingual) | {lang for pair in corpus.parallel for lang in split_pair(pair)}
     unknown = sorted(used - set(lang2id))
     if unknown:
         raise ValueError(
@@ -195,7 +189,7 @@ def build_pretraining_dataset(
             progress.update()
     if "tlm" in objectives:
         for pair, pairs in corpus.parallel.items():
-            src, tgt = pair.split("-")
+            src, tgt = split_pair(pair)
             src_ids = tokenize_sentences(tokenizer, [p[0] for p in pairs], src, max_length)
             tgt_ids = tokenize_sentences(tokenizer, [p[1] for p in pairs], tgt, max_length)
             rng = random.Random(f"{seed}:swap:{pair}")

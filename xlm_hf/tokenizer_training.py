@@ -60,6 +60,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 from tqdm.auto import tqdm
 
 from .atomic import staging_dir
+from .sampling import language_sampling_probabilities
 from .tokenization_xlm_hf import SPECIAL_TOKENS, XLMTokenizerFast, _check_language_codes, lang_tag
 
 
@@ -219,22 +220,6 @@ def _sources(texts: Mapping[str, object], languages: Sequence[str], spool_dir: s
 
 
 # --- alpha sampling -----------------------------------------------------------------------------------------------------
-
-
-def language_sampling_probabilities(counts: Mapping[str, int], alpha: float) -> dict[str, float]:
-    """XLM's multinomial: `q_i = p_i^alpha / sum_j p_j^alpha` with `p_i = n_i / sum_j n_j`.
-
-    alpha = 1 keeps the natural shares; alpha < 1 flattens them towards uniform (small languages gain); alpha = 0 is
-    uniform. Languages with no sentences get probability 0.
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (XLM uses 0.5 for BPE learning and 0.7 for batches), got {alpha}.")
-    total = sum(counts.values())
-    if total <= 0:
-        raise ValueError("Cannot compute sampling probabilities of an empty corpus: every language has 0 sentences.")
-    weights = {lang: (n / total) ** alpha if n > 0 else 0.0 for lang, n in counts.items()}
-    norm = sum(weights.values())
-    return {lang: w / norm for lang, w in weights.items()}
 
 
 def sample_sentences(
@@ -617,7 +602,6 @@ def save_tokenizer(tokenizer, output_dir: str | os.PathLike) -> Path:
 __all__ = [
     "TrainingSummary",
     "fertility",
-    "language_sampling_probabilities",
     "sample_sentences",
     "save_tokenizer",
     "train_tokenizer",

@@ -1,0 +1,88 @@
+"""What the translation training scripts share, one module per concept.
+
+`examples/run_translation.py` (Seq2SeqTrainer) and `examples/run_translation_no_trainer.py` (Accelerate) are thin
+lifecycles over this package; nothing about data, models or metrics is written twice. The pieces, in the order a
+script uses them:
+
+    model_args, data_args, train_args = parse_args((ModelArguments, DataArguments, TranslationTrainingArguments))
+    prepare_process(train_args.reuse_freed_memory)                     # the script's own choice (process.py)
+    tokenizer = load_tokenizer(model_args)
+    model = create_model(model_args, tokenizer)                       # from a preset, or from a checkpoint
+    data = build_datasets(data_args, tokenizer, seed=train_args.seed)  # tokenized, per-direction tags
+    collator = make_data_collator(tokenizer, model)
+
+| module | what it holds |
+| --- | --- |
+| `arguments` | the argument dataclasses (`ModelArguments`, `DataArguments`, `TranslationTrainingArguments`, `LoopArguments`) |
+| `recipes` | recipe files (`configuration/recipes/`) and `parse_args` |
+| `process` | thread pinning, glibc memory reuse and logging, opted into by each script's `main` |
+| `datasets` | directions, tokenization with per-direction tags, the alpha-sampled training mixture |
+| `models` | the tokenizer and the model of a run, the data collator |
+| `evaluation` | generation with each row's target tag (`target_prefix`), BLEU/chrF per direction |
+| `trainer` | `TranslationTrainer` (atomic checkpoints, per-row target tags) |
+| `loop` | the Accelerate loop's resumable sampler and step count |
+| `checkpoints` | atomic checkpoints and final saves, finding what to resume from, weight digests |
+| `publish` | the `--push_to_hub` hook |
+
+Generation for evaluation forces the target language tag per row: the decoder starts from `</s> __tgt__`, the tag
+taken from the labels (`target_prefix`), so a batch may mix target languages and no global `forced_bos_token_id`
+is ever stored in the model's generation config.
+"""
+
+from ..data import split_pair
+from .arguments import DataArguments, LoopArguments, ModelArguments, TranslationTrainingArguments
+from .recipes import RecipeError, list_recipes, parse_args, resolve_recipe
+from .process import pin_cpu_threads, prepare_process, reuse_freed_memory, setup_logging
+from .datasets import TranslationData, build_datasets, check_tokenizer_languages, model_inputs, tokenize_direction, translation_directions
+from .models import check_model_matches_tokenizer, configure_generation, create_model, load_tokenizer, make_data_collator, parse_config_overrides
+from .evaluation import direction_groups, evaluate_translation, make_generation_metrics, prefixed, target_prefix
+from .trainer import TranslationTrainer
+from .loop import EpochSampler, num_update_steps
+from .checkpoints import LOOP_STATE, find_last_checkpoint, find_last_state, load_training_state, resolve_resume, save_final_model, save_training_state, weights_digest, write_json
+from .publish import push_to_hub
+
+__all__ = [
+    "DataArguments",
+    "EpochSampler",
+    "LOOP_STATE",
+    "LoopArguments",
+    "ModelArguments",
+    "RecipeError",
+    "TranslationData",
+    "TranslationTrainer",
+    "TranslationTrainingArguments",
+    "build_datasets",
+    "check_model_matches_tokenizer",
+    "check_tokenizer_languages",
+    "configure_generation",
+    "create_model",
+    "direction_groups",
+    "evaluate_translation",
+    "find_last_checkpoint",
+    "find_last_state",
+    "list_recipes",
+    "load_tokenizer",
+    "load_training_state",
+    "make_data_collator",
+    "make_generation_metrics",
+    "model_inputs",
+    "num_update_steps",
+    "parse_args",
+    "parse_config_overrides",
+    "pin_cpu_threads",
+    "prefixed",
+    "prepare_process",
+    "push_to_hub",
+    "resolve_recipe",
+    "resolve_resume",
+    "reuse_freed_memory",
+    "save_final_model",
+    "save_training_state",
+    "setup_logging",
+    "split_pair",
+    "target_prefix",
+    "tokenize_direction",
+    "translation_directions",
+    "weights_digest",
+    "write_json",
+]

@@ -1,0 +1,210 @@
+"""The tokenized datasets of a translation run: directions, language tags, alpha-sampled training mixture.
+
+Each language pair (`en-fr`) is loaded by `xlm_hf.data`, optionally in both directions; each direction is tokenized
+with its own `src_lang` / `tgt_lang`, so every row carries its language tags, and keeps a `direction` column
+("en-fr") for per-direction BLEU/chrF. Training mixes the directions with XLM's sampling (`xlm_hf.sampling`). With
+`streaming=True` the corpus is read lazily (`xlm_hf.data.stream_translation_datasets`) with a shuffle buffer; the
+data order is a function of the seed in both modes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..data import split_pair
+from ..sampling import interleave_pairs, language_sampling_probabilities
+
+if TYPE_CHECKING:
+    from .arguments import DataArguments
+
+logger = logging.getLogger(__name__)
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+DIRECTION_COLUMN = "direction"
+
+
+def translation_directions(pairs: Sequence[str], both_directions: bool = False) -> list[tuple[str, str, str]]:
+    """`(pair, src, tgt)` for each direction trained: every pair as written, plus its reverse on request."""
+    directions = []
+    for pair in pairs:
+        src, tgt = split_pair(pair)
+        directions.append((pair, src, tgt))
+        if both_directions:
+            directions.append((pair, tgt, src))
+    names = [f"{s}-{t}" for _, s, t in directions]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"The direction(s) {repeated} are trained twice: list each pair once (both_directions adds reverses).")
+    return directions
+
+
+def check_tokenizer_languages(tokenizer, pairs: Sequence[str]) -> None:
+    """Every language of `pairs` must have its tag in the tokenizer."""
+    known = list(getattr(tokenizer, "languages", []) or [])
+    for pair in pairs:
+        missing = [lang for lang in split_pair(pair) if lang not in known]
+        if missing:
+            raise ValueError(
+                f"The language pair {pair!r} needs the language(s) {missing}, which the tokenizer does not have (it "
+                f"knows {known}): train a tokenizer with them (xlm_hf.train_tokenizer(..., languages=[...])) or drop "
+                f"the pair."
+            )
+
+
+def load_raw_pairs(data_args: DataArguments, splits: Sequence[str]) -> dict[str, Any]:
+    """`{pair: DatasetDict}` of raw `{"translation": {...}}` rows through `xlm_hf.data`, only `splits`."""
+    from ..data import load_translation_datasets
+
+    return load_translation_datasets(data_args.dataset, pairs=list(data_args.pairs), splits=list(splits),
+                                     on_error=data_args.on_error)
+
+
+def _encode(batch: dict[str, list], *, tokenizer, src: str, tgt: str, max_source_length: int, max_target_length: int):
+    """Tokenize one batch of one direction: `__src__ ... </s>` inputs, `__tgt__ ... </s>` labels, its direction."""
+    tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
+    rows = batch["translation"]
+    encoded = tokenizer([r[src] for r in rows], max_length=max_source_length, truncation=True)
+    labels = tokenizer(text_target=[r[tgt] for r in rows], max_length=max_target_length, truncation=True)
+    return {
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+        "labels": labels["input_ids"],
+        DIRECTION_COLUMN: [f"{src}-{tgt}"] * len(rows),
+    }
+
+
+def tokenize_direction(dataset, tokenizer, src: str, tgt: str, data_args: DataArguments, *, desc: str = ""):
+    """A raw `Dataset` / `IterableDataset` of one pair, tokenized in the direction src -> tgt."""
+    encode = functools.partial(
+        _encode, tokenizer=tokenizer, src=src, tgt=tgt,
+        max_source_length=data_args.max_source_length, max_target_length=data_args.max_target_length,
+    )
+    kwargs = {"batched": True, "remove_columns": ["translation"]}
+    if not _is_iterable(dataset):
+        kwargs.update(num_proc=data_args.preprocessing_num_workers, desc=desc or f"Tokenizing {src}-{tgt}")
+    return dataset.map(encode, **kwargs)
+
+
+def _is_iterable(dataset) -> bool:
+    from datasets import IterableDataset
+
+    return isinstance(dataset, IterableDataset)
+
+
+@dataclass
+class TranslationData:
+    """Tokenized datasets of a run. `train` mixes the directions (alpha-sampled); `eval` and `test` concatenate
+    them in `directions` order and keep the `direction` column (for `groups` of the metrics)."""
+
+    train: Any = None
+    eval: Any = None
+    test: Any = None
+    directions: list[str] = field(default_factory=list)
+    sampling_probabilities: dict[str, float] = field(default_factory=dict)
+
+
+def build_datasets(
+    data_args: DataArguments,
+    tokenizer,
+    *,
+    seed: int,
+    train: bool = True,
+    evaluate: bool = True,
+    predict: bool = False,
+) -> TranslationData:
+    """Load, orient and tokenize the data of a run (see the module docstring)."""
+    check_tokenizer_languages(tokenizer, data_args.pairs)
+    directions = translation_directions(data_args.pairs, data_args.both_directions)
+    result = TranslationData(directions=[f"{s}-{t}" for _, s, t in directions])
+    wanted = {"eval": (data_args.eval_split, evaluate), "test": (data_args.test_split, predict),
+              "train": ("train", train and not data_args.streaming)}
+    splits = [split for split, load in wanted.values() if load]
+    raw = load_raw_pairs(data_args, splits) if splits else {}
+    for attribute in ("eval", "test"):
+        split, load = wanted[attribute]
+        if load:
+            setattr(result, attribute, _build_eval_split(raw, split, directions, tokenizer, data_args))
+    if train:
+        if data_args.streaming:
+            from ..data import stream_translation_datasets
+
+            sources, sizes = stream_translation_datasets(data_args.dataset, pairs=list(data_args.pairs), split="train",
+                                                         on_error=data_args.on_error)
+        else:
+            sources = {pair: _split_of(raw, pair, "train") for pair in data_args.pairs}
+            sizes = {pair: len(dataset) for pair, dataset in sources.items()}
+        result.train, result.sampling_probabilities = _build_train_split(
+            sources, sizes, directions, tokenizer, data_args, seed
+        )
+    return result
+
+
+def _split_of(raw: Mapping[str, Any], pair: str, split: str):
+    if split not in raw[pair]:
+        raise ValueError(f"The pair {pair!r} has no {split!r} split (it has {sorted(raw[pair])}): add the file or "
+                         f"choose another split.")
+    return raw[pair][split]
+
+
+def _build_eval_split(raw, split: str, directions, tokenizer, data_args: DataArguments):
+    from datasets import concatenate_datasets
+
+    parts = []
+    for pair, src, tgt in directions:
+        dataset = _split_of(raw, pair, split)
+        if data_args.max_eval_samples is not None:
+            dataset = dataset.select(range(min(data_args.max_eval_samples, len(dataset))))
+        parts.append(tokenize_direction(dataset, tokenizer, src, tgt, data_args, desc=f"Tokenizing {split} {src}-{tgt}"))
+    return concatenate_datasets(parts)
+
+
+def _build_train_split(sources: Mapping[str, Any], sizes: Mapping[str, int], directions, tokenizer,
+                       data_args: DataArguments, seed: int):
+    """The training mixture of the directions: `(dataset, {direction: probability})`.
+
+    In memory, each direction is shuffled with the seed (which rows repeat when a small direction is oversampled),
+    tokenized, then alpha-sampled by `xlm_hf.sampling.interleave_pairs`; the trainer shuffles the mixture every epoch.
+    A stream is alpha-sampled with the probabilities of the directions' line counts, then shuffled in a buffer
+    whose order depends on seed + epoch (`IterableDataset.set_epoch`).
+    """
+    cap = data_args.max_train_samples
+    parts, counts = {}, {}
+    for pair, src, tgt in directions:
+        dataset = sources[pair]
+        if data_args.streaming:
+            dataset = dataset if cap is None else dataset.take(cap)
+        else:
+            dataset = dataset.select(range(min(cap, len(dataset)))) if cap is not None else dataset
+            dataset = dataset.shuffle(seed=seed)
+        parts[f"{src}-{tgt}"] = tokenize_direction(dataset, tokenizer, src, tgt, data_args)
+        counts[f"{src}-{tgt}"] = sizes[pair] if cap is None else min(cap, sizes[pair])
+
+    if len(parts) == 1:
+        mixed, probabilities = next(iter(parts.values())), {}
+    elif data_args.streaming:
+        from datasets import interleave_datasets
+
+        probabilities = language_sampling_probabilities(counts, data_args.sampling_alpha)
+        mixed = interleave_datasets(list(parts.values()), probabilities=[probabilities[d] for d in parts], seed=seed,
+                                    stopping_strategy=data_args.sampling_stopping_strategy)
+    else:
+        mixed, probabilities = interleave_pairs(
+            parts, alpha=data_args.sampling_alpha, seed=seed, stopping_strategy=data_args.sampling_stopping_strategy
+        )
+    if data_args.streaming:
+        mixed = mixed.shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
+    if probabilities:
+        logger.info("Sampling the training directions with alpha=%s: %s", data_args.sampling_alpha,
+                    ", ".join(f"{d} {p:.3f}" for d, p in probabilities.items()))
+    return mixed, probabilities
+
+
+
+def model_inputs(dataset):
+    """`dataset` without the columns the model does not take (the `direction` bookkeeping)."""
+    extra = [c for c in (dataset.column_names or []) if c not in MODEL_INPUTS]
+    return dataset.remove_columns(extra) if extra else dataset
