@@ -233,8 +233,8 @@ class XLMConfig(PreTrainedConfig):
     def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
         """The decoder's (`decoder=True`) or the encoder's view of this flat config: its layer count, heads and FFN
         size under the generic names (`num_hidden_layers`, ...), which transformers' caches read at every
-        `generate()`. The base class builds the view from a deep copy of the whole config (0.3 ms, three times per
-        call); the view only renames numbers, so a shallow copy does."""
+        `generate()`. The base class builds the view from a deep copy of the whole config, several times per
+        call; the view only renames numbers, so a shallow copy does."""
         if decoder == encoder:  # both or neither: the config itself (no nested text config)
             return self
         side = "decoder" if decoder else "encoder"

@@ -6,7 +6,7 @@ an upstream rename fails loudly instead of silently bypassing the override.
 
 - `_prepare_text_encoder_decoder_kwargs_for_generation`: the source's padding mask becomes the cross-attention mask
   once per generation instead of at every step.
-- `_reorder_cache`: beam search moves only the decoder's self-attention cache (cross-attention keys are per sentence).
+- `_reorder_cache` (a hook beam search looks up, not a method): beam search moves only the decoder's self-attention cache (cross-attention keys are per sentence).
 - `_get_top_k_continuations`: beam search's top-k found block by block on CPUs (`topk_by_blocks`).
 - `_beam_search`: transformers compiles the steps of greedy search and sampling only; with a compile config
   (`inference.enable_compiled_decoding`) beam search's steps are compiled too.
@@ -25,11 +25,12 @@ from .inference import compiled_forward
 # installed transformers by the tests).
 OVERRIDDEN_PRIVATE_METHODS = (
     "_prepare_text_encoder_decoder_kwargs_for_generation",
-    "_reorder_cache",
     "_get_top_k_continuations",
     "_beam_search",
 )
 CALLED_PRIVATE_METHODS = ("_gather_beams", "_valid_auto_compile_criteria")
+# Hooks that transformers' beam search looks up on the model (`hasattr(self, "_reorder_cache")`) instead of defining.
+BEAM_SEARCH_HOOKS = ("_reorder_cache",)
 
 
 def topk_by_blocks(scores: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,9 +86,8 @@ class XLMGenerationMixin(GenerationMixin):
     def _get_top_k_continuations(self, accumulated_log_probs, running_sequences, running_beam_indices, cur_len,
                                  decoder_prompt_len, do_sample, beams_to_keep, num_beams, batch_size, **kwargs):
         """transformers' step of beam search that keeps the `beams_to_keep` best continuations of each sentence, with
-        their top-k over (batch, beams x vocab) scores found by `topk_by_blocks` on a CPU (the same continuations, 4-7x
-        faster there, where torch.topk was a tenth of a beam-4 step). Sampling, and other devices, are transformers'
-        own."""
+        their top-k over (batch, beams x vocab) scores found by `topk_by_blocks` on a CPU (the same continuations, found
+        faster there: `benchmarks/README.md`). Sampling, and other devices, are transformers' own."""
         if do_sample or accumulated_log_probs.device.type != "cpu":
             return super()._get_top_k_continuations(
                 accumulated_log_probs, running_sequences, running_beam_indices, cur_len, decoder_prompt_len, do_sample,

@@ -14,10 +14,10 @@ The same names are the `--precision` of `xlm-hf translate` and the `precision=` 
 Prepacked weights (`pack_linear_weights`, on by default in all of the above on a CPU, fp32 and bf16): the decoder's
 Linear layers and the output layer multiply by a copy of their weight that oneDNN has laid out for its kernels once,
 instead of PyTorch's default `addmm` (MKL) on the row-major weight. The decoding steps have
-only batch x beams rows, where that default is up to 2.5x slower (from 8 rows on; 4 for the output layer; fewer rows
-keep the default kernel, see `min_rows` and `benchmarks/README.md`).
+only batch x beams rows, where that default is slower (fewer rows than `min_rows` keep the default kernel;
+figures in `benchmarks/README.md`).
 Same maths: the outputs equal the plain ones up to float rounding. The copy costs the memory of those weights once
-more (about 165 MB for the 61M-parameter `base` preset); `unpack_linear_weights` frees it.
+more; `unpack_linear_weights` frees it.
 With it comes ATen's GELU kernel for small activations (`use_small_input_gelu`): PyTorch sends every fp32/bf16 CPU
 GELU to oneDNN, whose fixed cost per call is most of a decoding step's GELU time. `use_cpu_decoding_kernels` does both.
 

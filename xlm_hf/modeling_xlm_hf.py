@@ -136,7 +136,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             else:  # unlabelled rows get no gradient from the loss
                 grad_hidden = torch.zeros_like(hidden).index_copy_(0, rows, grad_rows)
         # Held on ctx, not saved for backward: the backward hands them over (scaled in place), so autograd can
-        # accumulate them into .grad without copying (vocabulary-sized: 64 MB each at base dims).
+        # accumulate them into .grad without copying (vocabulary-sized).
         ctx.grads = (grad_hidden, grad_weight.to(weight.dtype), grad_bias.to(bias.dtype) if bias is not None else None)
         return loss / count
 
@@ -763,8 +763,8 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, XLMGenerationMixin):
         self.generation_config.max_new_tokens = min(256, config.max_position_embeddings - 1)
         forward = type(self).forward
         if "__signature__" not in vars(forward):
-            # transformers inspects the forward of a registered (remote-code) model at every decoding step, 40 us
-            # each time; inspect returns a function's __signature__ as it is, so compute it once per class.
+            # transformers inspects the forward of a registered (remote-code) model at every decoding step; inspect
+            # returns a function's __signature__ as it is, so compute it once per class.
             forward.__signature__ = inspect.signature(forward)
 
     def get_encoder(self):

@@ -27,8 +27,7 @@ Training streams in two passes, and never holds the corpus in a Python list:
    `_alphabet`). On 2 CPUs it runs single-threaded by default (see `_tokenizers_parallelism`).
 
 The trainer's time grows with the number of distinct words (it indexes every pair of every distinct word), and words
-seen once are most of them but few of the running words (po-parallel: 60% of 171k distinct words, 6.6% of 1.56M
-words). Leaving them out of the merge statistics (`min_word_frequency=2`, the default with `min_frequency=2`) halves the
+seen once are most of them but few of the running words (figures for po-parallel: `benchmarks/README.md`). Leaving them out of the merge statistics (`min_word_frequency=2`, the default with `min_frequency=2`) halves the
 Rust pass and does not cost fertility (measured with `benchmarks/bench_tokenizer.py`); such words are still encoded,
 with the merges learned from the others.
 
@@ -511,10 +510,10 @@ def _pre_split(text: str) -> str:
     """NFKC, then what the Metaspace pre-tokenizer does, on newline-separated sentences: every sentence and every space
     starts a "▁" word; words come out separated by spaces for the trainer's cheap `Split(" ")`.
 
-    Equivalent to the final pipeline (NFKC, prepend "▁", Metaspace) sentence by sentence, but ~2x cheaper to train
+    Equivalent to the final pipeline (NFKC, prepend "▁", Metaspace) sentence by sentence, but cheaper to train
     on: the Rust normalizer and Metaspace track per-byte alignments that training does not need.
     """
-    if not unicodedata.is_normalized("NFKC", text):  # the check is ~8x cheaper, and most text passes it
+    if not unicodedata.is_normalized("NFKC", text):  # the check is cheaper than normalizing, and most text passes it
         text = unicodedata.normalize("NFKC", text)  # NFKC never creates nor merges across "\n"
     return WORD_START + text.replace(" ", " " + WORD_START).replace("\n", " " + WORD_START)
 
@@ -573,7 +572,7 @@ def _tokenizers_parallelism(parallel: bool | None) -> Iterator[None]:
 
     `None` keeps the user's setting, and when there is none, runs single-threaded on machines of at most 2 CPUs: there
     the BPE trainer's rayon threads spend more on handing work over (a parallel step per merge) than they gain
-    (measured on po-parallel, 2 CPUs: ~30% less CPU time and less wall time single-threaded, quiet or loaded)."""
+    (`benchmarks/README.md`)."""
     previous = os.environ.get("TOKENIZERS_PARALLELISM")
     if parallel is None and previous is None and (os.cpu_count() or 1) <= 2:
         parallel = False

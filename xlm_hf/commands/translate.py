@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..atomic import atomic_open
+from ..inference import PRECISIONS
 
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays flat on any file size
@@ -30,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--beams", type=_positive_int, default=None, help="beam size (default: the model's, 4)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="sentences per batch (default 16)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="cap on generated tokens per line")
-    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="weights for decoding: bf16 (AMX/AVX512-BF16 CPUs) or int8 (dynamic quantisation) are faster; "
                    "see benchmarks/README.md for speed and BLEU per mode")
     p.add_argument("--compile", action="store_true",

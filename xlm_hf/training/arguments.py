@@ -107,7 +107,7 @@ def reuse_freed_memory_field():
     return field(
         default=True,
         metadata={"help": "Keep freed host memory in the process for the next step (glibc mallopt, Linux): the large "
-                          "tensors of each CPU training step then skip the page faults of fresh memory (measured: "
+                          "tensors of each CPU training step then skip the page faults of fresh memory (see "
                           "benchmarks/README.md). False: the C library's defaults."},
     )
 

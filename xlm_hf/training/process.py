@@ -29,8 +29,8 @@ def reuse_freed_memory() -> bool:
     By default glibc serves every allocation above its mmap threshold (128 KiB, adapting up to 32 MiB) with fresh
     pages from the kernel, and gives them back when they are freed. A training step allocates and frees the same large
     tensors every time (the output layer's logits and gradients, vocabulary-sized weight gradients, autocast's weight
-    copies), so each step pays a page fault per 4 KiB of them again: on the 2-core benchmark machine, about a fifth
-    of a CPU step. Raised mmap and trim thresholds keep those blocks in the heap, where the next step reuses them;
+    copies), so each step pays a page fault per 4 KiB of them again (its share of a CPU step: `benchmarks/README.md`).
+    Raised mmap and trim thresholds keep those blocks in the heap, where the next step reuses them;
     the process then keeps its peak memory until it exits. (PyTorch's `THP_MEM_ALLOC_ENABLE=1`, huge pages for large
     tensors, was measured too: faster in bf16, not in fp32.) Returns whether the settings took (False off glibc, e.g.
     macOS or musl, where nothing changes)."""

@@ -1,15 +1,13 @@
 """chrF / chrF++ by sacrebleu, as an offline `evaluate` metric shipped with xlm-hf.
 
-Load it with `evaluate.load(xlm_hf.evaluation.metric_path("chrf"))`. evaluate copies this one
-file into its module cache, so it stays self-contained: it imports evaluate, datasets and
-sacrebleu, never xlm_hf (importing the package would register the models on every metric load).
-That is why `_FEATURES` and `reference_streams` are repeated in each of bleu.py, chrf.py, ter.py:
-a change to one goes to the three.
+Load it with `evaluate.load(xlm_hf.evaluation.metric_path("chrf"))`. What the three
+sacrebleu metrics share (features, reference streams, `MetricInfo`) is in `sacrebleu_common.py`.
 """
 
-import datasets
 import evaluate
 from sacrebleu.metrics import CHRF
+
+from .sacrebleu_common import metric_info, reference_streams
 
 _CITATION = """\
 @inproceedings{popovic-2015-chrf,
@@ -43,34 +41,11 @@ Examples:
     100.0
 """
 
-# One reference per prediction (a string), or several (a list of strings).
-_STRING = datasets.Value("string", id="sequence")
-_FEATURES = [
-    datasets.Features({"predictions": _STRING, "references": references})
-    for references in (datasets.Sequence(_STRING, id="references"), _STRING)
-]
-
-
-def reference_streams(references):
-    """Per-prediction references -> sacrebleu's streams: stream i holds every prediction's i-th
-    reference, None where a prediction has fewer than i + 1."""
-    per_prediction = [[refs] if isinstance(refs, str) else list(refs) for refs in references]
-    if any(not refs for refs in per_prediction):
-        raise ValueError("every prediction needs at least one reference; got an empty list of references")
-    n_refs = max(len(refs) for refs in per_prediction)
-    return [[refs[i] if i < len(refs) else None for refs in per_prediction] for i in range(n_refs)]
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Chrf(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=_FEATURES,
-            codebase_urls=["https://github.com/mjpost/sacrebleu"],
-        )
+        return metric_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION)
 
     def _compute(
         self,

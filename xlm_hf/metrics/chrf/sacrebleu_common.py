@@ -1,0 +1,1 @@
+../sacrebleu_common.py
