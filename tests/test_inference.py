@@ -217,3 +217,14 @@ def test_cpu_dropout_keeps_the_expected_share_and_scales():
     torch.manual_seed(0)
     assert torch.equal(dropout(x, 0.1, training=True), y)  # seeded: the same mask
     assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+
+
+def test_the_model_file_lets_transformers_switch_its_attention():
+    """transformers decides from the model module's source whether set_attn_implementation() may switch it (it looks
+    for the attention interface call); the CPU kernel routing in xlm_hf.inference must not take that call away."""
+    model = tiny_model()
+    model.set_attn_implementation("eager")
+    stacks = [model.model.encoder, model.model.decoder]
+    assert all(stack.config._attn_implementation == "eager" for stack in stacks)
+    out = model(**batch(), output_attentions=True)
+    assert len(out.cross_attentions) == len(out.encoder_attentions) == model.config.decoder_layers

@@ -93,19 +93,15 @@ def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torc
     return hidden_states * keep * (1.0 / (1.0 - p))
 
 
-def attention_kernel(implementation: str, query: torch.Tensor, dropout_in_training: bool, eager):
-    """The attention kernel for `config._attn_implementation`: the attention interface's, except on CPUs under sdpa
-    in bf16/fp16 or with attention dropout in training, where the `eager` kernel (two matmuls) is used.
+def eager_is_faster(implementation: str, query: torch.Tensor, dropout_in_training: bool) -> bool:
+    """Whether the model's attention should run its eager kernel (two matmuls) instead of the attention interface's
+    `implementation`: on CPUs under sdpa in bf16/fp16, or with attention dropout in training.
 
     Why: PyTorch's CPU sdpa (flash) kernel is slower than the eager path in bf16, in its backward above all, while in
     fp32 it is the faster one (`benchmarks/README.md`); with dropout CPU sdpa falls back to its own math path with
     the slow `bernoulli_` masks that `apply_dropout` avoids. The masks sdpa configs build (boolean or None, with
     `is_causal`) are understood by the eager kernel too."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    if implementation == "sdpa" and query.device.type == "cpu" and (query.dtype != torch.float32 or dropout_in_training):
-        return eager
-    return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager)
+    return implementation == "sdpa" and query.device.type == "cpu" and (query.dtype != torch.float32 or dropout_in_training)
 
 
 def cross_attention_dtype(states: torch.Tensor, implementation: str) -> torch.dtype:

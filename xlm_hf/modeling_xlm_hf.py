@@ -32,14 +32,14 @@ from transformers.modeling_outputs import (
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
 )
-from transformers.modeling_utils import PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import can_return_tuple, logging
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_xlm_hf import IGNORE_INDEX, REMOTE_CODE_FILES, XLMConfig, custom_pipelines_entry
 from .generation_xlm_hf import XLMGenerationMixin
-from .inference import apply_dropout, attention_kernel, cross_attention_dtype
+from .inference import apply_dropout, cross_attention_dtype, eager_is_faster
 
 
 logger = logging.get_logger(__name__)
@@ -213,8 +213,12 @@ class XLMAttention(nn.Module):
         self.out_proj = nn.Linear(config.d_model, config.d_model)
 
     def _kernel(self, query: torch.Tensor) -> Callable:
-        return attention_kernel(self.config._attn_implementation, query, self.training and self.dropout > 0,
-                                eager_attention_forward)
+        # The interface call stays in this file: transformers' set_attn_implementation() looks for it in the source
+        # of the model's module (PreTrainedModel._can_set_attn_implementation) and silently refuses without it.
+        implementation = self.config._attn_implementation
+        if eager_is_faster(implementation, query, self.training and self.dropout > 0):
+            return eager_attention_forward
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
 
     def _attend(self, query, key, value, attention_mask, **kwargs):
         """The kernel, in the dtype of the keys (fp32 for a bf16 model's cross-attention cache, see
