@@ -54,7 +54,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from bench_model import marian_config, never_end  # noqa: E402  (benchmarks/ is sys.path[0])
 from bench_tokenizer import build_marian, train_sentencepiece, write_sides  # noqa: E402
 from common import (  # noqa: E402
-    add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved, selected_cases,
+    REPO, SHARED_CORPUS, add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved, selected_cases,
 )
 
 from xlm_hf import XLMForSeq2SeqLM, XLMTokenizerFast, config_from_preset, train_tokenizer  # noqa: E402
@@ -62,8 +62,6 @@ from xlm_hf.pipeline_translation import translation_pipeline  # noqa: E402
 from xlm_hf.presets import preset_kwargs  # noqa: E402
 
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_CORPUS = REPO.parent / "shared" / "data" / "po-parallel"
 BUNDLED_CORPUS = REPO / "examples" / "data" / "po-mini"
 SRC, TGT = "en", "fr"
 BASELINE = "marian"

@@ -42,11 +42,9 @@ from pathlib import Path
 
 import torch
 
-from common import machine_info, markdown_table  # benchmarks/ is sys.path[0] when run as a script
+from common import REPO, SHARED_CORPUS, machine_info, markdown_table  # benchmarks/ is sys.path[0] when run as a script
 
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = Path("/work/shared/data/po-parallel")
 logger = logging.getLogger("bench_pretraining")
 
 
@@ -162,7 +160,8 @@ def pretrain_args(tokenizer: Path, out: Path, data: dict, args) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of SRC-TGT.SPLIT.tsv files")
+    parser.add_argument("--corpus", type=Path, default=SHARED_CORPUS,
+                        help="folder of SRC-TGT.SPLIT.tsv files (default: ../shared/data/po-parallel beside the checkout)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keeps every stage (default: a temporary folder)")
     parser.add_argument("--direction", default="en-de")
     parser.add_argument("--train-pairs", type=int, default=2000)

@@ -33,13 +33,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import sentencepiece as spm  # noqa: E402
 from transformers import MarianTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
-from common import Meter, machine_info, markdown_table  # noqa: E402  (benchmarks/ is sys.path[0])
+from common import SHARED_CORPUS, Meter, machine_info, markdown_table  # noqa: E402  (benchmarks/ is sys.path[0])
 
 from xlm_hf.tokenizer_training import train_tokenizer  # noqa: E402
 
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "po-parallel"
 QUIET = 0.10  # other processes' share of the CPUs under which a run starts
 
 
@@ -160,7 +158,7 @@ def _pct(x):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder of SRC-TGT.SPLIT.tsv files")
+    parser.add_argument("--corpus", type=Path, default=SHARED_CORPUS, help="folder of SRC-TGT.SPLIT.tsv files")
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quiet-timeout", type=float, default=300.0,

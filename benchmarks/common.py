@@ -19,7 +19,12 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
+
+REPO = Path(__file__).resolve().parent.parent
+# The shared corpus beside the checkout (`../shared/data/po-parallel`); every benchmark also takes --corpus.
+SHARED_CORPUS = REPO.parent / "shared" / "data" / "po-parallel"
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -6,15 +6,20 @@ Importing the package registers its classes with the Auto classes (and marks the
 
 __version__ = "0.1.0"
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from .configuration_xlm_hf import XLMConfig
+from .data import load_translation_dataset, load_translation_datasets
 from .modeling_xlm_hf import XLMForPreTraining, XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel
 from .pipeline_translation import XLMTranslationPipeline, translate, translation_pipeline
+from .presets import config_from_preset, list_presets
+from .tokenization_xlm_hf import XLMHFTokenizer, XLMTokenizerFast
+from .tokenizer_training import train_tokenizer
 
 # --- Auto classes -----------------------------------------------------------------------------------------------------
 # Our config is called XLMConfig like transformers' own (encoder-only) one; the Auto mappings key on the class object,
-# so `exist_ok=True` adds ours without touching the built-in `xlm` entries (tested in tests/test_registration.py).
+# so `exist_ok=True` adds ours without touching the built-in `xlm` entries (tested in tests/test_model.py,
+# test_builtin_xlm_is_untouched_by_our_registration).
 AutoConfig.register(XLMConfig.model_type, XLMConfig)
 AutoModel.register(XLMConfig, XLMModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(XLMConfig, XLMForSeq2SeqLM, exist_ok=True)
@@ -25,20 +30,10 @@ XLMModel.register_for_auto_class("AutoModel")
 XLMForSeq2SeqLM.register_for_auto_class("AutoModelForSeq2SeqLM")
 XLMForPreTraining.register_for_auto_class("AutoModelForMaskedLM")
 
-# --- Tokenizer (owned by the tokenizer module) -------------------------------------------------------------------------
-# The class is named XLMHFTokenizer (exported also as XLMTokenizerFast): AutoTokenizer strips "Fast" from a saved
+# The tokenizer is named XLMHFTokenizer (exported also as XLMTokenizerFast): AutoTokenizer strips "Fast" from a saved
 # tokenizer_class, and "XLMTokenizer" would resolve to transformers' own Moses tokenizer. exist_ok: see XLMConfig above.
-from transformers import AutoTokenizer  # noqa: E402
-
-from .data import load_translation_dataset, load_translation_datasets  # noqa: E402  (imports `datasets` lazily)
-from .tokenization_xlm_hf import XLMHFTokenizer, XLMTokenizerFast  # noqa: E402
-from .tokenizer_training import train_tokenizer  # noqa: E402
-
 AutoTokenizer.register(XLMConfig, tokenizer_class=XLMHFTokenizer, exist_ok=True)
 XLMHFTokenizer.register_for_auto_class("AutoTokenizer")
-
-# --- Lazy conveniences --------------------------------------------------------------------------------------------------
-from .presets import config_from_preset, list_presets  # noqa: E402
 
 __all__ = [
     "XLMConfig",
