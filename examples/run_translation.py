@@ -30,6 +30,7 @@ from xlm_hf.training import (
     TranslationTrainer,
     TranslationTrainingArguments,
     build_datasets,
+    check_lengths,
     configure_generation,
     create_model,
     load_tokenizer,
@@ -73,6 +74,7 @@ def main(argv=None) -> dict:
 
     tokenizer = load_tokenizer(model_args)
     model = create_model(model_args, tokenizer)
+    check_lengths(model.config, data_args, training_args.generation_max_length)
     if training_args.label_smoothing_factor and hasattr(model.config, "label_smoothing"):
         # Smoothed inside our model's loss, which is fused with the output layer; the Trainer's LabelSmoother would
         # need the full (B, T, V) logits.

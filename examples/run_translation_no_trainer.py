@@ -37,6 +37,7 @@ from xlm_hf.training import (
     LoopArguments,
     ModelArguments,
     build_datasets,
+    check_lengths,
     configure_generation,
     create_model,
     direction_groups,
@@ -107,6 +108,7 @@ def main(argv=None) -> dict:
     set_seed(args.seed)
     tokenizer = load_tokenizer(model_args)
     model = create_model(model_args, tokenizer)
+    check_lengths(model.config, data_args, args.generation_max_length)
     configure_generation(model, num_beams=args.generation_num_beams,
                          max_new_tokens=args.generation_max_length or data_args.max_target_length)
     with accelerator.main_process_first():

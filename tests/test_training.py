@@ -2,9 +2,11 @@
 for bad data / pairs / recipes, per-row target tags in generation, and checkpoint discovery."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +35,7 @@ from xlm_hf.training import (
 )
 
 LOOP_ARGS = (ModelArguments, DataArguments, LoopArguments)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def tag(tokenizer, lang):
@@ -108,7 +111,61 @@ def test_argument_validation_names_the_fix():
         parse_config_overrides("dropout")
 
 
+@pytest.mark.parametrize("argument, value", [("learning_rate", "-1"), ("learning_rate", "0"), ("weight_decay", "-0.1"),
+                                              ("adam_beta2", "1.5"), ("per_device_train_batch_size", "0"),
+                                              ("warmup_steps", "-3"), ("logging_steps", "0")])
+@pytest.mark.parametrize("script", ["trainer", "loop"])
+def test_bad_optimisation_values_are_refused_before_anything_is_written(script, argument, value, tmp_path):
+    """Values the optimizer or scheduler would refuse only once training starts, after the output folder exists:
+    refused when the arguments are parsed, with the option's name; no folder is created."""
+    out = tmp_path / "run"
+    types = LOOP_ARGS if script == "loop" else (ModelArguments, DataArguments, TranslationTrainingArguments)
+    with pytest.raises(ValueError, match=f"--{argument} must be"):
+        parse_args(types, ["tiny", "--output_dir", str(out), f"--{argument}", value])
+    assert not out.exists()
+
+
+def test_lengths_beyond_the_model_positions_are_refused_before_training(tokenizer, tmp_path):
+    """A --max_source_length above max_position_embeddings crashed mid-run (in the first batch long enough)."""
+    from xlm_hf.training import check_lengths
+
+    config = xlm_hf.config_from_preset("tiny", tokenizer=tokenizer)
+    check_lengths(config, small_data(max_source_length=config.max_position_embeddings))  # at the limit: fine
+    with pytest.raises(ValueError, match="--max_source_length 1000 exceeds the model's max_position_embeddings"):
+        check_lengths(config, small_data(max_source_length=1000))
+    with pytest.raises(ValueError, match="--max_target_length"):
+        check_lengths(config, small_data(max_target_length=config.max_position_embeddings + 1))
+    with pytest.raises(ValueError, match="--generation_max_length"):
+        check_lengths(config, small_data(), max_new_tokens=config.max_position_embeddings)
+
+
+@pytest.mark.parametrize("script", ["run_translation", "run_translation_no_trainer"])
+def test_the_scripts_check_lengths_before_training(script, tokenizer, tmp_path):
+    tokenizer_dir = tmp_path / "tokenizer"
+    tokenizer.save_pretrained(tokenizer_dir)
+    result = subprocess.run(
+        [sys.executable, f"examples/{script}.py", "tiny", "--tokenizer_name_or_path", str(tokenizer_dir),
+         "--output_dir", str(tmp_path / "run"), "--max_source_length", "1000"],
+        capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0 and "exceeds the model's max_position_embeddings" in result.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
 # --- data ---------------------------------------------------------------------------------------------------------------
+
+
+def test_the_tokenizer_keeps_the_first_direction_after_tokenizing_both(tokenizer):
+    """Tokenizing en-fr in both directions used to leave the tokenizer at fr -> en (the last batch's), and the saved
+    tokenizer then tagged English input as French. The first direction asked for is what it keeps."""
+    tokenizer.src_lang, tokenizer.tgt_lang = "de", "es"
+    try:
+        build_datasets(small_data(both_directions=True), tokenizer, seed=0)
+        assert (tokenizer.src_lang, tokenizer.tgt_lang) == ("en", "fr")
+        build_datasets(small_data(pairs=["fr-en"], both_directions=True), tokenizer, seed=0)
+        assert (tokenizer.src_lang, tokenizer.tgt_lang) == ("fr", "en")
+    finally:
+        tokenizer.src_lang, tokenizer.tgt_lang = "en", "fr"
+
 
 
 def test_directions_carry_their_own_language_tags(tokenizer):

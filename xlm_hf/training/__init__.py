@@ -30,15 +30,46 @@ is ever stored in the model's generation config.
 """
 
 from ..data import split_pair
-from .arguments import DataArguments, LoopArguments, ModelArguments, TranslationTrainingArguments
+from .arguments import (
+    DataArguments,
+    LoopArguments,
+    ModelArguments,
+    TranslationTrainingArguments,
+    check_optimization_args,
+)
 from .recipes import RecipeError, list_recipes, parse_args, resolve_recipe
 from .process import pin_cpu_threads, prepare_process, reuse_freed_memory, setup_logging
-from .datasets import TranslationData, build_datasets, check_tokenizer_languages, model_inputs, tokenize_direction, translation_directions
-from .models import check_model_matches_tokenizer, configure_generation, create_model, load_tokenizer, make_data_collator, parse_config_overrides
+from .datasets import (
+    TranslationData,
+    build_datasets,
+    check_tokenizer_languages,
+    model_inputs,
+    tokenize_direction,
+    translation_directions,
+)
+from .models import (
+    check_lengths,
+    check_model_matches_tokenizer,
+    configure_generation,
+    create_model,
+    load_tokenizer,
+    make_data_collator,
+    parse_config_overrides,
+)
 from .evaluation import direction_groups, evaluate_translation, make_generation_metrics, prefixed, target_prefix
 from .trainer import TranslationTrainer
 from .loop import EpochSampler, num_update_steps
-from .checkpoints import LOOP_STATE, find_last_checkpoint, find_last_state, load_training_state, resolve_resume, save_final_model, save_training_state, weights_digest, write_json
+from .checkpoints import (
+    LOOP_STATE,
+    find_last_checkpoint,
+    find_last_state,
+    load_training_state,
+    resolve_resume,
+    save_final_model,
+    save_training_state,
+    weights_digest,
+    write_json,
+)
 from .publish import push_to_hub
 
 __all__ = [
@@ -52,6 +83,8 @@ __all__ = [
     "TranslationTrainer",
     "TranslationTrainingArguments",
     "build_datasets",
+    "check_optimization_args",
+    "check_lengths",
     "check_model_matches_tokenizer",
     "check_tokenizer_languages",
     "configure_generation",

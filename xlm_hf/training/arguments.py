@@ -131,6 +131,7 @@ class TranslationTrainingArguments(Seq2SeqTrainingArguments):
     reuse_freed_memory: bool = reuse_freed_memory_field()
 
     def __post_init__(self):
+        check_optimization_args(self)
         self.report_to = resolve_report_to(self.report_to)
         super().__post_init__()
         if self.early_stopping_patience is not None and not self.load_best_model_at_end:
@@ -207,6 +208,7 @@ class LoopArguments:
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository id 'user/name' for --push_to_hub."})
 
     def __post_init__(self):
+        check_optimization_args(self)
         if self.eval_strategy == "steps" and not self.eval_steps:
             raise ValueError("eval_strategy='steps' needs --eval_steps N.")
         if self.save_strategy == "steps" and self.save_steps <= 0:
@@ -214,6 +216,27 @@ class LoopArguments:
         if self.gradient_accumulation_steps < 1:
             raise ValueError("gradient_accumulation_steps must be >= 1.")
         self.report_to = resolve_report_to(self.report_to)
+
+
+def check_optimization_args(args) -> None:
+    """Refuse, when the arguments are parsed, values that the optimizer, the scheduler or the data loader would
+    refuse only once the run has started (with its output folder created)."""
+    checks = [
+        ("learning_rate", args.learning_rate > 0, "> 0"),
+        ("weight_decay", args.weight_decay >= 0, ">= 0"),
+        ("adam_beta1", 0 <= args.adam_beta1 < 1, "in [0, 1)"),
+        ("adam_beta2", 0 <= args.adam_beta2 < 1, "in [0, 1)"),
+        ("adam_epsilon", args.adam_epsilon > 0, "> 0"),
+        ("max_grad_norm", args.max_grad_norm >= 0, ">= 0 (0 disables clipping)"),
+        ("warmup_steps", args.warmup_steps >= 0, ">= 0"),
+        ("num_train_epochs", args.num_train_epochs > 0 or args.max_steps > 0, "> 0 (or set --max_steps)"),
+        ("per_device_train_batch_size", args.per_device_train_batch_size >= 1, ">= 1"),
+        ("per_device_eval_batch_size", args.per_device_eval_batch_size >= 1, ">= 1"),
+        ("logging_steps", args.logging_steps > 0, "> 0"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"--{name} must be {expected}, got {getattr(args, name)}.")
 
 
 def resolve_report_to(report_to: Any) -> Any:

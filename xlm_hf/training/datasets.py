@@ -64,11 +64,18 @@ def load_raw_pairs(data_args: DataArguments, splits: Sequence[str]) -> dict[str,
 
 
 def _encode(batch: dict[str, list], *, tokenizer, src: str, tgt: str, max_source_length: int, max_target_length: int):
-    """Tokenize one batch of one direction: `__src__ ... </s>` inputs, `__tgt__ ... </s>` labels, its direction."""
-    tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
+    """Tokenize one batch of one direction: `__src__ ... </s>` inputs, `__tgt__ ... </s>` labels, its direction.
+
+    The tokenizer's own languages (its saved default direction) are restored afterwards: a stream tokenizes lazily,
+    during training, and the last batch must not decide what the saved tokenizer defaults to."""
     rows = batch["translation"]
-    encoded = tokenizer([r[src] for r in rows], max_length=max_source_length, truncation=True)
-    labels = tokenizer(text_target=[r[tgt] for r in rows], max_length=max_target_length, truncation=True)
+    previous = tokenizer.src_lang, tokenizer.tgt_lang
+    tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
+    try:
+        encoded = tokenizer([r[src] for r in rows], max_length=max_source_length, truncation=True)
+        labels = tokenizer(text_target=[r[tgt] for r in rows], max_length=max_target_length, truncation=True)
+    finally:
+        tokenizer.src_lang, tokenizer.tgt_lang = previous
     return {
         "input_ids": encoded["input_ids"],
         "attention_mask": encoded["attention_mask"],
@@ -120,6 +127,9 @@ def build_datasets(
     check_tokenizer_languages(tokenizer, data_args.pairs)
     directions = translation_directions(data_args.pairs, data_args.both_directions)
     result = TranslationData(directions=[f"{s}-{t}" for _, s, t in directions])
+    # The direction the user asked for first becomes the tokenizer's default, the one its saved folder keeps (and that
+    # pipeline("translation", model=folder) uses when no language is given).
+    tokenizer.src_lang, tokenizer.tgt_lang = directions[0][1], directions[0][2]
     wanted = {"eval": (data_args.eval_split, evaluate), "test": (data_args.test_split, predict),
               "train": ("train", train and not data_args.streaming)}
     splits = [split for split, load in wanted.values() if load]

@@ -99,6 +99,18 @@ def check_model_matches_tokenizer(config, tokenizer) -> None:
                          f"load the tokenizer the model was trained with.")
 
 
+def check_lengths(config, data_args, max_new_tokens: int | None = None) -> None:
+    """The run's sequence lengths must fit the model's positions; found before training starts, not mid-run."""
+    limit = config.max_position_embeddings
+    for name in ("max_source_length", "max_target_length"):
+        if getattr(data_args, name) > limit:
+            raise ValueError(f"--{name} {getattr(data_args, name)} exceeds the model's max_position_embeddings "
+                             f"({limit}): lower it to {limit} or less.")
+    if max_new_tokens is not None and max_new_tokens > limit - 1:
+        raise ValueError(f"--generation_max_length {max_new_tokens} leaves no room in the model's "
+                         f"max_position_embeddings ({limit}) for the decoder's start token: lower it to {limit - 1}.")
+
+
 def configure_generation(model, *, num_beams: int | None, max_new_tokens: int | None) -> None:
     """Evaluation's generation settings, kept in (and saved with) `model.generation_config`."""
     if num_beams is not None:
