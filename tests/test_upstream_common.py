@@ -1,0 +1,126 @@
+"""transformers' own `ModelTesterMixin` and `ConfigTester` against `XLMModel` and `XLMForSeq2SeqLM`.
+
+The mixins come from the sdist of the installed transformers, fetched at test time (`tests/upstream_mixins.py`);
+the module skips, with the reason, when that is impossible. The tester follows transformers' Marian/BART testers
+(tiny dims, random ids ending in </s>, masks from the padding), in two variants: one language, and two languages
+whose sources and targets start with a language tag (language embeddings on).
+
+Run: `PYTHONPATH=. python -m pytest -q -m upstream tests/test_upstream_common.py`
+
+Skips (every one, with its reason; each is a `unittest.skip` below or a class attribute):
+- GenerationTesterMixin is not run: the sdist has no `tests/generation/test_utils.py` (a stand-in mixin satisfies
+  `test_generation_tester_mixin_inheritance`); generation is covered by tests/test_model.py and tests/test_pipeline.py.
+- ExportTesterMixin (torch.export) is not run: the sdist has no `tests/exporters/` (stand-in, as above).
+- Tests that need a GPU, several GPUs, flash-attention, DeepSpeed, kernels or RoPE, or are for decoder-only,
+  vision/audio, MoE or tensor-parallel models, skip themselves through upstream's own decorators and checks.
+"""
+
+import unittest
+
+import pytest
+import torch
+
+import xlm_hf  # noqa: F401  (registers the Auto classes)
+from xlm_hf import XLMConfig, XLMForSeq2SeqLM, XLMModel
+
+import upstream_mixins  # tests/upstream_mixins.py
+
+
+pytestmark = pytest.mark.upstream
+
+try:
+    _modeling, _configuration = upstream_mixins.load()
+except upstream_mixins.Unavailable as err:
+    pytest.skip(f"transformers' common tests are unavailable: {err}", allow_module_level=True)
+
+ModelTesterMixin = _modeling.ModelTesterMixin
+ids_tensor = _modeling.ids_tensor
+ConfigTester = _configuration.ConfigTester
+
+PAD, BOS, EOS, UNK, MASK = 2, 0, 1, 3, 4
+
+
+class XLMModelTester:
+    """Marian's tester, with XLM's special ids (<s>=0, </s>=1, <pad>=2) and, with `n_langs=2`, language tags."""
+
+    def __init__(self, parent, n_langs=1, batch_size=13, seq_length=7, is_training=True, vocab_size=99,
+                 hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=4,
+                 max_position_embeddings=20):
+        self.parent = parent
+        self.n_langs = n_langs
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.is_training = is_training
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+        self.tags = [5, 6][:n_langs] if n_langs > 1 else None
+        # the mixin reads these
+        self.encoder_seq_length = seq_length
+        self.decoder_seq_length = seq_length
+        self.key_length = seq_length
+
+    def get_config(self):
+        languages = {} if self.n_langs == 1 else {"lang2id": {"en": 0, "fr": 1}, "lang_token_ids": self.tags}
+        return XLMConfig(
+            vocab_size=self.vocab_size,
+            d_model=self.hidden_size,
+            encoder_layers=self.num_hidden_layers,
+            decoder_layers=self.num_hidden_layers,
+            encoder_attention_heads=self.num_attention_heads,
+            decoder_attention_heads=self.num_attention_heads,
+            encoder_ffn_dim=self.intermediate_size,
+            decoder_ffn_dim=self.intermediate_size,
+            max_position_embeddings=self.max_position_embeddings,
+            dropout=0.1,
+            attention_dropout=0.1,
+            n_langs=self.n_langs,
+            pad_token_id=PAD,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+            decoder_start_token_id=EOS,
+            **languages,
+        )
+
+    def prepare_config_and_inputs(self):
+        input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size).clamp(MASK + 3)
+        input_ids[:, -1] = EOS
+        decoder_input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size).clamp(MASK + 3)
+        if self.tags:
+            input_ids[:, 0] = self.tags[0]
+            decoder_input_ids[:, 0] = self.tags[1]
+        config = self.get_config()
+        inputs_dict = {
+            "input_ids": input_ids,
+            "decoder_input_ids": decoder_input_ids,
+            "attention_mask": input_ids.ne(PAD),
+            "decoder_attention_mask": decoder_input_ids.ne(PAD),
+        }
+        return config, inputs_dict
+
+    def prepare_config_and_inputs_for_common(self):
+        return self.prepare_config_and_inputs()
+
+
+class _XLMCommonTests(ModelTesterMixin):
+    all_model_classes = (XLMModel, XLMForSeq2SeqLM)
+    is_encoder_decoder = True
+    n_langs = 1
+
+    def setUp(self):
+        self.model_tester = XLMModelTester(self, n_langs=self.n_langs)
+        self.config_tester = ConfigTester(self, config_class=XLMConfig, d_model=16)
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+
+class XLMOneLanguageTest(_XLMCommonTests, upstream_mixins.generation_stand_in(), unittest.TestCase):
+    n_langs = 1
+
+
+class XLMTwoLanguagesTest(_XLMCommonTests, upstream_mixins.generation_stand_in(), unittest.TestCase):
+    n_langs = 2
