@@ -15,8 +15,10 @@ Skips (every one, with its reason; each is a `unittest.skip` below or a class at
   vision/audio, MoE or tensor-parallel models, skip themselves through upstream's own decorators and checks.
 """
 
+import tempfile
 import unittest
 import unittest.mock
+import warnings
 
 import pytest
 import torch
@@ -105,6 +107,52 @@ class XLMModelTester:
     def prepare_config_and_inputs_for_common(self):
         return self.prepare_config_and_inputs()
 
+    # Marian's model-specific checks, adapted: our decoder always attends to an encoder output.
+
+    def create_and_check_decoder_model_past_large_inputs(self, config, inputs_dict, cache_name):
+        model = XLMModel(config).eval()
+        decoder = model.get_decoder()
+        encoder_states = model.get_encoder()(inputs_dict["input_ids"]).last_hidden_state
+        input_ids = inputs_dict["decoder_input_ids"]
+        attention_mask = inputs_dict["decoder_attention_mask"].long()
+        outputs = decoder(input_ids, attention_mask=attention_mask, encoder_hidden_states=encoder_states,
+                          use_cache=True)
+        next_tokens = ids_tensor((self.batch_size, 3), config.vocab_size).clamp(MASK + 3)  # (no tags)
+        next_attention_mask = torch.cat([attention_mask, ids_tensor((self.batch_size, 3), 2)], dim=-1)
+        next_input_ids = torch.cat([input_ids, next_tokens], dim=-1)
+        langs = None
+        if self.tags:  # the tag is in the prefix only: the cached step gets the prefix's languages (as generate does)
+            from xlm_hf.modeling_xlm_hf import derive_langs
+
+            langs = derive_langs(next_input_ids, torch.tensor(self.tags))[:, -3:]
+        no_past = decoder(next_input_ids, attention_mask=next_attention_mask,
+                          encoder_hidden_states=encoder_states).last_hidden_state
+        with_past = decoder(next_tokens, attention_mask=next_attention_mask, encoder_hidden_states=encoder_states,
+                            langs=langs, **{cache_name: outputs.cache}).last_hidden_state
+        self.parent.assertEqual(with_past.shape[1], next_tokens.shape[1])
+        torch.testing.assert_close(with_past, no_past[:, -3:], atol=1e-4, rtol=1e-4)
+
+    def check_encoder_decoder_model_standalone(self, config, inputs_dict):
+        import tempfile
+
+        from xlm_hf.modeling_xlm_hf import XLMDecoder, XLMEncoder
+
+        model = XLMModel(config).eval()
+        outputs = model(**inputs_dict)
+        with tempfile.TemporaryDirectory() as folder:
+            model.get_encoder().save_pretrained(folder)
+            encoder = XLMEncoder.from_pretrained(folder).eval()
+        encoder_states = encoder(inputs_dict["input_ids"], attention_mask=inputs_dict["attention_mask"])[0]
+        torch.testing.assert_close(encoder_states, outputs.encoder_last_hidden_state, atol=1e-5, rtol=1e-5)
+        with tempfile.TemporaryDirectory() as folder:
+            model.get_decoder().save_pretrained(folder)
+            decoder = XLMDecoder.from_pretrained(folder).eval()
+        decoder_states = decoder(input_ids=inputs_dict["decoder_input_ids"],
+                                 attention_mask=inputs_dict["decoder_attention_mask"],
+                                 encoder_hidden_states=outputs.encoder_last_hidden_state,
+                                 encoder_attention_mask=inputs_dict["attention_mask"])[0]
+        torch.testing.assert_close(decoder_states, outputs.last_hidden_state, atol=1e-5, rtol=1e-5)
+
 
 class _XLMCommonTests(ModelTesterMixin):
     all_model_classes = (XLMModel, XLMForSeq2SeqLM)
@@ -129,6 +177,36 @@ class _XLMCommonTests(ModelTesterMixin):
 
     def test_config(self):
         self.config_tester.run_common_tests()
+
+    # Marian's own model-specific tests
+
+    def test_save_load_strict(self):
+        config, _ = self.model_tester.prepare_config_and_inputs()
+        for model_class in self.all_model_classes:
+            with tempfile.TemporaryDirectory() as folder:
+                model_class(config).save_pretrained(folder)
+                _, info = model_class.from_pretrained(folder, output_loading_info=True)
+            self.assertEqual(set(info["missing_keys"]), set())
+
+    def test_decoder_model_past_with_large_inputs(self):
+        for cache_name in ("cache", "past_key_values"):  # the argument, and its deprecated alias
+            with self.subTest(cache_name), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                self.model_tester.create_and_check_decoder_model_past_large_inputs(
+                    *self.model_tester.prepare_config_and_inputs(), cache_name=cache_name)
+
+    def test_encoder_decoder_model_standalone(self):
+        self.model_tester.check_encoder_decoder_model_standalone(*self.model_tester.prepare_config_and_inputs())
+
+    def test_share_encoder_decoder_embeddings(self):
+        config, _ = self.model_tester.prepare_config_and_inputs()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIs(model.get_encoder().embed_tokens.weight, model.get_decoder().embed_tokens.weight)
+        config.share_encoder_decoder_embeddings = False
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIsNot(model.get_encoder().embed_tokens.weight, model.get_decoder().embed_tokens.weight)
 
 
 class XLMOneLanguageTest(_XLMCommonTests, upstream_mixins.generation_stand_in(), unittest.TestCase):

@@ -530,10 +530,12 @@ class XLMStack(XLMPreTrainedModel):
 
     layer_class: type[XLMBlock]
 
-    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding, num_layers: int):
+    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding | None, num_layers: int):
         super().__init__(config)
         d_model = config.d_model
         self.embed_scale = math.sqrt(d_model) if config.scale_embedding else 1.0
+        if embed_tokens is None:  # standalone (`XLMEncoder.from_pretrained(folder)`): its own embedding
+            embed_tokens = nn.Embedding(config.vocab_size, d_model, config.pad_token_id)
         self.embed_tokens = embed_tokens
         self.embed_positions = nn.Embedding(config.max_position_embeddings, d_model)
         if config.sinusoidal_embeddings:
@@ -649,7 +651,7 @@ class XLMEncoder(XLMStack):
     layer_class = XLMEncoderLayer
     _can_record_outputs = {"hidden_states": XLMEncoderLayer, "attentions": XLMSelfAttention}
 
-    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding):
+    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding | None = None):
         super().__init__(config, embed_tokens, config.encoder_layers)
         self.post_init()
 
@@ -689,7 +691,7 @@ class XLMDecoder(XLMStack):
         "cross_attentions": OutputRecorder(XLMCrossAttention, index=1),
     }
 
-    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding):
+    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding | None = None):
         super().__init__(config, embed_tokens, config.decoder_layers)
         self.post_init()
 
