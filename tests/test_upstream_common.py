@@ -7,12 +7,35 @@ whose sources and targets start with a language tag (language embeddings on).
 
 Run: `PYTHONPATH=. python -m pytest -q -m upstream tests/test_upstream_common.py`
 
-Skips (every one, with its reason; each is a `unittest.skip` below or a class attribute):
-- GenerationTesterMixin is not run: the sdist has no `tests/generation/test_utils.py` (a stand-in mixin satisfies
-  `test_generation_tester_mixin_inheritance`); generation is covered by tests/test_model.py and tests/test_pipeline.py.
-- ExportTesterMixin (torch.export) is not run: the sdist has no `tests/exporters/` (stand-in, as above).
-- Tests that need a GPU, several GPUs, flash-attention, DeepSpeed, kernels or RoPE, or are for decoder-only,
-  vision/audio, MoE or tensor-parallel models, skip themselves through upstream's own decorators and checks.
+Skips. This file skips nothing itself (Marian's own test file skips four tests); two mixins are not run:
+- GenerationTesterMixin: the sdist has no `tests/generation/test_utils.py` (a stand-in satisfies
+  `test_generation_tester_mixin_inheritance`); generation is covered by tests/test_model.py, tests/test_pipeline.py.
+- ExportTesterMixin (torch.export): the sdist has no `tests/exporters/` (stand-in, as above).
+Upstream's own checks skip these (transformers 5.25.0; each once per variant):
+- needs an accelerator / CUDA / MPS / several devices: test_can_load_with_device_context_manager,
+  test_can_load_with_global_device_set, test_cpu_offload, test_disk_offload_bin, test_disk_offload_safetensors,
+  test_flex_attention_with_grads, test_kernels_can_load_without_crashing, test_kernels_can_run_without_crashing_inference,
+  test_kernels_can_run_without_crashing_training, test_sdpa_can_compile_dynamic, test_sdpa_can_dispatch_on_flash,
+  test_flash_attn_kernels_inference_equivalence, test_flash_attn_kernels_mps_inference_equivalence,
+  test_model_parallelism (CPU loading with device_map and disk offload: tests/test_device_map.py);
+- needs flash-attention 2/3/4 (a GPU): the 14 test_flash_attn_{2,3,4}_* tests;
+- needs DeepSpeed: the 4 test_resize_*_with_deepspeed* tests;
+- slow (RUN_SLOW=1): test_torch_compile_for_training;
+- RoPE: test_model_rope_scaling_from_config, test_model_rope_scaling_frequencies, test_model_rope_with_partial_rotation,
+  test_vision_axial_rope;
+- MoE / grouped_mm: test_moe_models_record_router_logits, test_output_router_logits_from_config,
+  test_eager_matches_batched_and_grouped_inference;
+- composite (multi-config) models: test_attn_implementation_composite_models, test_sdpa_can_dispatch_composite_models,
+  test_can_set_attention_dynamically_composite_model, test_internal_model_config_and_subconfig_are_same;
+- decoder-only: test_causal_lm_loss_honors_shift_labels;
+- no `_keep_in_fp32_modules`: test_keep_in_fp32_modules, test_keep_in_fp32_modules_exist,
+  test_keep_in_fp32_modules_strict_also_hardcode_fp32;
+- no TP plan: test_tp_plan_matches_params; no sliding window: test_sliding_window_mask;
+- no checkpoint-key conversion mapping (our keys need none): test_reverse_loading_mapping,
+  test_can_load_from_already_mapped_keys;
+- position embeddings not resizable (`test_resize_position_embeddings` False, as for Marian/BART):
+  test_resize_position_vector_embeddings;
+- seq2seq outputs name hidden states `encoder_/decoder_hidden_states` (as BART's): test_can_capture_specific_layers_hidden_states.
 """
 
 import tempfile
