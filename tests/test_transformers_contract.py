@@ -181,20 +181,22 @@ def test_from_pretrained_without_checkpoint_initialises_from_the_state_dict():
 
 
 def test_tokenizer_honours_per_call_languages_without_changing_its_state(tokenizer):
-    fr, de, en = (tokenizer.lang_token_id(c) for c in ("fr", "de", "en"))
-    before = (tokenizer.src_lang, tokenizer.tgt_lang)
-    assert tokenizer("Open the file")["input_ids"][0] == en
-    assert tokenizer("Ouvrir", src_lang="fr")["input_ids"][0] == fr
-    batch = tokenizer(["Open", "Save the file"], text_target=["Öffnen", "Datei"], src_lang="fr", tgt_lang="de",
+    before = (tokenizer.src_lang, tokenizer.tgt_lang)  # (the session tokenizer: other tests may have set them)
+    own = tokenizer.lang_token_id(tokenizer.src_lang)
+    src, tgt = [code for code in ("fr", "de", "en", "es") if code != tokenizer.src_lang][:2]
+    src_tag, tgt_tag = tokenizer.lang_token_id(src), tokenizer.lang_token_id(tgt)
+    assert tokenizer("Open the file")["input_ids"][0] == own
+    assert tokenizer("Ouvrir", src_lang=src)["input_ids"][0] == src_tag
+    batch = tokenizer(["Open", "Save the file"], text_target=["Öffnen", "Datei"], src_lang=src, tgt_lang=tgt,
                       padding=True)
-    assert [ids[0] for ids in batch["input_ids"]] == [fr, fr]
-    assert [ids[0] for ids in batch["labels"]] == [de, de]
-    assert tokenizer.encode("Ouvrir", src_lang="de")[0] == de
+    assert [ids[0] for ids in batch["input_ids"]] == [src_tag, src_tag]
+    assert [ids[0] for ids in batch["labels"]] == [tgt_tag, tgt_tag]
+    assert tokenizer.encode("Ouvrir", src_lang=tgt)[0] == tgt_tag
     assert (tokenizer.src_lang, tokenizer.tgt_lang) == before
-    assert tokenizer("Open the file")["input_ids"][0] == en  # and the state really is back
+    assert tokenizer("Open the file")["input_ids"][0] == own  # and the state really is back
     with pytest.raises(ValueError, match="Unknown language code 'ro'"):
         tokenizer("hello", src_lang="ro")
-    assert tokenizer("Open the file")["input_ids"][0] == en
+    assert tokenizer("Open the file")["input_ids"][0] == own
 
 
 # --- 6. push --dry-run without a loss in the log history ------------------------------------------------------------
