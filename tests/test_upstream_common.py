@@ -20,7 +20,7 @@ Upstream's own checks skip these (transformers 5.25.0; each once per variant):
   test_model_parallelism (CPU loading with device_map and disk offload: tests/test_device_map.py);
 - needs flash-attention 2/3/4 (a GPU): the 14 test_flash_attn_{2,3,4}_* tests;
 - needs DeepSpeed: the 4 test_resize_*_with_deepspeed* tests;
-- slow (RUN_SLOW=1): test_torch_compile_for_training;
+- slow (RUN_SLOW=1) and an accelerator: test_torch_compile_for_training;
 - RoPE: test_model_rope_scaling_from_config, test_model_rope_scaling_frequencies, test_model_rope_with_partial_rotation,
   test_vision_axial_rope;
 - MoE / grouped_mm: test_moe_models_record_router_logits, test_output_router_logits_from_config,
