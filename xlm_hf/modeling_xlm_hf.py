@@ -491,13 +491,13 @@ class XLMPreTrainedModel(PreTrainedModel):
         missing = sorted(info["missing_keys"])  # (mismatched shapes raise, unless ignore_mismatched_sizes=True)
         heads = [k for k in missing if k.startswith(cls._head_weight_prefixes)]
         body = [k for k in missing if k not in heads]
+        source = "the given state_dict" if no_checkpoint else f"the checkpoint {pretrained_model_name_or_path}"
         if heads:
-            logger.warning(f"{cls.__name__}: the checkpoint {pretrained_model_name_or_path} lacks the head weight(s) "
-                           f"{', '.join(heads)}, initialised afresh: fine-tune before use.")
+            logger.warning(f"{cls.__name__}: {source} lacks the head weight(s) {', '.join(heads)}, initialised "
+                           f"afresh: fine-tune before use.")
         if body and (wants_info or no_checkpoint):
-            logger.warning(f"{cls.__name__}: {len(body)} body weight(s) are not in "
-                           f"{'the given state_dict' if no_checkpoint else pretrained_model_name_or_path} and start "
-                           f"from random values ({', '.join(body[:5])}{', ...' if len(body) > 5 else ''}).")
+            logger.warning(f"{cls.__name__}: {len(body)} body weight(s) are not in {source} and start from random "
+                           f"values ({', '.join(body[:5])}{', ...' if len(body) > 5 else ''}).")
         elif body:
             raise ValueError(
                 f"The checkpoint {pretrained_model_name_or_path} lacks {len(body)} weight(s) of "
