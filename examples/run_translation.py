@@ -24,6 +24,7 @@ from transformers import EarlyStoppingCallback, set_seed
 
 from xlm_hf.atomic import atomic_open
 from xlm_hf.evaluation import format_metrics_table, postprocess_generated
+from xlm_hf.lora import is_lora_model, save_lora_model
 from xlm_hf.training import (
     DataArguments,
     ModelArguments,
@@ -106,7 +107,10 @@ def main(argv=None) -> dict:
     results = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        save_final_model(trainer.save_model, training_args.output_dir, is_main_process=trainer.is_world_process_zero(),
+        save = trainer.save_model
+        if is_lora_model(trainer.model):  # the merged model (every tool loads it) and the adapter in lora_adapter/
+            save = lambda folder: (save_lora_model(trainer.model, folder), tokenizer.save_pretrained(folder))  # noqa: E731
+        save_final_model(save, training_args.output_dir, is_main_process=trainer.is_world_process_zero(),
                          wait_for_everyone=trainer.accelerator.wait_for_everyone)
         metrics = train_result.metrics
         if not data_args.streaming:

@@ -107,6 +107,9 @@ def main(argv=None) -> dict:
                                 marker=LOOP_STATE) if args.do_train else None
     set_seed(args.seed)
     tokenizer = load_tokenizer(model_args)
+    if model_args.lora_r:
+        raise ValueError("--lora_r is supported by examples/run_translation.py (Seq2SeqTrainer); this script trains "
+                         "every weight.")
     model = create_model(model_args, tokenizer)
     check_lengths(model.config, data_args, args.generation_max_length)
     configure_generation(model, num_beams=args.generation_num_beams,

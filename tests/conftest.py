@@ -40,3 +40,14 @@ def tokenizer(bundled_pairs):
         seed=0,
         show_progress=False,
     )
+
+
+# Markers that transformers' own common tests carry (tests/test_upstream_common.py runs them; --strict-markers).
+_UPSTREAM_MARKERS = ("accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test",
+                     "torch_compile_test", "is_agent_test", "is_expert_parallel_test", "is_fsdp_test",
+                     "is_pipeline_test", "is_staging_test", "is_tensor_parallel_test", "is_training_test", "order")
+
+
+def pytest_configure(config):
+    for name in _UPSTREAM_MARKERS:
+        config.addinivalue_line("markers", f"{name}: used by transformers' common tests (tests/upstream_mixins.py)")

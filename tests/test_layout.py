@@ -21,7 +21,7 @@ LAYERS = [
     ["generation_xlm_hf"],
     ["modeling_xlm_hf", "tokenization_xlm_hf"],
     ["pipeline_translation", "data", "presets", "evaluation", "collators"],
-    ["tokenizer_training", "convert", "export_ctranslate2", "hub"],
+    ["tokenizer_training", "convert", "export_ctranslate2", "hub", "lora"],
     ["training.arguments", "training.recipes", "training.process", "training.loop", "training.checkpoints",
      "training.publish"],
     ["training.datasets", "training.models"],

@@ -113,8 +113,9 @@ def _results_table(scores: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def render_card(model, tokenizer, info: CardInfo, scores: dict[str, float]) -> str:
-    """README.md text: YAML metadata (via huggingface_hub's ModelCardData) and the body from `model_card.md`."""
+def render_card(model, tokenizer, info: CardInfo, scores: dict[str, float], curves_file: str | None = CURVES_FILE) -> str:
+    """README.md text: YAML metadata (via huggingface_hub's ModelCardData) and the body from `model_card.md`
+    (`curves_file` None: the card says there is no training curve)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     if not TEMPLATE.is_file():
@@ -137,7 +138,7 @@ def render_card(model, tokenizer, info: CardInfo, scores: dict[str, float]) -> s
         d_model=config.d_model, heads=config.encoder_attention_heads, parameters=f"{model.num_parameters() / 1e6:.1f}M",
         base_model=info.base_model, directions=", ".join(directions) or "any pair of " + ", ".join(languages),
         example_source="Cannot open file %s", example_src=src, example_tgt=tgt, results_table=_results_table(scores),
-        training=info.training, data=info.data, curves_file=CURVES_FILE,
+        training=info.training, data=info.data, curves_file=curves_file,
     )
     return str(card)
 
@@ -146,7 +147,7 @@ def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str
     """Write the exact folder to upload; returns its path. Written into a temp folder and renamed into place."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from .plotting import plot_training_curves
+    from .plotting import has_training_curves, plot_training_curves
 
     info.check()
     model_dir = Path(model_dir)
@@ -164,14 +165,19 @@ def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str
     with atomic.staging_dir(target) as tmp:  # an existing staging folder is replaced only once the new one is complete
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(render_card(model, tokenizer, info, scores), encoding="utf-8")
+        # A training curve is optional (a run shorter than logging_steps logs no loss): the card says when there is none.
         history = read_log_history(model_dir)
+        curves_file = CURVES_FILE
         if (model_dir / CURVES_FILE).is_file():
             shutil.copy2(model_dir / CURVES_FILE, tmp / CURVES_FILE)
-        elif history:
+        elif history and has_training_curves(history):
             plot_training_curves(history, tmp / CURVES_FILE)
         else:
-            logger.warning("no training log (trainer_state.json) in %s: the card has no training-curve picture", model_dir)
+            curves_file = None
+            logger.warning("no loss entries in the training log (trainer_state.json) of %s: the card has no "
+                           "training-curve picture and says so", model_dir)
+        (tmp / "README.md").write_text(render_card(model, tokenizer, info, scores, curves_file=curves_file),
+                                       encoding="utf-8")
         for name in RESULT_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)

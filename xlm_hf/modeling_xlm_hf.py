@@ -33,7 +33,9 @@ from transformers.modeling_outputs import (
     Seq2SeqModelOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import can_return_tuple, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
@@ -413,12 +415,25 @@ class XLMPreTrainedModel(PreTrainedModel):
             _copy_remote_code(save_directory)
         return result
 
+    # Prefixes of the weights that are a task head, not the body: a checkpoint may lack them (a bare `XLMModel`
+    # folder loaded into `XLMForSeq2SeqLM` has no output bias), and transformers' contract is to initialise and report.
+    _head_weight_prefixes = ("lm_head.",)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, but weights missing from the checkpoint are an error instead of being
-        silently initialised at random. Pass `output_loading_info=True` to accept them: you then get
-        `(model, {"missing_keys": ...})` and decide. A truncated or corrupt `.safetensors` file is named in the error."""
+        """`PreTrainedModel.from_pretrained`, with one line drawn between head and body weights a checkpoint lacks.
+
+        - Head weights (`lm_head.*`, e.g. the output bias when loading a bare `XLMModel` folder into
+          `XLMForSeq2SeqLM`) are initialised, as transformers does, and named in a warning.
+        - Body weights (embeddings, layers) missing from a checkpoint are an error instead of being silently
+          initialised at random. To accept them, opt in: pass `output_loading_info=True` (you then get
+          `(model, {"missing_keys": ...})` and decide), or pass no checkpoint at all,
+          `from_pretrained(None, config=..., state_dict=...)`: the state dict is then all there is, and what it lacks
+          is initialised (and named in a warning).
+
+        A truncated or corrupt `.safetensors` file is named in the error."""
         wants_info = kwargs.get("output_loading_info", False)
+        no_checkpoint = pretrained_model_name_or_path is None and kwargs.get("state_dict") is not None
         kwargs["output_loading_info"] = True
         try:
             model, info = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -427,17 +442,24 @@ class XLMPreTrainedModel(PreTrainedModel):
                 raise
             raise OSError(f"{_describe_weights(pretrained_model_name_or_path, kwargs.get('subfolder'))} cannot be read "
                           f"({err}): the file is truncated or corrupt; re-save or re-download it.") from err
-        if wants_info:
-            return model, info
         missing = sorted(info["missing_keys"])  # (mismatched shapes raise, unless ignore_mismatched_sizes=True)
-        if missing:
+        heads = [k for k in missing if k.startswith(cls._head_weight_prefixes)]
+        body = [k for k in missing if k not in heads]
+        source = "the given state_dict" if no_checkpoint else f"the checkpoint {pretrained_model_name_or_path}"
+        if heads:
+            logger.warning(f"{cls.__name__}: {source} lacks the head weight(s) {', '.join(heads)}, initialised "
+                           f"afresh: fine-tune before use.")
+        if body and (wants_info or no_checkpoint):
+            logger.warning(f"{cls.__name__}: {len(body)} body weight(s) are not in {source} and start from random "
+                           f"values ({', '.join(body[:5])}{', ...' if len(body) > 5 else ''}).")
+        elif body:
             raise ValueError(
-                f"The checkpoint {pretrained_model_name_or_path} lacks {len(missing)} weight(s) of "
-                f"{cls.__name__} ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); they would start "
+                f"The checkpoint {pretrained_model_name_or_path} lacks {len(body)} weight(s) of "
+                f"{cls.__name__} ({', '.join(body[:5])}{', ...' if len(body) > 5 else ''}); they would start "
                 f"from random values. Load the class the checkpoint was saved from (see architectures in its "
                 f"config.json), or pass output_loading_info=True to accept freshly initialised weights."
             )
-        return model
+        return (model, info) if wants_info else model
 
     def _output_layer(self, hidden_states: torch.Tensor, labels: torch.LongTensor | None):
         """(logits, loss) of the LM head. Training with labels and `config.fused_lm_loss`: (None, fused loss)."""
@@ -462,10 +484,12 @@ class XLMStack(XLMPreTrainedModel):
 
     layer_class: type[XLMBlock]
 
-    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding, num_layers: int):
+    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding | None, num_layers: int):
         super().__init__(config)
         d_model = config.d_model
         self.embed_scale = math.sqrt(d_model) if config.scale_embedding else 1.0
+        if embed_tokens is None:  # standalone (`XLMEncoder.from_pretrained(folder)`): its own embedding
+            embed_tokens = nn.Embedding(config.vocab_size, d_model, config.pad_token_id)
         self.embed_tokens = embed_tokens
         self.embed_positions = nn.Embedding(config.max_position_embeddings, d_model)
         if config.sinusoidal_embeddings:
@@ -515,14 +539,34 @@ class XLMStack(XLMPreTrainedModel):
             )
         hidden_states = inputs_embeds + self.embed_positions(position_ids)
         if self.lang_embeddings is not None:
-            if langs is None and input_ids is not None and self.lang_token_ids is not None:
-                langs = derive_langs(input_ids, self.lang_token_ids)
+            if langs is None and self.lang_token_ids is not None:
+                tagged = input_ids if input_ids is not None else self._tags_in_embeds(inputs_embeds)
+                langs = derive_langs(tagged, self.lang_token_ids)
             if langs is not None:
                 lang_emb = self.lang_embeddings(langs.clamp(min=0))  # (B, T, D)
                 hidden_states = hidden_states + lang_emb * (langs >= 0).unsqueeze(-1).to(lang_emb.dtype)
         if self.layernorm_embedding is not None:
             hidden_states = self.layernorm_embedding(hidden_states)
         return apply_dropout(hidden_states, self.dropout, self.training)
+
+    def _tags_in_embeds(self, inputs_embeds: torch.Tensor) -> torch.LongTensor:
+        """Where `inputs_embeds` (given without `langs`) hold a language tag's embedding exactly (as
+        `get_input_embeddings()(input_ids)` gives), that tag's id, else -1: the languages then follow from the tags
+        as on the `input_ids` path. Embeddings holding no tag at all cannot tell their language: an error, not a
+        silent loss of the language embeddings."""
+        tag_embeds = self.embed_tokens(self.lang_token_ids)  # (n_langs, D)
+        if self.embed_scale != 1.0:
+            tag_embeds = tag_embeds * self.embed_scale
+        tags = torch.full(inputs_embeds.shape[:2], -1, dtype=torch.long, device=inputs_embeds.device)  # (B, T)
+        for tag_id, tag_embed in zip(self.lang_token_ids, tag_embeds.to(inputs_embeds.dtype)):
+            tags.masked_fill_((inputs_embeds == tag_embed).all(-1), tag_id)
+        if not torch.compiler.is_compiling() and bool((tags < 0).all()):
+            raise ValueError(
+                "inputs_embeds were given without langs, and they hold no language-tag embedding to take the languages "
+                "from: pass langs= (a (batch, length) tensor of language ids from config.lang2id, -1 for none), or "
+                "pass input_ids instead of inputs_embeds."
+            )
+        return tags
 
     def _check_ids(self, input_ids: torch.Tensor, check_range: bool = True) -> None:
         """Users' mistakes as clear errors. Shape and dtype checks are free; the range check costs one device sync, so
@@ -561,7 +605,7 @@ class XLMEncoder(XLMStack):
     layer_class = XLMEncoderLayer
     _can_record_outputs = {"hidden_states": XLMEncoderLayer, "attentions": XLMSelfAttention}
 
-    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding):
+    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding | None = None):
         super().__init__(config, embed_tokens, config.encoder_layers)
         self.post_init()
 
@@ -601,12 +645,13 @@ class XLMDecoder(XLMStack):
         "cross_attentions": OutputRecorder(XLMCrossAttention, index=1),
     }
 
-    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding):
+    def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding | None = None):
         super().__init__(config, embed_tokens, config.decoder_layers)
         self.post_init()
 
     @merge_with_config_defaults
     @capture_outputs
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # transformers' own alias (until 5.40)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,  # (B, T)
@@ -669,19 +714,23 @@ class XLMModel(XLMPreTrainedModel):
 
     def __init__(self, config: XLMConfig):
         super().__init__(config)
+        # Tied the way transformers ties (BART's layout): encoder and decoder own an embedding module each, whose
+        # weight `tie_weights` makes the very Parameter of `shared`. (Sharing one module object instead hides the
+        # aliases from the loader: a checkpoint with the matrix under only one tied name left a weight on `meta`.)
         self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self._tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight"}
         if config.share_encoder_decoder_embeddings:
-            decoder_embed = self.shared
-            self._tied_weights_keys = {
-                "encoder.embed_tokens.weight": "shared.weight",
-                "decoder.embed_tokens.weight": "shared.weight",
-            }
-        else:
-            decoder_embed = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-            self._tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight"}
-        self.encoder = XLMEncoder(config, self.shared)
-        self.decoder = XLMDecoder(config, decoder_embed)
+            self._tied_weights_keys["decoder.embed_tokens.weight"] = "shared.weight"
+        self.encoder = XLMEncoder(config, nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id))
+        self.decoder = XLMDecoder(config, nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id))
         self.post_init()
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """The encoder (and, with `share_encoder_decoder_embeddings`, the decoder) embeddings ARE `shared`: part of
+        the architecture, tied whatever `tie_word_embeddings` says (that flag is about the output layer only)."""
+        if all_submodels:
+            return super().get_expanded_tied_weights_keys(all_submodels=True)
+        return dict(self._tied_weights_keys)
 
     def get_input_embeddings(self):
         return self.shared
@@ -699,6 +748,7 @@ class XLMModel(XLMPreTrainedModel):
         return self.decoder
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # transformers' own alias (until 5.40)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -713,7 +763,7 @@ class XLMModel(XLMPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqModelOutput:
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
@@ -784,6 +834,7 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, XLMGenerationMixin):
         self.lm_head = new_embeddings
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # transformers' own alias (until 5.40)
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -800,7 +851,7 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, XLMGenerationMixin):
         labels: torch.LongTensor | None = None,  # (B, T), -100 where ignored
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqLMOutput:
         if labels is not None:
             use_cache = False
@@ -949,10 +1000,20 @@ class XLMForPreTraining(XLMPreTrainedModel):
     def __init__(self, config: XLMConfig):
         super().__init__(config)
         self.shared = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-        self.encoder = XLMEncoder(config, self.shared)
+        # The encoder's embedding module is its own, its weight tied to `shared` (see XLMModel).
+        self.encoder = XLMEncoder(config, nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id))
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=config.lm_head_bias)
         self._tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight", "lm_head.weight": "shared.weight"}
         self.post_init()
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """The encoder's embedding is `shared` always; the output layer only with `tie_word_embeddings`."""
+        if all_submodels:
+            return super().get_expanded_tied_weights_keys(all_submodels=True)
+        keys = {"encoder.embed_tokens.weight": "shared.weight"}
+        if self.config.tie_word_embeddings:
+            keys["lm_head.weight"] = "shared.weight"
+        return keys
 
     def get_input_embeddings(self):
         return self.shared

@@ -80,6 +80,11 @@ def attention_figure_size(n_source: int, n_target: int) -> tuple[float, float]:
     return max(4.0, 0.45 * n_source + 2.5), max(3.0, 0.4 * n_target + 2.0)
 
 
+def has_training_curves(log_history: list[dict]) -> bool:
+    """Whether the log history holds a loss to plot (a run shorter than `logging_steps` logs none)."""
+    return any(("loss" in r or "eval_loss" in r) and "step" in r for r in log_history)
+
+
 def plot_training_curves(log_history: list[dict], path: str | os.PathLike, dpi: int = 100) -> Path:
     """Training loss (and evaluation loss/BLEU when logged) against the step, from a Trainer-style log history."""
     train = [(r["step"], r["loss"]) for r in log_history if "loss" in r and "step" in r]

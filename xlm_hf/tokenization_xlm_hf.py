@@ -284,6 +284,38 @@ class XLMHFTokenizer(TokenizersBackend):
         finally:
             self.src_lang = previous
 
+    @contextlib.contextmanager
+    def _call_languages(self, src_lang: str | None, tgt_lang: str | None) -> Iterator[None]:
+        """Per-call `src_lang=` / `tgt_lang=` (NLLB / M2M100 users pass them habitually): used inside the block, then
+        the tokenizer's own languages and mode are restored. Unknown codes raise."""
+        if src_lang is None and tgt_lang is None:
+            yield
+            return
+        src = self._checked(src_lang) if src_lang is not None else self._src_lang
+        tgt = self._checked(tgt_lang) if tgt_lang is not None else self._tgt_lang
+        previous = (self._src_lang, self._tgt_lang, self._mode)
+        self._src_lang, self._tgt_lang = src, tgt
+        self._set_lang_mode(src)
+        try:
+            yield
+        finally:
+            self._src_lang, self._tgt_lang = previous[:2]
+            self._set_lang_mode(previous[2] if previous[2] is not None else self._src_lang)
+
+    def __call__(self, *args, src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
+        """transformers' `__call__`, plus per-call `src_lang=` (the tag of `text`) and `tgt_lang=` (the tag of
+        `text_target`), which leave `tokenizer.src_lang` / `tgt_lang` unchanged."""
+        with self._call_languages(src_lang, tgt_lang):
+            return super().__call__(*args, **kwargs)
+
+    def encode(self, *args, src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
+        """transformers' `encode`, with a per-call `src_lang=` as in `__call__`."""
+        if tgt_lang is not None:
+            raise ValueError("encode() encodes source text: pass src_lang=, or call tokenizer(text_target=..., "
+                             "tgt_lang=...) for labels.")
+        with self._call_languages(src_lang, None):
+            return super().encode(*args, **kwargs)
+
     def update_post_processor(self):
         # The base class would install a plain bos/eos template; ours is the language template.
         if getattr(self, "_languages", None) and self.__dict__.get("_special_ids"):

@@ -39,6 +39,18 @@ class ModelArguments:
                   "examples/pretrain_xlm.py): XLMForSeq2SeqLM.from_pretrained_lm; cross-attention starts fresh. "
                   "--config_overrides may change dropout and other non-architectural fields."},
     )
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "Fine-tune with LoRA of this rank (PEFT, pip install 'xlm-hf[peft]'); 0 trains every weight. "
+                  "The output folder holds the merged model, and the adapter in lora_adapter/ (see xlm_hf.lora)."},
+    )
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling alpha (default 2 x lora_r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA adapters' inputs."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Layers to adapt (default: every attention projection, qkv_proj q_proj kv_proj out_proj; "
+                  "fc1 fc2 for the feed-forward). qkv_proj is the fused q/k/v projection: see xlm_hf.lora."},
+    )
 
 
 @dataclass

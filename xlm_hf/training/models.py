@@ -69,6 +69,13 @@ def create_model(model_args: ModelArguments, tokenizer, *, auto_class=None):
                        "per example.", generation_config.forced_bos_token_id)
         generation_config.forced_bos_token_id = None
     logger.info("Model: %s, %.2fM parameters", type(model).__name__, model.num_parameters() / 1e6)
+    if getattr(model_args, "lora_r", 0):
+        if not model.can_generate():
+            raise ValueError("--lora_r fine-tunes a translation model (AutoModelForSeq2SeqLM), not this one.")
+        from ..lora import apply_lora
+
+        model = apply_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
+                           model_args.lora_target_modules)
     return model
 
 
