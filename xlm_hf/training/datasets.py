@@ -66,16 +66,11 @@ def load_raw_pairs(data_args: DataArguments, splits: Sequence[str]) -> dict[str,
 def _encode(batch: dict[str, list], *, tokenizer, src: str, tgt: str, max_source_length: int, max_target_length: int):
     """Tokenize one batch of one direction: `__src__ ... </s>` inputs, `__tgt__ ... </s>` labels, its direction.
 
-    The tokenizer's own languages (its saved default direction) are restored afterwards: a stream tokenizes lazily,
-    during training, and the last batch must not decide what the saved tokenizer defaults to."""
+    The languages are per call, so the tokenizer's own (its saved default direction) stay as they are: a stream
+    tokenizes lazily, during training, and the last batch must not decide what the saved tokenizer defaults to."""
     rows = batch["translation"]
-    previous = tokenizer.src_lang, tokenizer.tgt_lang
-    tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
-    try:
-        encoded = tokenizer([r[src] for r in rows], max_length=max_source_length, truncation=True)
-        labels = tokenizer(text_target=[r[tgt] for r in rows], max_length=max_target_length, truncation=True)
-    finally:
-        tokenizer.src_lang, tokenizer.tgt_lang = previous
+    encoded = tokenizer([r[src] for r in rows], src_lang=src, max_length=max_source_length, truncation=True)
+    labels = tokenizer(text_target=[r[tgt] for r in rows], tgt_lang=tgt, max_length=max_target_length, truncation=True)
     return {
         "input_ids": encoded["input_ids"],
         "attention_mask": encoded["attention_mask"],
