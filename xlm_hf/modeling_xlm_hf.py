@@ -9,7 +9,7 @@ What is XLM here and not in Marian/BART:
 - one embedding matrix for encoder, decoder and output layer, with an output bias (XLM's `pred_layer`).
 
 This file is shipped with saved models as remote code: it imports only torch, transformers and its sibling
-`configuration_xlm_hf`.
+`configuration_xlm_hf` (and `xlm_hf.atomic` for atomic saves where the package is installed).
 """
 
 import inspect
@@ -442,6 +442,19 @@ class XLMPreTrainedModel(PreTrainedModel):
     _remote_auto_map: dict[str, str] = {}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, atomic (`xlm_hf.atomic.saving_into`): the folder holds the old model or
+        the new one whenever the process dies, never a config of one beside the weights of the other, and the weights
+        are published 0644 like every other file."""
+        try:  # the package's helper (not shipped: remote code without xlm_hf saves the plain way)
+            from xlm_hf.atomic import saving_into
+        except ImportError:
+            saving_into = None
+        if saving_into is None or args or kwargs.get("push_to_hub") or not kwargs.get("is_main_process", True):
+            return self._save_unstaged(save_directory, *args, **kwargs)
+        with saving_into(save_directory, replaced=("model*.safetensors", "model.safetensors.index.json")) as folder:
+            return self._save_unstaged(folder, **kwargs)
+
+    def _save_unstaged(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:  # registered for remote code: advertise all our Auto classes
             module = type(self).__module__.rsplit(".", 1)[-1]
             auto_map = {auto: f"{module}.{cls}" for auto, cls in self._remote_auto_map.items()}
