@@ -156,3 +156,113 @@ def test_saved_and_staged_files_all_have_the_ordinary_mode(tmp_path):
     assert "model/model.safetensors" in modes and "staged/model.safetensors" in modes
     assert set(modes.values()) == {modes["model/tokenizer.json"]}, modes  # one mode, as any new file of the user's
     assert oct(staged.stat().st_mode & 0o777) == oct(folder.stat().st_mode & 0o777) == "0o755"
+
+
+# --- item 7: every path that builds a config validates it --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    from test_bad_inputs import small_tokenizer
+
+    tok = small_tokenizer()
+    torch.manual_seed(0)
+    model = XLMForSeq2SeqLM(xlm_hf.config_from_preset("tiny", tokenizer=tok)).eval()
+    folder = tmp_path_factory.mktemp("saved") / "model"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)  # no direction set: the tokenizer has no default one
+    return folder, model, tok
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"encoder_layers": -1}, "encoder_layers must be a positive integer, got -1"),
+    ({"encoder_attention_heads": 5}, "must be divisible by encoder_attention_heads \\(5\\)"),
+    ({"dropout": 5.0}, "dropout must be in \\[0, 1\\), got 5.0"),
+], ids=["no-encoder", "heads", "dropout"])
+def test_from_pretrained_overrides_are_validated(saved, override, message):
+    from transformers import AutoConfig
+
+    folder = saved[0]
+    for load in (lambda: AutoModelForSeq2SeqLM.from_pretrained(folder, **override),
+                 lambda: XLMForSeq2SeqLM.from_pretrained(folder, **override),
+                 lambda: AutoConfig.from_pretrained(folder, **override)):
+        with pytest.raises(ValueError, match=message):
+            load()
+
+
+# --- item 10: a folder that does not exist is named as one --------------------------------------------------------------
+
+
+def test_a_missing_folder_is_not_called_a_bad_repo_id(tmp_path):
+    from xlm_hf.pipeline_translation import translate
+
+    missing = str(tmp_path / "nonexistent")
+    for call in (lambda: translate("Hello", model=missing, src_lang="en", tgt_lang="fr"),
+                 lambda: XLMForSeq2SeqLM.from_pretrained_lm(missing),
+                 lambda: XLMForSeq2SeqLM.from_pretrained("./no/such/model")):
+        with pytest.raises(FileNotFoundError, match="is not a model folder \\(no such folder\\)"):
+            call()
+
+
+# --- item 12: the Python API's argument checks -------------------------------------------------------------------------
+
+
+IDS = torch.tensor([[5, 10, 11, 1], [5, 12, 1, 2]])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.generate(input_ids=IDS, num_beams=0, max_new_tokens=2), "num_beams must be a positive integer, got 0"),
+    (lambda m: m.generate(input_ids=IDS, forced_bos_token_id=999, max_new_tokens=2),
+     "forced_bos_token_id=999 is outside the vocabulary \\[0, 300\\)"),
+    (lambda m: m(input_ids=IDS, decoder_input_ids=IDS, langs=torch.full_like(IDS, 7)),
+     "langs contain 7, but the model has 2 languages"),
+    (lambda m: m(input_ids=IDS, decoder_input_ids=IDS, langs=torch.zeros(2, 3, dtype=torch.long)),
+     "langs has shape \\(2, 3\\) but the input is \\(2, 4\\)"),
+    (lambda m: m(input_ids=IDS, decoder_input_ids=IDS, decoder_langs=torch.full_like(IDS, 9)),
+     "decoder_langs contain 9"),
+    (lambda m: m.generate(input_ids=IDS, decoder_langs=torch.full((2, 1), 9), max_new_tokens=2), "decoder_langs contain 9"),
+    (lambda m: m(input_ids=IDS, labels=IDS[:1]), "labels have batch size 1 but the source has 2"),
+    (lambda m: m(input_ids=IDS, decoder_input_ids=IDS[:1]), "decoder input has batch size 1 but the source has 2"),
+    (lambda m: m(input_ids=IDS, decoder_input_ids=IDS[:, :3], labels=IDS), "labels have shape \\(2, 4\\) but decoder_input_ids"),
+    (lambda m: m(input_ids=IDS, decoder_input_ids=IDS, decoder_attention_mask=torch.ones(2, 3, dtype=torch.long)),
+     "decoder_attention_mask has shape \\(2, 3\\) but the decoder input is \\(2, 4\\)"),
+], ids=["num-beams-0", "forced-bos", "langs-range", "langs-shape", "decoder-langs-range", "generate-decoder-langs",
+        "labels-batch", "decoder-ids-batch", "labels-vs-decoder-ids", "decoder-mask-shape"])
+def test_model_arguments_are_checked_with_the_fix(saved, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(saved[1])
+
+
+def test_pipeline_num_beams_0_and_decoding_bad_ids_are_clear_errors(saved):
+    from xlm_hf.pipeline_translation import translation_pipeline
+
+    _, model, tok = saved
+    with pytest.raises(ValueError, match="num_beams must be a positive integer, got 0"):
+        translation_pipeline(model, tok, src_lang="en", tgt_lang="fr")("Save the file", num_beams=0)
+    for ids in ([-1], [10**6], [5, -100]):
+        with pytest.raises(ValueError, match="outside the vocabulary \\[0, 300\\).*-100"):
+            tok.decode(ids)
+    assert tok.decode([5, 1], skip_special_tokens=True) == ""
+
+
+# --- item 6: the pipeline never guesses the languages ------------------------------------------------------------------
+
+
+def test_a_tokenizer_without_a_chosen_direction_saves_none_and_the_pipeline_asks(saved, tmp_path):
+    from transformers import AutoTokenizer, pipeline
+
+    folder, model, tok = saved
+    loaded = AutoTokenizer.from_pretrained(folder)
+    assert loaded.default_src_lang is None and loaded.src_lang == "en"  # encodes as the first language, saves none
+    translator = pipeline("translation", model=str(folder), trust_remote_code=True)
+    with pytest.raises(ValueError, match="needs a source and a target language: pass src_lang= and tgt_lang="):
+        translator("Open the file")
+    assert isinstance(translator("Open the file", src_lang="en", tgt_lang="fr", max_new_tokens=2)[0]["translation_text"], str)
+    # a direction chosen by the user is saved and used; tokenizing the other direction on the way does not change it
+    tok.src_lang, tok.tgt_lang = "en", "fr"
+    tok._build_translation_inputs("Ouvrir", return_tensors="pt", src_lang="fr", tgt_lang="en")
+    other = tmp_path / "chosen"
+    model.save_pretrained(other)
+    tok.save_pretrained(other)
+    translator = pipeline("translation", model=str(other), trust_remote_code=True)
+    assert (translator.src_lang, translator.tgt_lang) == ("en", "fr")

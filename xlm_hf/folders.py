@@ -155,10 +155,5 @@ def load_model_and_tokenizer(folder: str | Path, *, trust_remote_code: bool = Fa
     return model, tokenizer
 
 
-def looks_like_a_path(name: str) -> bool:
-    """A model name that can only be a local folder (`/x`, `./x`, `~/x`, `C:\\x`), never a Hub id."""
-    return name.startswith(("/", ".", "~", "\\")) or (len(name) > 1 and name[1] == ":") or name.count("/") > 1
-
-
 __all__ = ["read_config", "check_model_type", "load_config", "check_weights_match", "check_generation_config",
-           "check_finite", "load_model_and_tokenizer", "looks_like_a_path"]
+           "check_finite", "load_model_and_tokenizer"]
