@@ -90,6 +90,23 @@ def test_a_save_failing_at_any_file_operation_leaves_the_old_or_the_new_model(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_a_save_over_a_model_keeps_the_folders_other_files_and_a_symlink(tmp_path):
+    """Saving over a model folder replaces the model's files only: the tokenizer, notes and checkpoint folders stay,
+    old weight shards go (as transformers' own save does), and a symlinked folder stays a symlink."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    tiny_model(32).save_pretrained(real)
+    (real / "checkpoint-1").mkdir()
+    (real / "checkpoint-1" / "state.json").write_text("{}")
+    (real / "model-00001-of-00002.safetensors").write_text("an old shard")
+    link.symlink_to(real.name)
+    new = tiny_model(64, seed=1)
+    new.save_pretrained(link)
+    assert link.is_symlink() and (real / "checkpoint-1" / "state.json").read_text() == "{}"
+    assert not (real / "model-00001-of-00002.safetensors").exists()
+    loads_as_one_of(link, state_of(new))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
 SAVE_SCRIPT = """
 import sys, torch, xlm_hf
 config = xlm_hf.config_from_preset("tiny", n_langs=2, lang2id={"en": 0, "fr": 1}, lang_token_ids=[5, 6],

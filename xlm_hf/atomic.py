@@ -190,7 +190,7 @@ def saving_into(target: str | os.PathLike, replaced: tuple[str, ...] = ()) -> It
     whenever the process dies, `target` loads as the old model or as the new one, never as a config of one and the
     weights of the other. Leftovers of a killed save are removed by the next save of the same folder. Every file is
     published with the ordinary mode (the safetensors writer creates it 0600)."""
-    target = Path(target)
+    target = _resolve_link(Path(target))  # a symlinked folder: the folder it points to is the one replaced
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a folder: choose another output path.")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -207,8 +207,8 @@ def saving_into(target: str | os.PathLike, replaced: tuple[str, ...] = ()) -> It
             publish_files(staging, target)
             return
         for path in target.iterdir():
-            if (staging / path.name).exists() or path.name.startswith(".") and ".tmp" in path.name \
-                    or any(fnmatch.fnmatch(path.name, pattern) for pattern in replaced):
+            orphan = path.name.startswith(".tmp") and path.is_file()  # a weights writer's temp file of a killed save
+            if orphan or (staging / path.name).exists() or any(fnmatch.fnmatch(path.name, p) for p in replaced):
                 continue
             _link_tree(path, staging / path.name)
         if not _exchange(staging, target):
