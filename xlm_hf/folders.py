@@ -149,6 +149,8 @@ def load_model_and_tokenizer(folder: str | Path, *, trust_remote_code: bool = Fa
         if list(folder.glob("*.safetensors")):
             check_weights_match(folder, config, XLMForSeq2SeqLM)
     check_generation_config(folder)
+    # our own folders load through the registered classes even with the flag (the copies of our code are not run)
+    trust_remote_code = trust_remote_code and config_dict.get("model_type") != MODEL_TYPE
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=trust_remote_code)
     check_finite(model, folder)
