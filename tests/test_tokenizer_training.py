@@ -256,8 +256,11 @@ def test_summary_reports_vocabulary_fertility_and_time(text_files):
 def test_output_dir_is_written_atomically_and_replaced(tmp_path, text_files):
     out = tmp_path / "tok"
     train_small({"en": text_files["en"]}, output_dir=out)
-    (out / "stale.txt").write_text("old")
-    train_small({"en": text_files["en"]}, output_dir=out, vocab_size=600)
+    train_small({"en": text_files["en"]}, output_dir=out, vocab_size=550)  # its own files: replaced
+    (out / "stale.txt").write_text("old")  # a file it did not write: replaced only when asked (issue 21)
+    with pytest.raises(FileExistsError, match="stale.txt.*pass --overwrite"):
+        train_small({"en": text_files["en"]}, output_dir=out, vocab_size=600)
+    train_small({"en": text_files["en"]}, output_dir=out, vocab_size=600, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["tokenization_xlm_hf.py", "tokenizer.json", "tokenizer_config.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["tok"]  # no staging folders left behind
     assert len(json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]) == 600

@@ -15,13 +15,34 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 
 from . import __version__
 
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, no traceback."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that temporary files are removed as on Ctrl-C (SIGINT)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: an integer >= 1 (argparse's one-line error otherwise)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.func(args) or 0)
+    except Terminated:
+        print("xlm-hf: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("xlm-hf: interrupted", file=sys.stderr)
         return 130
@@ -66,3 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"xlm-hf {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -150,6 +150,15 @@ class XLMConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PreTrainedConfig.from_dict`, which sets the overrides of `from_pretrained(folder, encoder_layers=-1)` as
+        attributes after the config was built and validated: validate again, so that no override bypasses the
+        checks (a model without encoder layers, 5 heads over d_model 32, dropout 5.0)."""
+        result = super().from_dict(config_dict, **kwargs)
+        (result[0] if isinstance(result, tuple) else result)._check_values()
+        return result
+
+    @classmethod
     def _warn_about_misspelt_fields(cls, extra: dict) -> None:
         # Unknown keys are kept as plain attributes and ignored (transformers' convention, so that config.json files
         # of other versions load): a misspelt field (`encoder_layer=3`) would otherwise be lost silently.
@@ -243,6 +252,20 @@ class XLMConfig(PreTrainedConfig):
                               ("ffn_dim", "ffn_dim")):
             setattr(view, self.attribute_map.get(generic, generic), getattr(self, f"{side}_{ours}"))
         return view
+
+
+def check_local_folder(name_or_path) -> None:
+    """`FileNotFoundError` for a name that can only be a local folder (`/x`, `./x`, `~/x`, `a/b/c`) and is none:
+    transformers would take it for a Hub id and answer "Repo id must use alphanumeric chars"."""
+    import os
+
+    name = os.fspath(name_or_path) if isinstance(name_or_path, (str, os.PathLike)) else None
+    if name is None or os.path.isdir(name):
+        return
+    if name.startswith(("/", ".", "~", "\\")) or name.count("/") > 1 or (len(name) > 1 and name[1] == ":") or \
+            os.path.exists(name):
+        raise FileNotFoundError(f"{name} is not a model folder (no such folder{'' if not os.path.exists(name) else ', a file'}): "
+                                f"pass the folder save_pretrained wrote, or a Hub id such as user/name.")
 
 
 def _divisor_near(n: int, k: int) -> int:

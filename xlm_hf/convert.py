@@ -74,7 +74,7 @@ def read_xlm_config(src_dir: str | os.PathLike):
             f"{folder} has no config.json: pass the folder of a transformers XLM checkpoint (e.g. a local copy of "
             f"FacebookAI/xlm-mlm-ende-1024, or a folder written by XLMWithLMHeadModel.save_pretrained)."
         )
-    raw = json.loads(config_file.read_text(encoding="utf-8"))
+    raw = _read_json(config_file)
     if raw.get("model_type") != "xlm":
         raise ConversionError(
             f"{config_file} has model_type {raw.get('model_type')!r}; the converter reads transformers' XLM "
@@ -96,7 +96,7 @@ def read_safetensors(src_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     if (folder / _WEIGHTS).is_file():
         files = [folder / _WEIGHTS]
     elif (folder / _INDEX).is_file():
-        index = json.loads((folder / _INDEX).read_text(encoding="utf-8"))
+        index = _read_json(folder / _INDEX)
         files = [folder / name for name in sorted(set(index["weight_map"].values()))]
     elif any(folder.glob("*.bin")) or any(folder.glob("*.pt*")):
         raise ConversionError(
@@ -284,7 +284,7 @@ def convert_tokenizer(src_dir: str | os.PathLike, src_config, languages: list[st
     if not (vocab_file.is_file() and merges_file.is_file()):
         return None
     languages = languages or _languages(src_config)
-    vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+    vocab = _read_json(vocab_file)
     if len(vocab) != src_config.vocab_size:
         raise ConversionError(
             f"{vocab_file} has {len(vocab)} entries but the model's vocab_size is {src_config.vocab_size}: use the "
@@ -325,14 +325,24 @@ def vocab_token(vocab: dict[str, int], index: int) -> str:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """A JSON object file ({} when absent); `ConversionError` naming the file when it is not one."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConversionError(f"{path} is not a valid JSON file ({err}): re-download or re-save it.") from None
+    if not isinstance(data, dict):
+        raise ConversionError(f"{path} holds a JSON {type(data).__name__}, not an object: re-download or re-save it.")
+    return data
 
 
 def _id2lang(src_config) -> dict[int, str]:
     """The checkpoint's languages by id, from id2lang or, failing that, lang2id."""
-    if src_config.id2lang:
-        return {int(k): v for k, v in src_config.id2lang.items()}
-    return {int(i): lang for lang, i in (src_config.lang2id or {}).items()}
+    id2lang = getattr(src_config, "id2lang", None)  # absent, not None, when config.json omits the key
+    if id2lang:
+        return {int(k): v for k, v in id2lang.items()}
+    return {int(i): lang for lang, i in (getattr(src_config, "lang2id", None) or {}).items()}
 
 
 def _languages(src_config) -> list[str]:

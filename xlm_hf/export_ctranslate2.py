@@ -241,19 +241,19 @@ def export_ctranslate2(model_dir: str | Path, output_dir: str | Path, src_lang: 
                        quantization: str = "float32", force: bool = False) -> Path:
     """`export_model` for a saved model folder (model + tokenizer), loaded in float32."""
     import_ctranslate2()
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig
 
     from .modeling_xlm_hf import XLMForSeq2SeqLM
 
+    from .folders import check_model_type, load_model_and_tokenizer, read_config
+
     folder = Path(model_dir)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a model folder (no config.json): pass a folder written by save_pretrained")
-    config = AutoConfig.from_pretrained(folder)
+    check_model_type(folder, read_config(folder))  # never another folder's code
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     language_id(config, src_lang, "source"), language_id(config, tgt_lang, "target")  # before loading the weights
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+    model, tokenizer = load_model_and_tokenizer(folder)
     if not isinstance(model, XLMForSeq2SeqLM):
         raise ValueError(f"{folder} holds a {type(model).__name__}, not an xlm-hf translation model (XLMForSeq2SeqLM)")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
     return export_model(model, tokenizer, output_dir, src_lang, tgt_lang, quantization=quantization, force=force)
 
 

@@ -143,10 +143,19 @@ def render_card(model, tokenizer, info: CardInfo, scores: dict[str, float], curv
     return str(card)
 
 
-def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str | os.PathLike | None = None) -> Path:
-    """Write the exact folder to upload; returns its path. Written into a temp folder and renamed into place."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+# What staging writes: a folder holding only these is an earlier staging of a model, replaced by a new one.
+STAGED_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
+                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                "chat_template.jinja", "*.py", "README.md", CURVES_FILE, *RESULT_FILES)
 
+
+def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str | os.PathLike | None = None,
+                  overwrite: bool = False) -> Path:
+    """Write the exact folder to upload; returns its path. Written into a temp folder and renamed into place.
+
+    The staging folder must not be the model folder or hold it (or lie inside it), and an existing one that holds
+    other files than a staging writes is replaced only with `overwrite`: nothing of the user's is deleted unasked."""
+    from .folders import load_model_and_tokenizer
     from .plotting import has_training_curves, plot_training_curves
 
     info.check()
@@ -154,8 +163,15 @@ def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str
     if not (model_dir / "config.json").is_file():
         raise HubError(f"{model_dir} is not a model folder (no config.json): pass the output folder of training")
     target = Path(staging_dir) if staging_dir else model_dir.parent / f"{model_dir.name}-hub"
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    source, staged = model_dir.resolve(), target.resolve()
+    if staged == source or source in staged.parents or staged in source.parents:
+        raise HubError(f"the staging folder {target} would replace the model folder {model_dir} (or hold it): pass "
+                       f"--staging-dir a folder outside the model folder, e.g. {model_dir.name}-hub beside it")
+    try:
+        atomic.check_replaceable(target, STAGED_FILES, overwrite=overwrite)
+    except FileExistsError as err:
+        raise HubError(str(err)) from None
+    model, tokenizer = load_model_and_tokenizer(model_dir)
     if sorted(getattr(tokenizer, "languages", [])) != sorted(model.config.languages):
         raise HubError(
             f"the tokenizer's languages {getattr(tokenizer, 'languages', None)} differ from the model's "
@@ -213,7 +229,8 @@ def verify_staged(folder: str | os.PathLike, text: str = "Cannot open file %s", 
     src, tgt = languages[0], languages[1] if len(languages) > 1 else languages[0]
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "HF_MODULES_CACHE": cache, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-        result = subprocess.run([sys.executable, "-c", _VERIFY, str(folder), src, tgt, text], capture_output=True,
+        # (an absolute path: the check runs in another working directory)
+        result = subprocess.run([sys.executable, "-c", _VERIFY, str(folder.resolve()), src, tgt, text], capture_output=True,
                                 text=True, env=env, cwd=cache, timeout=timeout)
     if result.returncode != 0:
         last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no output"
@@ -225,7 +242,7 @@ def verify_staged(folder: str | os.PathLike, text: str = "Cannot open file %s", 
 
 
 def push(model_dir: str | os.PathLike, info: CardInfo, *, dry_run: bool = False, private: bool = False,
-         staging_dir: str | os.PathLike | None = None, token: str | None = None) -> dict:
+         staging_dir: str | os.PathLike | None = None, token: str | None = None, overwrite: bool = False) -> dict:
     """Stage, verify, then upload (unless `dry_run` or offline). Returns what happened.
 
     Raises `HubError` when offline (after staging and verifying, naming the staged folder) so callers exit non-zero.
@@ -233,7 +250,7 @@ def push(model_dir: str | os.PathLike, info: CardInfo, *, dry_run: bool = False,
     from huggingface_hub import HfApi
     from huggingface_hub.utils import HfHubHTTPError
 
-    staged = stage_for_hub(model_dir, info, staging_dir)
+    staged = stage_for_hub(model_dir, info, staging_dir, overwrite=overwrite)
     sample = verify_staged(staged)
     report = {"staged": str(staged), "verified": sample, "uploaded": False, "url": None}
     if dry_run:

@@ -9,7 +9,8 @@ What is XLM here and not in Marian/BART:
 - one embedding matrix for encoder, decoder and output layer, with an output bias (XLM's `pred_layer`).
 
 This file is shipped with saved models as remote code: it imports only torch, transformers and its sibling
-`configuration_xlm_hf`.
+`configuration_xlm_hf`, `inference` and `generation_xlm_hf` (`REMOTE_CODE_FILES`); `xlm_hf.atomic` makes saves atomic
+where the package is installed.
 """
 
 import inspect
@@ -39,7 +40,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .configuration_xlm_hf import IGNORE_INDEX, REMOTE_CODE_FILES, XLMConfig, custom_pipelines_entry
+from .configuration_xlm_hf import IGNORE_INDEX, REMOTE_CODE_FILES, XLMConfig, check_local_folder, custom_pipelines_entry
 from .generation_xlm_hf import XLMGenerationMixin
 from .inference import apply_dropout, cross_attention_dtype, eager_is_faster
 
@@ -394,6 +395,19 @@ class XLMPreTrainedModel(PreTrainedModel):
     _remote_auto_map: dict[str, str] = {}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, atomic (`xlm_hf.atomic.saving_into`): the folder holds the old model or
+        the new one whenever the process dies, never a config of one beside the weights of the other, and the weights
+        are published 0644 like every other file."""
+        try:  # the package's helper, not shipped (it uses ctypes): remote code without xlm_hf saves the plain way
+            from xlm_hf.atomic import saving_into
+        except ImportError:
+            saving_into = None
+        if saving_into is None or args or kwargs.get("push_to_hub") or not kwargs.get("is_main_process", True):
+            return self._save_unstaged(save_directory, *args, **kwargs)
+        with saving_into(save_directory, replaced=("model*.safetensors", "model.safetensors.index.json")) as folder:
+            return self._save_unstaged(folder, **kwargs)
+
+    def _save_unstaged(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:  # registered for remote code: advertise all our Auto classes
             module = type(self).__module__.rsplit(".", 1)[-1]
             auto_map = {auto: f"{module}.{cls}" for auto, cls in self._remote_auto_map.items()}
@@ -432,6 +446,7 @@ class XLMPreTrainedModel(PreTrainedModel):
           is initialised (and named in a warning).
 
         A truncated or corrupt `.safetensors` file is named in the error."""
+        check_local_folder(pretrained_model_name_or_path)
         wants_info = kwargs.get("output_loading_info", False)
         no_checkpoint = pretrained_model_name_or_path is None and kwargs.get("state_dict") is not None
         kwargs["output_loading_info"] = True
@@ -483,6 +498,7 @@ class XLMStack(XLMPreTrainedModel):
     """Embeddings (word + position + language, LayerNorm, dropout) followed by layers; base of encoder and decoder."""
 
     layer_class: type[XLMBlock]
+    langs_argument = "langs"  # the model's argument that feeds this stack's languages (in error messages)
 
     def __init__(self, config: XLMConfig, embed_tokens: nn.Embedding | None, num_layers: int):
         super().__init__(config)
@@ -529,6 +545,8 @@ class XLMStack(XLMPreTrainedModel):
             if self.embed_scale != 1.0:
                 inputs_embeds = inputs_embeds * self.embed_scale
         batch, length, _ = inputs_embeds.shape
+        if langs is not None:
+            self._check_langs(langs, (batch, length), check_range=isinstance(past_length, int) and past_length == 0)
         if position_ids is None:
             position_ids = torch.arange(length, device=inputs_embeds.device) + past_length
         if isinstance(past_length, int) and past_length + length > self.config.max_position_embeddings and \
@@ -589,6 +607,22 @@ class XLMStack(XLMPreTrainedModel):
                     f"[0, {self.embed_tokens.num_embeddings}): the tokenizer does not match this model."
                 )
 
+    def _check_langs(self, langs, shape: tuple[int, int], check_range: bool) -> None:
+        """Language ids given by the caller: an integer (batch, length) tensor below n_langs (negative: no language).
+        The range check costs a sync: first step only, as for the ids."""
+        name = self.langs_argument
+        if not isinstance(langs, torch.Tensor) or langs.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{name} must be an integer tensor of shape (batch, length), got "
+                            f"{getattr(langs, 'dtype', type(langs).__name__)}.")
+        if tuple(langs.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(langs.shape)} but the input is {shape} (batch, length): give one "
+                             f"language id per token, or leave {name} out to derive it from the language tags.")
+        if check_range and self.lang_embeddings is not None and not torch.compiler.is_compiling():
+            high, n_langs = int(langs.max()), self.lang_embeddings.num_embeddings
+            if high >= n_langs:
+                raise ValueError(f"{name} contain {high}, but the model has {n_langs} languages (ids 0..{n_langs - 1}, "
+                                 f"negative for none): use config.lang2id {self.config.lang2id}.")
+
     @staticmethod
     def _check_mask(attention_mask: torch.Tensor | None, hidden_states: torch.Tensor) -> None:
         if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape != hidden_states.shape[:2]:
@@ -639,6 +673,7 @@ class XLMEncoder(XLMStack):
 
 class XLMDecoder(XLMStack):
     layer_class = XLMDecoderLayer
+    langs_argument = "decoder_langs"
     _can_record_outputs = {
         "hidden_states": XLMDecoderLayer,
         "attentions": OutputRecorder(XLMSelfAttention, index=1),
@@ -672,6 +707,18 @@ class XLMDecoder(XLMStack):
         if cache is not None:
             self._check_static_cache(cache)
         hidden_states = self.embed(input_ids, inputs_embeds, None, langs, past_length)
+        if hidden_states.shape[0] != encoder_hidden_states.shape[0]:
+            raise ValueError(
+                f"The decoder input has batch size {hidden_states.shape[0]} but the source has "
+                f"{encoder_hidden_states.shape[0]}: give decoder_input_ids (or labels) with one row per source sentence."
+            )
+        if isinstance(past_length, int) and attention_mask is not None and attention_mask.dim() == 2 and \
+                tuple(attention_mask.shape) != (hidden_states.shape[0], past_length + hidden_states.shape[1]):
+            raise ValueError(
+                f"decoder_attention_mask has shape {tuple(attention_mask.shape)} but the decoder input is "
+                f"{(hidden_states.shape[0], past_length + hidden_states.shape[1])} (batch, length): pass the mask that "
+                f"goes with decoder_input_ids."
+            )
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=hidden_states,
@@ -855,6 +902,7 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, XLMGenerationMixin):
     ) -> Seq2SeqLMOutput:
         if labels is not None:
             use_cache = False
+            self._check_labels(labels, decoder_input_ids, input_ids if input_ids is not None else inputs_embeds)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
         outputs = self.model(
@@ -887,6 +935,33 @@ class XLMForSeq2SeqLM(XLMPreTrainedModel, XLMGenerationMixin):
             encoder_hidden_states=outputs.encoder_hidden_states,
             encoder_attentions=outputs.encoder_attentions,
         )
+
+    @staticmethod
+    def _check_labels(labels, decoder_input_ids, source) -> None:
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 2:
+            raise ValueError(f"labels must be a tensor of shape (batch, target length), got "
+                             f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}.")
+        if decoder_input_ids is not None and decoder_input_ids.shape != labels.shape:
+            raise ValueError(f"labels have shape {tuple(labels.shape)} but decoder_input_ids {tuple(decoder_input_ids.shape)}: "
+                             f"they must match (or leave decoder_input_ids out: they are derived from the labels).")
+        if source is not None and source.shape[0] != labels.shape[0]:
+            raise ValueError(f"labels have batch size {labels.shape[0]} but the source has {source.shape[0]}: one row "
+                             f"of labels per source sentence.")
+
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, with the settings a user mistypes checked first (num_beams=0 was a
+        ZeroDivisionError, forced_bos_token_id=999 an IndexError inside the logits processor)."""
+        config = kwargs.get("generation_config") or self.generation_config
+        for name in ("num_beams", "num_return_sequences", "max_new_tokens", "max_length"):
+            value = kwargs.get(name, getattr(config, name, None))
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("forced_bos_token_id", "forced_eos_token_id", "decoder_start_token_id"):
+            value = kwargs.get(name, getattr(config, name, None))
+            if isinstance(value, int) and not 0 <= value < self.config.vocab_size:
+                raise ValueError(f"{name}={value} is outside the vocabulary [0, {self.config.vocab_size}): use a "
+                                 f"token id of the tokenizer, e.g. tokenizer.lang_token_id('fr').")
+        return super().generate(*args, **kwargs)
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)

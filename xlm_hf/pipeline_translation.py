@@ -60,7 +60,10 @@ class XLMTranslationPipeline(Pipeline):
 
             use_cpu_decoding_kernels(self.model)
         task_src, task_tgt = parse_task(self.task or "")
-        self.src_lang = src_lang or task_src or getattr(self.tokenizer, "src_lang", None)
+        # The tokenizer's chosen direction only (an xlm-hf tokenizer always encodes as some language, its first one
+        # when none was chosen: never assumed here); no languages at all is an error at the call.
+        tokenizer_src = getattr(self.tokenizer, "default_src_lang", getattr(self.tokenizer, "src_lang", None))
+        self.src_lang = src_lang or task_src or tokenizer_src
         self.tgt_lang = tgt_lang or task_tgt or getattr(self.tokenizer, "tgt_lang", None)
         check_matches_model = getattr(self.tokenizer, "check_matches_model", None)
         if check_matches_model is not None:  # a tokenizer of another model: refuse it instead of translating garbage
@@ -213,6 +216,10 @@ def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, trust_
     """
     if isinstance(model, str):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        from .configuration_xlm_hf import check_local_folder
+
+        check_local_folder(model)
 
         if tokenizer is None or isinstance(tokenizer, str):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer or model, trust_remote_code=trust_remote_code)

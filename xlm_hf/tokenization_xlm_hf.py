@@ -103,6 +103,8 @@ class XLMHFTokenizer(TokenizersBackend):
         self._languages: list[str] = []  # set below, once the backend is loaded
         self._src_lang: str | None = None
         self._tgt_lang: str | None = None
+        self._src_lang_chosen = src_lang is not None  # False: src_lang is the first language, never saved or assumed
+        self._saving = False
         self._tag_ids: dict[str, int] = {}
         self._templates: dict[str, processors.TemplateProcessing] = {}
         self._mode: str | None = None  # language whose template is installed in the backend
@@ -220,13 +222,30 @@ class XLMHFTokenizer(TokenizersBackend):
         return dict(self._tag_ids)
 
     @property
-    def src_lang(self) -> str:
-        return self._src_lang
+    def src_lang(self) -> str | None:
+        """The language sources are encoded as: the one chosen (constructor, `from_pretrained`, this setter), else
+        the first language. A save writes only a chosen one (`default_src_lang`)."""
+        return self.default_src_lang if self.__dict__.get("_saving") else self._src_lang
 
     @src_lang.setter
     def src_lang(self, code: str) -> None:
         self._src_lang = self._checked(code)
+        self._src_lang_chosen = True
         self._set_lang_mode(self._src_lang)
+
+    @property
+    def default_src_lang(self) -> str | None:
+        """The source language the user chose for this tokenizer, or None: the translation pipeline uses it when a
+        call names none, and never falls back to the first language."""
+        return self._src_lang if self.__dict__.get("_src_lang_chosen") else None
+
+    def save_pretrained(self, *args, **kwargs):
+        # tokenizer_config.json gets `src_lang` from the attribute: the chosen one, or null (not the first language)
+        self._saving = True
+        try:
+            return super().save_pretrained(*args, **kwargs)
+        finally:
+            self._saving = False
 
     @property
     def tgt_lang(self) -> str | None:
@@ -277,12 +296,13 @@ class XLMHFTokenizer(TokenizersBackend):
     @contextlib.contextmanager
     def _source_language(self, code: str) -> Iterator[None]:
         """Encode as `code` inside the block, then restore the previous source language."""
-        previous = self._src_lang
+        previous, chosen = self._src_lang, self._src_lang_chosen
         self.src_lang = code
         try:
             yield
         finally:
             self.src_lang = previous
+            self._src_lang_chosen = chosen
 
     @contextlib.contextmanager
     def _call_languages(self, src_lang: str | None, tgt_lang: str | None) -> Iterator[None]:
@@ -321,6 +341,20 @@ class XLMHFTokenizer(TokenizersBackend):
         if getattr(self, "_languages", None) and self.__dict__.get("_special_ids"):
             self._mode = None
             self._set_lang_mode(getattr(self, "_src_lang", self._languages[0]))
+
+    def _decode(self, token_ids, *args, **kwargs) -> str:
+        """The backend's decode, with ids outside the vocabulary a clear error (-1 was an OverflowError, an id above
+        the vocabulary an empty string)."""
+        ids = [token_ids] if isinstance(token_ids, int) else token_ids
+        ids = ids["input_ids"] if isinstance(ids, dict) else ids
+        size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        bad = next((i for i in ids if isinstance(i, int) and not 0 <= i < size), None)
+        if bad is not None:
+            raise ValueError(
+                f"Cannot decode token id {bad}: outside the vocabulary [0, {size}). Labels padded with -100 need "
+                f"np.where(labels != -100, labels, tokenizer.pad_token_id) first; other ids come from another model."
+            )
+        return super()._decode(token_ids, *args, **kwargs)
 
     # --- translation ----------------------------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 
-from .atomic import staging_dir
+from .atomic import check_replaceable, staging_dir
 from .sampling import language_sampling_probabilities
 from .tokenization_xlm_hf import SPECIAL_TOKENS, XLMTokenizerFast, _check_language_codes, lang_tag
 
@@ -337,6 +337,7 @@ def train_tokenizer(
     output_dir: str | os.PathLike | None = None,
     show_progress: bool = True,
     eval_sentences: int = 1000,
+    overwrite: bool = False,
 ) -> XLMTokenizerFast:
     """Train the shared subword vocabulary of an xlm-hf model and return its `XLMTokenizerFast`.
 
@@ -368,7 +369,8 @@ def train_tokenizer(
             scripts still has room for merges.
         src_lang / tgt_lang: defaults of the returned tokenizer (src_lang: the first language).
         model_max_length: the tokenizer's truncation length (XLM's 512 positions).
-        output_dir: if given, the tokenizer is saved there (atomically: written next to it, then renamed).
+        output_dir: if given, the tokenizer is saved there (atomically: written next to it, then renamed). A folder
+            holding anything but tokenizer files (a model folder, say) is refused before training unless `overwrite`.
         show_progress: progress bar while reading the sample.
         eval_sentences: sentences per language used for the fertility columns of the summary.
 
@@ -378,6 +380,11 @@ def train_tokenizer(
     start = time.perf_counter()
     if model not in ("bpe", "unigram"):
         raise ValueError(f"model must be 'bpe' or 'unigram', got {model!r}.")
+    if not isinstance(model_max_length, int) or isinstance(model_max_length, bool) or model_max_length < 1:
+        raise ValueError(f"model_max_length must be a positive integer (the truncation length in tokens, XLM's 512), "
+                         f"got {model_max_length!r}.")
+    if output_dir is not None:  # before the training time is spent
+        check_replaceable(output_dir, TOKENIZER_FILES, overwrite=overwrite)
     _check_texts(texts)
     languages = _check_language_codes(list(languages) if languages is not None else list(texts))
     for name, code in (("src_lang", src_lang), ("tgt_lang", tgt_lang)):
@@ -425,6 +432,11 @@ def train_tokenizer(
             tgt_lang=tgt_lang,
             model_max_length=model_max_length,
         )
+        if len(tokenizer) < vocab_size:
+            logger.warning(
+                "The vocabulary has %d tokens, not the vocab_size=%d asked for: the text holds too few distinct words "
+                "and merges (min_frequency=%d) to fill it. Give more text, or a vocab_size of at most %d.",
+                len(tokenizer), vocab_size, min_frequency, len(tokenizer))
         summary = TrainingSummary(model=model, vocab_size=len(tokenizer), alpha=alpha, seconds=0.0)
         for lang, source in sources.items():
             tokens_per_word, tokens_per_char = fertility(tokenizer, itertools.islice(source, eval_sentences))
@@ -433,7 +445,7 @@ def train_tokenizer(
     tokenizer.training_summary = summary
     logger.info("Tokenizer trained:\n%s", summary)
     if output_dir is not None:
-        save_tokenizer(tokenizer, output_dir)
+        save_tokenizer(tokenizer, output_dir, overwrite=overwrite)
     return tokenizer
 
 
@@ -588,10 +600,17 @@ def _tokenizers_parallelism(parallel: bool | None) -> Iterator[None]:
             os.environ["TOKENIZERS_PARALLELISM"] = previous
 
 
-def save_tokenizer(tokenizer, output_dir: str | os.PathLike) -> Path:
+# What a tokenizer's save_pretrained writes: a folder holding only these is a tokenizer folder, replaced by a new save.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "chat_template.jinja", "tokenization_xlm_hf.py")
+
+
+def save_tokenizer(tokenizer, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Save atomically: write into a temporary folder next to `output_dir`, then rename it into place (an existing
-    folder is replaced only once the new one is complete)."""
+    folder is replaced only once the new one is complete). A folder that holds anything but tokenizer files
+    (`TOKENIZER_FILES`) is refused (`FileExistsError`) unless `overwrite`: it would be deleted."""
     target = Path(output_dir).resolve()
+    check_replaceable(target, TOKENIZER_FILES, overwrite=overwrite)
     with staging_dir(target) as staging:
         tokenizer.save_pretrained(staging)
     logger.info("Tokenizer saved to %s", target)

@@ -17,13 +17,15 @@ def summarise(model_dir: str | Path) -> dict:
     """Config summary and parameter count of a saved model, read from its files without building the model."""
     from safetensors import safe_open
 
-    from ..configuration_xlm_hf import XLMConfig
+    from .. import folders, modeling_xlm_hf
     from ..cli import CLIError
 
     folder = Path(model_dir)
     if not (folder / "config.json").is_file():
         raise CLIError(f"{folder} has no config.json: pass a folder written by save_pretrained.")
-    config = XLMConfig.from_pretrained(folder)
+    config_dict = folders.read_config(folder)
+    folders.check_model_type(folder, config_dict)
+    config = folders.load_config(folder, config_dict)
     n_params = 0
     weight_files = sorted(folder.glob("*.safetensors"))
     if not weight_files:
@@ -36,6 +38,9 @@ def summarise(model_dir: str | Path) -> dict:
                     n_params += _numel(f.get_slice(key).get_shape())
         except Exception as err:  # safetensors raises its own error types
             raise CLIError(f"{path} is not a readable safetensors file ({err}): the file is truncated or corrupt; re-save or re-download it.")
+    # the numbers shown must be the weights' own: a config that contradicts them is an error, not a summary
+    architecture = (config.architectures or ["XLMForSeq2SeqLM"])[0]
+    folders.check_weights_match(folder, config, getattr(modeling_xlm_hf, architecture, modeling_xlm_hf.XLMForSeq2SeqLM))
     return {
         "model_dir": str(folder),
         "model_type": config.model_type,

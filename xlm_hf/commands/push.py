@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", action="append", dest="datasets", help="training dataset name (repeatable)")
     p.add_argument("--base-model", help="Hub id of the model this one was fine-tuned from")
     p.add_argument("--staging-dir", help="where to stage (default: MODEL_DIR-hub beside the model folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --staging-dir even when it holds files a staging did not write (they are deleted)")
     p.add_argument("--private", action="store_true", help="create the repository as private")
     p.add_argument("--dry-run", action="store_true", help="stage and verify only; upload nothing")
     p.set_defaults(func=run)
@@ -32,7 +34,8 @@ def run(args) -> int:
     if args.datasets:
         info.datasets = args.datasets
     try:
-        report = push(args.model_dir, info, dry_run=args.dry_run, private=args.private, staging_dir=args.staging_dir)
+        report = push(args.model_dir, info, dry_run=args.dry_run, private=args.private, staging_dir=args.staging_dir,
+                      overwrite=args.overwrite)
     except HubError as err:
         raise CLIError(str(err)) from None
     sample = report["verified"]

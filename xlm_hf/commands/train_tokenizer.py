@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -25,8 +27,12 @@ def register(subparsers) -> None:
                         help="a parallel corpus: 'bundled', or a folder of SRC-TGT.SPLIT.tsv/.jsonl files")
     source.add_argument("--pairs", help="comma-separated pairs of --data to use (default: all)")
     source.add_argument("--split", default="train", help="split of --data to train on (default: train)")
-    parser.add_argument("--output-dir", required=True, help="folder to save the tokenizer to (replaced atomically)")
-    parser.add_argument("--vocab-size", type=int, default=32000, help="whole vocabulary size (default: 32000)")
+    parser.add_argument("--output-dir", required=True,
+                        help="folder to save the tokenizer to (replaced atomically; a folder holding other files than "
+                             "a tokenizer's, a model folder say, only with --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output-dir even when it holds other files (they are deleted)")
+    parser.add_argument("--vocab-size", type=positive_int, default=32000, help="whole vocabulary size (default: 32000)")
     parser.add_argument("--model", choices=("bpe", "unigram"), default="bpe", help="subword model (default: bpe)")
     parser.add_argument("--languages",
                         help="comma-separated language codes in language-id order (default: order of the text); a code "
@@ -36,13 +42,16 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--src-lang", help="default source language of the saved tokenizer")
     parser.add_argument("--tgt-lang", help="default target language of the saved tokenizer")
-    parser.add_argument("--model-max-length", type=int, default=512, help="truncation length (default: 512)")
+    parser.add_argument("--model-max-length", type=positive_int, default=512, help="truncation length (default: 512)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tokenizer_training import train_tokenizer
+    from ..atomic import check_replaceable
+    from ..tokenizer_training import TOKENIZER_FILES, train_tokenizer
+
+    check_replaceable(args.output_dir, TOKENIZER_FILES, overwrite=args.overwrite)  # before reading any text
 
     texts = _texts(args)
     languages = _csv(args.languages)
@@ -59,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         model_max_length=args.model_max_length,
         output_dir=args.output_dir,
         show_progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     print(tokenizer.training_summary)
     print(f"saved to {Path(args.output_dir).resolve()}")

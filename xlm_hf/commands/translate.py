@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..atomic import atomic_open
+from ..cli import positive_int
 from ..inference import PRECISIONS
 
 
@@ -28,9 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", help="write translations here (default: stdout); written atomically")
     p.add_argument("--src", required=True, help="source language code, e.g. en")
     p.add_argument("--tgt", required=True, help="target language code, e.g. fr")
-    p.add_argument("--beams", type=_positive_int, default=None, help="beam size (default: the model's, 4)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="sentences per batch (default 16)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="cap on generated tokens per line")
+    p.add_argument("--beams", type=positive_int, default=None, help="beam size (default: the model's, 4)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="sentences per batch (default 16)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, help="cap on generated tokens per line")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="weights for decoding: bf16 (AMX/AVX512-BF16 CPUs) or int8 (dynamic quantisation) are faster; "
                    "see benchmarks/README.md for speed and BLEU per mode")
@@ -40,17 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)  # older spelling of --precision
     p.add_argument("--plot-attention", metavar="PNG", help="save the cross-attention heatmap of the first sentence")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a folder that is not an xlm-hf model to run its own Python code (never assumed)")
     p.set_defaults(func=run)
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
 
 
 def _read_lines(args):
@@ -63,7 +56,9 @@ def _read_lines(args):
         return iter(args.text), len(args.text)
     if args.input and args.input != "-":
         path = Path(args.input)
-        if not path.is_file():
+        if path.is_dir():
+            raise CLIError(f"input {path} is a folder: give a text file, one sentence per line")
+        if not path.exists():
             raise CLIError(f"input file {path} does not exist")
         with path.open("rb") as f:
             total = sum(1 for _ in f)
@@ -78,6 +73,9 @@ def _lines_of(stream):
     from ..cli import CLIError
 
     for number, raw in enumerate(stream, 1):
+        if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+            raise CLIError(f"line {number}: NUL bytes or a UTF-16 byte-order mark: the input is UTF-16 (or binary), "
+                           f"not UTF-8; convert it first, e.g. iconv -f UTF-16 -t UTF-8")
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -85,20 +83,15 @@ def _lines_of(stream):
         yield line.rstrip("\r\n")
 
 
-def load(model_dir: str, precision: str = "fp32", compile: bool = False):
-    """Model and tokenizer of a folder, through the Auto classes (our registered classes, no remote code), with the
-    weights in `precision` and, with `compile`, compiled static-cache decoding (xlm_hf.inference)."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from ..cli import CLIError
+def load(model_dir: str, precision: str = "fp32", compile: bool = False, trust_remote_code: bool = False):
+    """Model and tokenizer of a folder, through the Auto classes (our registered classes; a folder's own code only
+    with `trust_remote_code`, and transformers never prompts), checked by `xlm_hf.folders`, with the weights in
+    `precision` and, with `compile`, compiled static-cache decoding (xlm_hf.inference)."""
+    from ..folders import load_model_and_tokenizer
     from ..inference import prepare_for_inference
 
-    folder = Path(model_dir)
-    if not (folder / "config.json").is_file():
-        raise CLIError(f"{folder} is not a model folder (no config.json): pass a folder written by save_pretrained")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = prepare_for_inference(AutoModelForSeq2SeqLM.from_pretrained(folder), precision, compile=compile,
-                                  pack=False)  # the pipeline sets up the CPU decoding kernels
+    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+    model = prepare_for_inference(model, precision, compile=compile, pack=False)  # the pipeline sets up the kernels
     return model, tokenizer
 
 
@@ -113,7 +106,8 @@ def run(args) -> int:
         args.precision = {"float32": "fp32", "bfloat16": "bf16"}[args.dtype]
     if args.compile and args.precision == "int8":
         raise CLIError("--compile works with --precision fp32 or bf16, not int8")
-    model, tokenizer = load(args.model_dir, args.precision, compile=args.compile)
+    model, tokenizer = load(args.model_dir, args.precision, compile=args.compile,
+                            trust_remote_code=args.trust_remote_code)
     for code in (args.src, args.tgt):
         if code not in tokenizer.languages:
             raise CLIError(f"unknown language {code!r}: this model knows {', '.join(tokenizer.languages)}")
