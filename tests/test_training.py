@@ -111,7 +111,7 @@ def test_argument_validation_names_the_fix():
         parse_config_overrides("dropout")
 
 
-@pytest.mark.parametrize("argument, value", [("learning_rate", "-1"), ("learning_rate", "0"), ("weight_decay", "-0.1"),
+@pytest.mark.parametrize("argument, value", [("learning_rate", "-1"), ("adam_epsilon", "0"), ("weight_decay", "-0.1"),
                                               ("adam_beta2", "1.5"), ("per_device_train_batch_size", "0"),
                                               ("warmup_steps", "-3"), ("logging_steps", "0")])
 @pytest.mark.parametrize("script", ["trainer", "loop"])
