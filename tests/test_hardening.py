@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +106,17 @@ def test_a_save_over_a_model_keeps_the_folders_other_files_and_a_symlink(tmp_pat
     assert not (real / "model-00001-of-00002.safetensors").exists()
     loads_as_one_of(link, state_of(new))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_saving_into_the_working_directory_keeps_working_in_it(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    tiny_model(32).save_pretrained(folder)
+    monkeypatch.chdir(folder)
+    new = tiny_model(64, seed=1)
+    new.save_pretrained(".")
+    (Path(".") / "after.txt").write_text("written after the save")  # still the folder, not a removed one
+    assert (folder / "after.txt").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    loads_as_one_of(folder, state_of(new))
 
 
 SAVE_SCRIPT = """

@@ -190,7 +190,7 @@ def saving_into(target: str | os.PathLike, replaced: tuple[str, ...] = ()) -> It
     whenever the process dies, `target` loads as the old model or as the new one, never as a config of one and the
     weights of the other. Leftovers of a killed save are removed by the next save of the same folder. Every file is
     published with the ordinary mode (the safetensors writer creates it 0600)."""
-    target = _resolve_link(Path(target))  # a symlinked folder: the folder it points to is the one replaced
+    target = Path(os.path.abspath(_resolve_link(Path(target))))  # a symlinked folder: the one it points to
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a folder: choose another output path.")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,10 @@ def saving_into(target: str | os.PathLike, replaced: tuple[str, ...] = ()) -> It
             if path.is_file() and not path.is_symlink():
                 os.chmod(path, mode)
         os.chmod(staging, 0o755)  # mkdtemp makes it private; the published folder is an ordinary one
-        if not target.is_dir() or not any(target.iterdir()):
+        cwd = Path.cwd().resolve()
+        if not target.is_dir() or not any(target.iterdir()) or cwd == target.resolve() or target.resolve() in cwd.parents:
+            # new or empty; or this process works inside it (swapping the folder would leave it in the old one):
+            # the files are renamed in, config.json last
             publish_files(staging, target)
             return
         for path in target.iterdir():
