@@ -119,6 +119,34 @@ def test_saving_into_the_working_directory_keeps_working_in_it(tmp_path, monkeyp
     loads_as_one_of(folder, state_of(new))
 
 
+def test_without_an_atomic_exchange_a_save_killed_between_the_renames_is_undone_by_the_next(tmp_path, monkeypatch):
+    """Where renameat2 is missing the folder is swapped with two renames; a kill between them leaves no folder, and
+    the next save of it puts the old model back before anything else (then saves)."""
+    folder = tmp_path / "model"
+    old, new = tiny_model(32), tiny_model(64, seed=1)
+    old.save_pretrained(folder)
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    real_replace, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append(a)
+        if str(b).endswith("-old"):
+            real_replace(a, b)
+            raise Killed  # after the old folder was moved aside, before the new one took its place
+        return real_replace(a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(Killed):
+        new.save_pretrained(folder)
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    assert not folder.exists()
+    atomic.remove_stale_saves(folder)  # what the next save does first
+    loads_as_one_of(folder, state_of(old))
+    new.save_pretrained(folder)
+    loads_as_one_of(folder, state_of(new))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 SAVE_SCRIPT = """
 import sys, torch, xlm_hf
 config = xlm_hf.config_from_preset("tiny", n_langs=2, lang2id={"en": 0, "fr": 1}, lang_token_ids=[5, 6],

@@ -161,12 +161,20 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def remove_stale_saves(target: Path) -> None:
     """Remove the sibling folders that killed saves of `target` left behind (`.NAME.tmp-save-PID-*`, where process
-    PID is gone)."""
+    PID is gone). A save killed between the two renames of the fallback (no atomic exchange) left no `target`: its
+    old model (`...-old`) is put back first."""
     prefix = _STALE_SAVE.format(name=target.name)
-    for path in target.parent.glob(f"{prefix}*"):
+
+    def stale(path: Path) -> bool:
         pid = path.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-            continue
+        return not (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)))
+
+    leftovers = [path for path in sorted(target.parent.glob(f"{prefix}*")) if stale(path)]
+    old = [path for path in leftovers if path.name.endswith("-old")]
+    if not target.exists() and old:
+        os.replace(old[-1], target)
+        leftovers.remove(old[-1])
+    for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
 
 
