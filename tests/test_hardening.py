@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +106,45 @@ def test_a_save_over_a_model_keeps_the_folders_other_files_and_a_symlink(tmp_pat
     assert not (real / "model-00001-of-00002.safetensors").exists()
     loads_as_one_of(link, state_of(new))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_saving_into_the_working_directory_keeps_working_in_it(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    tiny_model(32).save_pretrained(folder)
+    monkeypatch.chdir(folder)
+    new = tiny_model(64, seed=1)
+    new.save_pretrained(".")
+    (Path(".") / "after.txt").write_text("written after the save")  # still the folder, not a removed one
+    assert (folder / "after.txt").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    loads_as_one_of(folder, state_of(new))
+
+
+def test_without_an_atomic_exchange_a_save_killed_between_the_renames_is_undone_by_the_next(tmp_path, monkeypatch):
+    """Where renameat2 is missing the folder is swapped with two renames; a kill between them leaves no folder, and
+    the next save of it puts the old model back before anything else (then saves)."""
+    folder = tmp_path / "model"
+    old, new = tiny_model(32), tiny_model(64, seed=1)
+    old.save_pretrained(folder)
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    real_replace, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append(a)
+        if str(b).endswith("-old"):
+            real_replace(a, b)
+            raise Killed  # after the old folder was moved aside, before the new one took its place
+        return real_replace(a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(Killed):
+        new.save_pretrained(folder)
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    assert not folder.exists()
+    atomic.remove_stale_saves(folder)  # what the next save does first
+    loads_as_one_of(folder, state_of(old))
+    new.save_pretrained(folder)
+    loads_as_one_of(folder, state_of(new))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 SAVE_SCRIPT = """

@@ -161,12 +161,20 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def remove_stale_saves(target: Path) -> None:
     """Remove the sibling folders that killed saves of `target` left behind (`.NAME.tmp-save-PID-*`, where process
-    PID is gone)."""
+    PID is gone). A save killed between the two renames of the fallback (no atomic exchange) left no `target`: its
+    old model (`...-old`) is put back first."""
     prefix = _STALE_SAVE.format(name=target.name)
-    for path in target.parent.glob(f"{prefix}*"):
+
+    def stale(path: Path) -> bool:
         pid = path.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
-            continue
+        return not (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)))
+
+    leftovers = [path for path in sorted(target.parent.glob(f"{prefix}*")) if stale(path)]
+    old = [path for path in leftovers if path.name.endswith("-old")]
+    if not target.exists() and old:
+        os.replace(old[-1], target)
+        leftovers.remove(old[-1])
+    for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -190,7 +198,7 @@ def saving_into(target: str | os.PathLike, replaced: tuple[str, ...] = ()) -> It
     whenever the process dies, `target` loads as the old model or as the new one, never as a config of one and the
     weights of the other. Leftovers of a killed save are removed by the next save of the same folder. Every file is
     published with the ordinary mode (the safetensors writer creates it 0600)."""
-    target = _resolve_link(Path(target))  # a symlinked folder: the folder it points to is the one replaced
+    target = Path(os.path.abspath(_resolve_link(Path(target))))  # a symlinked folder: the one it points to
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"{target} exists and is not a folder: choose another output path.")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +211,10 @@ def saving_into(target: str | os.PathLike, replaced: tuple[str, ...] = ()) -> It
             if path.is_file() and not path.is_symlink():
                 os.chmod(path, mode)
         os.chmod(staging, 0o755)  # mkdtemp makes it private; the published folder is an ordinary one
-        if not target.is_dir() or not any(target.iterdir()):
+        cwd = Path.cwd().resolve()
+        if not target.is_dir() or not any(target.iterdir()) or cwd == target.resolve() or target.resolve() in cwd.parents:
+            # new or empty; or this process works inside it (swapping the folder would leave it in the old one):
+            # the files are renamed in, config.json last
             publish_files(staging, target)
             return
         for path in target.iterdir():
