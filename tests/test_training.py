@@ -381,3 +381,37 @@ def test_reuse_freed_memory_takes_away_the_page_faults_of_repeated_large_tensors
     assert took
     assert plain > pages // 2, plain  # fresh pages at every allocation (huge pages would show far fewer)
     assert reused < pages // 20, (plain, reused)
+
+
+def test_a_checkpoint_folder_that_is_not_ours_is_refused_without_a_prompt(tokenizer, tmp_path):
+    """`--model_name_or_path` of a folder whose config names other code: transformers would ask "run the custom
+    code? [y/N]" on stdin; the scripts refuse it with the fix instead (and never pass trust_remote_code=True)."""
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "evil", "auto_map": {
+        "AutoModelForSeq2SeqLM": "modeling_evil.EvilModel"}}))
+    (folder / "modeling_evil.py").write_text("raise SystemExit('the folder code ran')\n")
+    for args in (ModelArguments(model_name_or_path=str(folder)), ModelArguments(pretrained_lm=str(folder))):
+        with pytest.raises(ValueError, match="is not an xlm-hf model.*--trust-remote-code"):
+            create_model(args, tokenizer)
+
+
+def test_a_full_disk_while_checkpointing_names_the_cause_and_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as "inline_container.cc ... unexpected pos": the training state save
+    turns it into one OSError naming the disk and the fix, and removes the partial folder."""
+    from accelerate import Accelerator
+
+    from xlm_hf.training import save_training_state
+
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(2, 2))
+
+    def full_disk(path, **kwargs):
+        (Path(path) / "model.safetensors").write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1024 vs 996")
+
+    monkeypatch.setattr(accelerator, "save_state", full_disk)
+    with pytest.raises(OSError, match="The disk is full while writing the checkpoint .*--resume_from_checkpoint latest"):
+        save_training_state(accelerator, tmp_path, {"completed_steps": 3})
+    assert not list((tmp_path / "checkpoints").iterdir())
+    monkeypatch.undo()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -104,6 +106,26 @@ def find_last_state(output_dir: str | os.PathLike) -> Path | None:
     return _newest(checkpoints_dir(output_dir), _LOOP_STATE_RE, LOOP_STATE)
 
 
+@contextlib.contextmanager
+def writing_checkpoint(staging: Path):
+    """Around the writing of a checkpoint into `staging`: a full disk (ENOSPC, or torch's zip writer's "unexpected
+    pos", its way of saying the same) becomes one `OSError` that names the folder and the fix, and the partial
+    checkpoint is removed. The previous checkpoints stay as they were."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        full = getattr(err, "errno", None) == errno.ENOSPC or any(
+            s in str(err) for s in ("unexpected pos", "No space left", "file write failed"))
+        if not full:
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        free = shutil.disk_usage(staging.parent).free if staging.parent.exists() else 0
+        raise OSError(errno.ENOSPC, f"The disk is full while writing the checkpoint {staging.name} into "
+                      f"{staging.parent} ({free / 2**20:.0f} MiB free): free some space (older checkpoints: "
+                      f"--save_total_limit N) or choose an --output_dir on a larger disk, then resume with "
+                      f"--resume_from_checkpoint latest") from err
+
+
 def save_training_state(accelerator: Accelerator, output_dir: str | os.PathLike, state: Mapping[str, Any], *,
                         total_limit: int | None = None) -> Path:
     """`accelerator.save_state` (safetensors weights; optimizer, scheduler and every rank's RNG states) plus the
@@ -115,10 +137,12 @@ def save_training_state(accelerator: Accelerator, output_dir: str | os.PathLike,
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging), safe_serialization=True)
+    with writing_checkpoint(staging):
+        accelerator.save_state(str(staging), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (staging / LOOP_STATE).write_text(json.dumps(dict(state), indent=2), encoding="utf-8")
+        with writing_checkpoint(staging):
+            (staging / LOOP_STATE).write_text(json.dumps(dict(state), indent=2), encoding="utf-8")
         publish_dir(staging, final)
         _prune(root, total_limit)
         logger.info("Saved the training state to %s", final)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import DataCollatorForSeq2Seq
 
 from ..configuration_xlm_hf import IGNORE_INDEX
+from ..folders import check_model_type, read_config
 
 if TYPE_CHECKING:
     from ..tokenization_xlm_hf import XLMTokenizerFast
@@ -46,13 +47,17 @@ def create_model(model_args: ModelArguments, tokenizer, *, auto_class=None):
         raise ValueError("Pass either --model_name_or_path (start from a checkpoint) or --preset (train from scratch), "
                          "not both.")
     if model_args.model_name_or_path:
-        model = auto_class.from_pretrained(model_args.model_name_or_path)
+        # Never transformers' "run the custom code? [y/N]" prompt: a folder that is not ours is refused (folders.py).
+        folder = model_args.model_name_or_path
+        check_model_type(folder, read_config(folder))
+        model = auto_class.from_pretrained(folder, trust_remote_code=False)
         check_model_matches_tokenizer(model.config, tokenizer)
     elif model_args.pretrained_lm:
         from ..modeling_xlm_hf import XLMForSeq2SeqLM
 
         if model_args.preset:
             raise ValueError("Pass either --pretrained_lm (its architecture is the LM's) or --preset, not both.")
+        check_model_type(model_args.pretrained_lm, read_config(model_args.pretrained_lm))
         model = XLMForSeq2SeqLM.from_pretrained_lm(model_args.pretrained_lm,
                                                    **parse_config_overrides(model_args.config_overrides))
         check_model_matches_tokenizer(model.config, tokenizer)

@@ -10,7 +10,7 @@ from pathlib import Path
 from transformers import Seq2SeqTrainer
 
 from ..atomic import publish_dir
-from .checkpoints import TRAINER_STATE, write_json
+from .checkpoints import TRAINER_STATE, write_json, writing_checkpoint
 from .evaluation import target_prefix
 
 
@@ -42,7 +42,8 @@ class TranslationTrainer(Seq2SeqTrainer):
         self.accelerator.wait_for_everyone()
         self._staging_dir = staging
         try:
-            super()._save_checkpoint(model, trial)  # every rank writes its part (RNG state) into staging/name
+            with writing_checkpoint(staging):
+                super()._save_checkpoint(model, trial)  # every rank writes its part (RNG state) into staging/name
         finally:
             self._staging_dir = None
         self.accelerator.wait_for_everyone()
