@@ -234,7 +234,7 @@ def check_optimization_args(args) -> None:
     """Refuse, when the arguments are parsed, values that the optimizer, the scheduler or the data loader would
     refuse only once the run has started (with its output folder created)."""
     checks = [
-        ("learning_rate", args.learning_rate > 0, "> 0"),
+        ("learning_rate", args.learning_rate >= 0, ">= 0"),
         ("weight_decay", args.weight_decay >= 0, ">= 0"),
         ("adam_beta1", 0 <= args.adam_beta1 < 1, "in [0, 1)"),
         ("adam_beta2", 0 <= args.adam_beta2 < 1, "in [0, 1)"),
