@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_SECONDS = 120  # loading torch + transformers on a busy 2-core machine
 TEXTS = {
@@ -95,3 +97,9 @@ class Server:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A module's trained tiny model folder (`make_model_dir`)."""
+    return make_model_dir(tmp_path_factory.mktemp("serve") / "model")

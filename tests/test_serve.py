@@ -15,12 +15,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from serve_helpers import REPO, TEXTS, Server, make_model_dir  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_dir(tmp_path_factory.mktemp("serve") / "model")
+from serve_helpers import REPO, TEXTS, Server, model_dir  # noqa: E402,F401  (model_dir: a fixture)
 
 
 @pytest.fixture(scope="module")
