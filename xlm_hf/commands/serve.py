@@ -20,46 +20,36 @@ def register(subparsers) -> None:
     p.add_argument("model_dir", help="model folder (model + tokenizer); with --engine ctranslate2, a folder written by "
                    "`xlm-hf export --ctranslate2`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_int_at_least(0), default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=_at_least(int, 0), default=8000, help="TCP port (default 8000; 0 picks a free one)")
     p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch",
                    help="torch: our model (default); ctranslate2: a CTranslate2 export (one direction)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="weights for decoding (torch: xlm_hf.inference; ctranslate2: its compute type)")
-    p.add_argument("--max-batch-size", type=_int_at_least(1), default=32, help="sentences per batch (default 32)")
-    p.add_argument("--max-wait-ms", type=_float_at_least(0), default=10.0,
+    p.add_argument("--max-batch-size", type=_at_least(int, 1), default=32, help="sentences per batch (default 32)")
+    p.add_argument("--max-wait-ms", type=_at_least(float, 0), default=10.0,
                    help="longest wait for a batch to fill, after its oldest sentence arrived (default 10)")
-    p.add_argument("--max-chars", type=_int_at_least(1), default=2000, help="characters per text (413 beyond)")
-    p.add_argument("--max-texts", type=_int_at_least(1), default=64, help="texts per request (422 beyond)")
-    p.add_argument("--max-queue", type=_int_at_least(1), default=1024,
+    p.add_argument("--max-chars", type=_at_least(int, 1), default=2000, help="characters per text (413 beyond)")
+    p.add_argument("--max-texts", type=_at_least(int, 1), default=64, help="texts per request (422 beyond)")
+    p.add_argument("--max-queue", type=_at_least(int, 1), default=1024,
                    help="sentences waiting for the worker (503 beyond)")
-    p.add_argument("--drain-timeout", type=_float_at_least(0), default=30.0,
+    p.add_argument("--drain-timeout", type=_at_least(float, 0), default=30.0,
                    help="on SIGTERM, seconds given to in-flight requests before closing (default 30)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run the model folder's own code (only for folders you trust)")
     p.set_defaults(func=run)
 
 
-def _int_at_least(low: int):
-    def parse(value: str) -> int:
+def _at_least(kind: type, low: float):
+    """An argparse type: a number of `kind` (int or float) that is at least `low`."""
+    name = "an integer" if kind is int else "a number"
+
+    def parse(value: str):
         try:
-            number = int(value)
+            number = kind(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if number < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {number}")
-        return number
-
-    return parse
-
-
-def _float_at_least(low: float):
-    def parse(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {name}, got {value!r}") from None
         if not number >= low:
-            raise argparse.ArgumentTypeError(f"expected a number >= {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {name} >= {low}, got {value}")
         return number
 
     return parse
