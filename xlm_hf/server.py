@@ -21,7 +21,6 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
-from . import __version__
 from .serving import MAX_BEAMS, Batcher, Options, QueueFull
 
 logger = logging.getLogger(__name__)
@@ -73,8 +72,10 @@ class RequestError(Exception):
         self.status, self.message, self.details = status, message, details
 
 
-def create_app(engine, max_batch_size: int = 32, max_wait_ms: float = 10.0, limits: Limits = Limits()) -> FastAPI:
-    """The app serving `engine` (`xlm_hf.serving.load_engine`) with dynamic batching."""
+def create_app(engine, max_batch_size: int = 32, max_wait_ms: float = 10.0, limits: Limits = Limits(),
+               version: str = "") -> FastAPI:
+    """The app serving `engine` (`xlm_hf.serving.load_engine`) with dynamic batching; `version`: xlm-hf's, for
+    /info and the docs."""
     batcher = Batcher(engine, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=limits.max_queue)
 
     @contextlib.asynccontextmanager
@@ -85,7 +86,7 @@ def create_app(engine, max_batch_size: int = 32, max_wait_ms: float = 10.0, limi
         yield
         await batcher.stop()  # uvicorn calls this once the in-flight requests are answered
 
-    app = FastAPI(title="xlm-hf translation server", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="xlm-hf translation server", version=version or "unknown", lifespan=lifespan,
                   description="Translation with dynamic batching. The page for people is at /.")
     app.state.batcher = batcher
 
@@ -115,7 +116,7 @@ def create_app(engine, max_batch_size: int = 32, max_wait_ms: float = 10.0, limi
                 "directions": [f"{s}-{t}" for s, t in engine.directions], "model": engine.describe(),
                 "card": engine.card, "default_beams": engine.default_beams, "max_new_tokens": engine.max_new_tokens,
                 "limits": asdict(limits), "batching": {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms},
-                "attention": hasattr(engine, "attention_png"), "version": __version__}
+                "attention": hasattr(engine, "attention_png"), "version": version}
 
     def check_direction(src: str, tgt: str) -> None:
         for role, code in (("src", src), ("tgt", tgt)):

@@ -64,6 +64,7 @@ def run(args) -> int:
         from ..server import Limits, create_app
     except ImportError as err:
         raise CLIError(f"xlm-hf serve needs FastAPI and uvicorn ({err.name} is missing): {INSTALL_HINT}") from None
+    from .. import __version__
     from ..serving import load_engine
 
     try:
@@ -71,7 +72,8 @@ def run(args) -> int:
     except ImportError as err:  # ctranslate2 missing: the message says what to install
         raise CLIError(str(err)) from None
     limits = Limits(max_chars=args.max_chars, max_texts=args.max_texts, max_queue=args.max_queue)
-    app = create_app(engine, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, limits=limits)
+    app = create_app(engine, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, limits=limits,
+                     version=__version__)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
                             timeout_graceful_shutdown=args.drain_timeout)
     server = uvicorn.Server(config)
