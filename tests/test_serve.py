@@ -5,6 +5,7 @@ import asyncio
 import itertools
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,6 +96,20 @@ def test_concurrent_requests_are_decoded_together(server, reference):
     answers = asyncio.run(main())
     assert [a.json()["translations"][0]["text"] for a in answers] == [reference["fr", "de", t] for t in TEXTS["fr"] * 3]
     assert httpx.get(f"{server.url}/health").json()["batches"] - before < len(answers)
+
+
+def test_a_slow_client_does_not_block_the_others(server, reference):
+    """A client that sent half its request body and stalls: other requests are answered meanwhile."""
+    body = b'{"text": "Open the folder", "src": "en", "tgt": "fr"}'
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as slow:
+        slow.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+        for text in TEXTS["en"]:
+            answer = post(server, {"text": text, "src": "en", "tgt": "fr", "beams": 1})
+            assert answer.json()["translations"][0]["text"] == reference["en", "fr", text]
+        slow.sendall(body[10:])  # the stalled request is still answered once complete
+        assert slow.recv(65536).startswith(b"HTTP/1.1 200")
 
 
 def test_a_single_string_blank_lines_nbest_and_scores(server, reference):
