@@ -108,7 +108,8 @@ def create_app(engine, max_batch_size: int = 32, max_wait_ms: float = 10.0, limi
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "queued": batcher.pending, "batches": batcher.batches}
+        return {"status": "ok", "queued": batcher.pending, "batches": batcher.batches, "decoded": batcher.decoded,
+                "busy_seconds": round(batcher.busy_seconds, 3)}
 
     @app.get("/info")
     async def info():

@@ -4,7 +4,8 @@
   `xlm_hf.pipeline_translation`, in any precision of `xlm_hf.inference`) or `CTranslate2Engine` (a folder written by
   `xlm-hf export --ctranslate2`). Both return, per text, its n-best list of `Hypothesis`.
 - `Batcher` gathers the sentences of concurrent requests into batches of at most `max_batch_size` sentences, waiting at
-  most `max_wait_ms` after the oldest waiting sentence, and hands them to the engine on ONE decoding thread. Inside a
+  most `max_wait_ms` for a batch to fill (from when the worker is free and a sentence waits), and hands them to the
+  engine on ONE decoding thread. Inside a
   batch, sentences are grouped by direction and options and sorted by length; each request gets its answers in its own
   order. An engine error fails the requests of its group only: the worker goes on.
 
@@ -249,7 +250,9 @@ class Batcher:
         self.engine = engine
         self.max_batch_size, self.max_wait, self.max_queue = max_batch_size, max_wait_ms / 1000, max_queue
         self.pending = 0  # sentences submitted and not yet answered
-        self.batches = 0
+        self.batches = 0  # engine calls
+        self.decoded = 0  # sentences decoded
+        self.busy_seconds = 0.0  # time spent in the engine
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="xlm-hf-decode")
@@ -293,9 +296,14 @@ class Batcher:
         return results
 
     async def _next_batch(self) -> list[_Item]:
+        """Up to max_batch_size items, waiting at most max_wait for the batch to fill, counted from when the worker
+        is free and a sentence waits. Counting from the worker being free (not from the oldest sentence's arrival)
+        matters under load: clients answered by the last batch send their next sentences a few ms later, and
+        without the wait the batch would close on the sentences queued meanwhile, halving batches for good."""
+        free = time.monotonic()
         first = await self._queue.get()
         batch = [first]
-        deadline = first.enqueued + self.max_wait
+        deadline = max(first.enqueued, free) + self.max_wait
         while len(batch) < self.max_batch_size:
             if not self._queue.empty():
                 batch.append(self._queue.get_nowait())
@@ -317,6 +325,7 @@ class Batcher:
                 groups.setdefault(item.key, []).append(item)
             for (src, tgt, options), items in groups.items():
                 items.sort(key=lambda item: len(item.text))  # less padding; answers go back through the futures
+                started = time.monotonic()
                 try:
                     outputs = await self.call(self.engine.translate, [item.text for item in items], src, tgt, options)
                     if len(outputs) != len(items):
@@ -328,6 +337,8 @@ class Batcher:
                             item.future.set_exception(err)
                     continue
                 self.batches += 1
+                self.decoded += len(items)
+                self.busy_seconds += time.monotonic() - started
                 for item, hypotheses in zip(items, outputs):
                     if not item.future.done():
                         item.future.set_result(hypotheses)
