@@ -209,6 +209,7 @@ def test_sigterm_answers_what_is_in_flight_and_refuses_new_work(model_dir, tmp_p
 def test_ctranslate2_engine_serves_an_export_through_the_same_api(model_dir, tmp_path, reference):
     pytest.importorskip("ctranslate2")
     from xlm_hf.export_ctranslate2 import export_ctranslate2
+    from xlm_hf.serving import Options, load_engine
 
     export = export_ctranslate2(model_dir, tmp_path / "ct2", "en", "fr")
     with Server(export, "--engine", "ctranslate2", log=tmp_path / "server.log") as server:
@@ -219,6 +220,10 @@ def test_ctranslate2_engine_serves_an_export_through_the_same_api(model_dir, tmp
         nbest = post(server, {"text": TEXTS["en"][0], "src": "en", "tgt": "fr", "beams": 2, "n_best": 2,
                               "scores": True}).json()["translations"][0]["n_best"]
         assert len(nbest) == 2 and all(h["score"] <= 0 for h in nbest)
+        scored = post(server, {"text": TEXTS["en"], "src": "en", "tgt": "fr", "beams": 1, "scores": True}).json()
+        torch_engine = load_engine(model_dir)  # the same score: mean log-probability per generated token
+        expected = torch_engine.translate(TEXTS["en"], "en", "fr", Options(beams=1, scores=True))
+        assert [t["score"] for t in scored["translations"]] == pytest.approx([h[0].score for h in expected], rel=1e-3)
         wrong = post(server, {"text": "a", "src": "fr", "tgt": "en"})
         assert wrong.status_code == 422 and "choose one of en-fr" in wrong.json()["error"]
 

@@ -197,7 +197,10 @@ class CTranslate2Engine:
         for result in results:
             ids = [self.tokenizer.convert_tokens_to_ids(tokens) for tokens in result.hypotheses]
             decoded = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
-            scores = result.scores if options.scores else [None] * len(decoded)
+            # CTranslate2 divides the log-probability by the tokens of the hypothesis (target tag included) plus the
+            # end of sentence; the torch engine by the generated tokens only (end included, tag excluded)
+            scores = [score * (len(tokens) + 1) / len(tokens) for score, tokens in zip(result.scores, result.hypotheses)] \
+                if options.scores else [None] * len(decoded)
             hypotheses.append([Hypothesis(text, score) for text, score in zip(decoded, scores)])
         return hypotheses
 
