@@ -241,6 +241,14 @@ def test_cli_errors_are_one_line(tmp_path, model_dir):
     assert bad_flag.returncode == 2 and "expected an integer >= 1" in bad_flag.stderr
 
 
+def test_without_the_serve_extra_the_error_says_what_to_install(model_dir):
+    code = ("import sys; sys.modules['fastapi'] = None; from xlm_hf.cli import main; "
+            f"sys.exit(main(['serve', {str(model_dir)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "pip install 'xlm-hf[serve]'" in result.stderr
+    assert "fastapi is missing" in result.stderr and "Traceback" not in result.stderr
+
+
 class FlakyEngine:
     """Fails every text containing 'boom' (the whole group it is decoded in), echoes the others upper-cased."""
 
