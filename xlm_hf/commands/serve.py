@@ -27,7 +27,7 @@ def register(subparsers) -> None:
                    help="weights for decoding (torch: xlm_hf.inference; ctranslate2: its compute type)")
     p.add_argument("--max-batch-size", type=_at_least(int, 1), default=32, help="sentences per batch (default 32)")
     p.add_argument("--max-wait-ms", type=_at_least(float, 0), default=10.0,
-                   help="longest wait for a batch to fill, after its oldest sentence arrived (default 10)")
+                   help="longest wait for a batch to fill, from when the worker is free and a sentence waits (default 10)")
     p.add_argument("--max-chars", type=_at_least(int, 1), default=2000, help="characters per text (413 beyond)")
     p.add_argument("--max-texts", type=_at_least(int, 1), default=64, help="texts per request (422 beyond)")
     p.add_argument("--max-queue", type=_at_least(int, 1), default=1024,
