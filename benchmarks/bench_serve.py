@@ -172,10 +172,13 @@ def main(argv=None) -> int:
     sentences = load_sentences(args.corpus, args.sentences)
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         model_dir = build_model_dir(args, Path(tmp))
-        ceiling = offline(model_dir, sentences, args)
+        before = offline(model_dir, sentences, args)
         batched = serve_cases(model_dir, sentences, args, args.max_batch_size, args.clients, Path(tmp) / "a.log")
         single = serve_cases(model_dir, sentences, args, 1, [args.baseline_clients], Path(tmp) / "b.log")
-    rows = [["offline translate, batch 32", "-", f"{ceiling['sentences_per_s']:.1f}", "-", "-", "-", 0, 0, "32", "-"]]
+        after = offline(model_dir, sentences, args)  # the machine's load drifts: the ceiling is the mean of both
+    ceiling = {"sentences_per_s": (before["sentences_per_s"] + after["sentences_per_s"]) / 2}
+    rows = [[f"offline translate, batch 32 ({when})", "-", f"{r['sentences_per_s']:.1f}", "-", "-", "-", 0, 0, "32", "-"]
+            for when, r in (("before", before), ("after", after))]
     for label, results in ((f"serve --max-batch-size {args.max_batch_size}", batched),
                            ("serve --max-batch-size 1", single)):
         for clients, r in results.items():
@@ -189,7 +192,7 @@ def main(argv=None) -> int:
         served = batched[at]["sentences_per_s"]
         vs_offline, vs_single = served / ceiling["sentences_per_s"], served / single[at]["sentences_per_s"]
         failures = sum(r["failed"] + r["lost"] for r in [*batched.values(), *single.values()])
-        print(f"\nat {at} clients: {vs_offline:.2f}x the offline batched throughput (bar >= 0.8), {vs_single:.2f}x the "
+        print(f"\nat {at} clients: {vs_offline:.2f}x the offline batched throughput (mean of before and after; bar >= 0.8), {vs_single:.2f}x the "
               f"one-request-at-a-time server (bar >= 4); failed or lost requests: {failures} (bar 0)")
         met = vs_offline >= 0.8 and vs_single >= 4 and failures == 0
         print("bars met" if met else "bars NOT met")
