@@ -175,7 +175,7 @@ def test_a_full_queue_is_a_503_and_the_queued_work_is_answered(model_dir, tmp_pa
 
 
 def test_sigterm_answers_what_is_in_flight_and_refuses_new_work(model_dir, tmp_path, reference):
-    server = Server(model_dir, "--max-wait-ms", "3000", "--max-batch-size", "64", log=tmp_path / "server.log")
+    server = Server(model_dir, "--max-wait-ms", "5000", "--max-batch-size", "64", log=tmp_path / "server.log")
     try:
         async def main():
             async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
@@ -183,7 +183,7 @@ def test_sigterm_answers_what_is_in_flight_and_refuses_new_work(model_dir, tmp_p
                     "text": [text], "src": "de", "tgt": "fr", "beams": 1})) for text in TEXTS["de"]]
                 while (await http.get("/health")).json()["queued"] < len(in_flight):
                     await asyncio.sleep(0.02)
-                server.terminate()  # the batch still waits for 3 s to fill
+                server.terminate()  # the batch still waits for 5 s to fill
                 deadline = time.monotonic() + 20
                 while True:  # new connections are refused while the in-flight requests are still waiting
                     try:
