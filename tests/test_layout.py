@@ -30,6 +30,8 @@ LAYERS = [
     ["training.trainer"],
     ["training"],
     ["pretraining"],
+    ["serving"],
+    ["server"],
     ["", "commands"],  # the package's __init__ (registration), and the commands package
     ["cli"],
     ["commands.*", "__main__"],

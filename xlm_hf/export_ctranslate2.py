@@ -268,18 +268,24 @@ def source_tokens(tokenizer, texts: list[str], src_lang: str) -> list[list[str]]
     return [tokenizer.convert_ids_to_tokens(row) for row in ids]
 
 
+def translate_batch_ctranslate2(translator, tokenizer, texts: list[str], src_lang: str, tgt_lang: str, **options):
+    """`translator.translate_batch` on `texts` (tokenised, with the target tag as prefix): its `TranslationResult`s,
+    n-best hypotheses and scores included (`num_hypotheses=`, `return_scores=`)."""
+    prefix = tokenizer.convert_ids_to_tokens(tokenizer.lang_token_id(tgt_lang))
+    sources = source_tokens(tokenizer, texts, src_lang)
+    return translator.translate_batch(sources, target_prefix=[[prefix]] * len(sources), **options)
+
+
 def translate_ctranslate2(translator, tokenizer, texts: list[str], src_lang: str, tgt_lang: str,
                           return_ids: bool = False, **options):
     """Translate `texts` with a `ctranslate2.Translator` of an export for `src_lang` -> `tgt_lang`: tokenises, forces
     the target tag as the prefix (our `forced_bos_token_id`), and decodes. `options` go to `translate_batch`
     (`beam_size`, `max_decoding_length`, ...). With `return_ids`, the generated ids (tag first, no `</s>`)."""
-    prefix = tokenizer.convert_ids_to_tokens(tokenizer.lang_token_id(tgt_lang))
-    sources = source_tokens(tokenizer, texts, src_lang)
-    results = translator.translate_batch(sources, target_prefix=[[prefix]] * len(sources), **options)
+    results = translate_batch_ctranslate2(translator, tokenizer, texts, src_lang, tgt_lang, **options)
     ids = [tokenizer.convert_tokens_to_ids(result.hypotheses[0]) for result in results]
     if return_ids:
         return ids
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
-__all__ = ["build_spec", "converter", "vocabulary", "export_model", "export_ctranslate2", "translate_ctranslate2", "source_tokens", "QUANTIZATIONS"]
+__all__ = ["build_spec", "converter", "vocabulary", "export_model", "export_ctranslate2", "translate_ctranslate2", "translate_batch_ctranslate2", "source_tokens", "QUANTIZATIONS"]
