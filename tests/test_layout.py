@@ -20,7 +20,7 @@ LAYERS = [
     ["inference", "plotting"],
     ["generation_xlm_hf"],
     ["modeling_xlm_hf", "tokenization_xlm_hf"],
-    ["pipeline_translation", "data", "presets", "evaluation", "collators"],
+    ["pipeline_translation", "data", "presets", "evaluation", "collators", "denoising"],
     ["tokenizer_training", "convert", "export_ctranslate2", "hub", "lora"],
     ["training.arguments", "training.recipes", "training.process", "training.loop", "training.checkpoints",
      "training.publish"],
@@ -28,7 +28,7 @@ LAYERS = [
     ["training.evaluation"],
     ["training.trainer"],
     ["training"],
-    ["pretraining"],
+    ["pretraining", "back_translation"],
     ["", "commands"],  # the package's __init__ (registration), and the commands package
     ["cli"],
     ["commands.*", "__main__"],
