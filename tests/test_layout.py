@@ -29,6 +29,7 @@ LAYERS = [
     ["training.trainer"],
     ["training"],
     ["pretraining", "back_translation"],
+    ["unsupervised"],
     ["", "commands"],  # the package's __init__ (registration), and the commands package
     ["cli"],
     ["commands.*", "__main__"],

@@ -51,8 +51,12 @@ class BackTranslationStep:
             raise ValueError("top_k / top_p / temperature only apply to sampling: add do_sample=True "
                              "(--bt_do_sample true).")
 
-    def generation_options(self) -> dict:
-        options = {"num_beams": self.num_beams, "do_sample": self.do_sample, "max_new_tokens": self.max_new_tokens}
+    def generation_options(self, source_length: int) -> dict:
+        """`generate` options for sources of at most `source_length` tokens: at most XLM's `1.3 x length + 5` new
+        tokens (capped by `max_new_tokens`), so a young model that never writes `</s>` does not generate (and spend
+        the step's time) up to the cap."""
+        longest = min(self.max_new_tokens, int(1.3 * source_length) + 5)
+        options = {"num_beams": self.num_beams, "do_sample": self.do_sample, "max_new_tokens": longest}
         if self.do_sample:
             options.update({k: v for k, v in (("top_k", self.top_k), ("top_p", self.top_p),
                                               ("temperature", self.temperature)) if v is not None})
@@ -70,7 +74,8 @@ class BackTranslationStep:
         model.eval()
         try:
             generated = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                       decoder_input_ids=target_prefix(tags, config), **self.generation_options())
+                                       decoder_input_ids=target_prefix(tags, config),
+                                       **self.generation_options(int(attention_mask.sum(1).max())))
         finally:
             model.train(was_training)
         return generated[:, 1:]  # drop the decoder start: the synthetic source begins with its tag

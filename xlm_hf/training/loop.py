@@ -124,3 +124,30 @@ def write_run_reports(accelerator, output_dir, *, steps: int, digest: str, resul
     if accelerator.is_main_process:
         write_json(f"{output_dir}/all_results.json", results)
         write_json(f"{output_dir}/trainer_state.json", {"global_step": steps, "log_history": log_history})
+
+
+class StepBatches:
+    """The examples of each optimizer step of a loop that draws from several datasets at once (one per objective):
+    step `s` of rank `r` takes its share of the global batch `s`, read from an endless sequence of random orders
+    (one per epoch, from `seed + epoch` as `EpochSampler`). The examples of a step depend only on the step, so a
+    resumed run needs no more than its step count, and the ranks never overlap within a step."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1):
+        if size < 1:
+            raise ValueError("StepBatches needs a dataset with at least one example.")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self._epoch, self._order = -1, None
+
+    def _at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.size)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = EpochSampler(self.size, self.seed)
+            self._order.set_epoch(epoch)
+            self._order = list(self._order)
+        return self._order[offset]
+
+    def indices(self, step: int) -> list[int]:
+        start = (step * self.world_size + self.rank) * self.batch_size
+        return [self._at(position) for position in range(start, start + self.batch_size)]
