@@ -93,3 +93,43 @@ def test_back_translation_trainer_trains_on_synthetic_pairs(model, tokenizer, tm
                                      data_collator=pad, bt_lang="fr", bt_step=BackTranslationStep(max_new_tokens=6))
     trainer.train()
     assert len([e for e in trainer.state.log_history if "loss" in e]) == 3
+
+
+# --- offline back-translation: run_translation.py --synthetic_dataset ------------------------------------------------
+
+def synthetic_folder(tmp_path, name="en-fr"):
+    folder = tmp_path / "synthetic"
+    folder.mkdir()
+    lines = ["the synthetic file %d was not found\tle fichier %d est introuvable" % (i, i) for i in range(4)]
+    (folder / f"{name}.train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("tagged", [False, True])
+def test_synthetic_pairs_are_mixed_at_the_ratio_into_their_direction_only(tokenizer, tmp_path, tagged):
+    from xlm_hf.training import DataArguments, build_datasets
+
+    folder = synthetic_folder(tmp_path)
+    args = DataArguments(pairs=["en-fr"], both_directions=True, max_train_samples=10, synthetic_dataset=str(folder),
+                         synthetic_ratio=0.5, tagged_back_translation=tagged, sampling_alpha=1.0,
+                         sampling_stopping_strategy="all_exhausted_without_replacement")
+    train = build_datasets(args, tokenizer, seed=0, evaluate=False).train
+    rows = list(train)
+    en, fr, bos = tokenizer.lang_token_id("en"), tokenizer.lang_token_id("fr"), tokenizer.bos_token_id
+    by_direction = {d: [r for r in rows if r["direction"] == d] for d in ("en-fr", "fr-en")}
+    assert len(by_direction["en-fr"]) == 15 and len(by_direction["fr-en"]) == 10  # 10 real + 0.5 x 10 synthetic
+    synthetic = [r for r in by_direction["en-fr"] if "synthetic" in tokenizer.decode(r["input_ids"])]
+    assert len(synthetic) == 5  # 4 files rows, one repeated
+    assert all(r["input_ids"][0] == en and r["labels"][0] == fr for r in by_direction["en-fr"])
+    assert all((r["input_ids"][1] == bos) == tagged for r in synthetic)
+    assert not any(r["input_ids"][1] == bos for r in rows if r not in synthetic)
+
+
+def test_synthetic_file_of_an_untrained_direction_is_refused(tokenizer, tmp_path):
+    from xlm_hf.training import DataArguments, build_datasets
+
+    args = DataArguments(pairs=["en-fr"], max_train_samples=4, synthetic_dataset=str(synthetic_folder(tmp_path, "en-de")))
+    with pytest.raises(ValueError, match="not trained directions"):
+        build_datasets(args, tokenizer, seed=0, evaluate=False)
+    with pytest.raises(ValueError, match="synthetic_ratio must be > 0"):
+        DataArguments(synthetic_ratio=0)
