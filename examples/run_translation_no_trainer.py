@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from xlm_hf.evaluation import format_metrics_table
 from xlm_hf.training import (
     LOOP_STATE,
     DataArguments,
@@ -40,6 +39,7 @@ from xlm_hf.training import (
     configure_generation,
     create_model,
     direction_groups,
+    evaluate_final_splits,
     evaluate_translation,
     find_last_state,
     load_tokenizer,
@@ -58,7 +58,6 @@ from xlm_hf.training import (
     save_trained_model,
     save_training_state,
     setup_logging,
-    write_json,
     write_run_reports,
 )
 
@@ -119,13 +118,7 @@ def main(argv=None) -> dict:
         results["train_steps"] = completed_steps
     digest = save_trained_model(accelerator, model, tokenizer, args.output_dir, save=args.do_train)
 
-    for split, wanted in (("eval", args.do_eval), ("test", args.do_predict)):
-        if wanted:
-            scores = {**evaluate(split), f"{split}_samples": len(getattr(data, split))}
-            results.update(scores)
-            if accelerator.is_main_process:
-                logger.info("%s scores:\n%s", split, format_metrics_table(scores, prefix=f"{split}_"))
-                write_json(f"{args.output_dir}/{split}_results.json", scores)
+    results.update(evaluate_final_splits(accelerator, evaluate, data, args))
 
     write_run_reports(accelerator, args.output_dir, steps=completed_steps, digest=digest, results=results,
                       log_history=log_history)

@@ -38,7 +38,6 @@ from transformers import get_scheduler
 
 from xlm_hf.back_translation import BackTranslationStep
 from xlm_hf.denoising import DenoisingCollator
-from xlm_hf.evaluation import format_metrics_table
 from xlm_hf.training import (
     LOOP_STATE,
     DataArguments,
@@ -49,6 +48,7 @@ from xlm_hf.training import (
     configure_generation,
     create_model,
     direction_groups,
+    evaluate_final_splits,
     evaluate_translation,
     find_last_state,
     load_tokenizer,
@@ -66,7 +66,6 @@ from xlm_hf.training import (
     save_training_state,
     setup_logging,
     tokenize_direction,
-    write_json,
     write_run_reports,
 )
 from xlm_hf.training.datasets import load_raw_pairs
@@ -175,13 +174,7 @@ def main(argv=None) -> dict:
         results["train_steps"] = completed_steps
         results["train_seconds"] = timing
     digest = save_trained_model(accelerator, model, tokenizer, args.output_dir, save=args.do_train)
-    for split, wanted in (("eval", args.do_eval), ("test", args.do_predict)):
-        if wanted:
-            scores = {**evaluate(split), f"{split}_samples": len(getattr(data, split))}
-            results.update(scores)
-            if accelerator.is_main_process:
-                logger.info("%s scores:\n%s", split, format_metrics_table(scores, prefix=f"{split}_"))
-                write_json(f"{args.output_dir}/{split}_results.json", scores)
+    results.update(evaluate_final_splits(accelerator, evaluate, data, args))
     write_run_reports(accelerator, args.output_dir, steps=completed_steps, digest=digest, results=results,
                       log_history=log_history)
     accelerator.end_training()

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from toy_languages import cipher, toy_tokenizer, write_toy_corpus
-from training_scripts import (  # noqa: F401 (tokenizer_dir: a fixture)
+from training_scripts import (
     REPO, TINY_RUN, first_divergence, kill_point, kill_when, logged, read_json, resumes_like_reference, run,
-    run_script, same_state, saved_weights_digest, tokenizer_dir,
+    run_script, same_state, saved_weights_digest,
 )
 from xlm_hf.training import find_last_state
 from xlm_hf.unsupervised import LambdaSchedule, UnsupervisedArguments

@@ -60,6 +60,7 @@ from .evaluation import direction_groups, evaluate_translation, make_generation_
 from .trainer import TranslationTrainer
 from .loop import (
     EpochSampler,
+    evaluate_final_splits,
     launched_without_accelerator,
     log_scores,
     make_accelerator,
@@ -82,6 +83,7 @@ from .checkpoints import (
 from .publish import push_to_hub
 
 __all__ = [
+    "evaluate_final_splits",
     "write_run_reports",
     "save_trained_model",
     "make_optimizer",

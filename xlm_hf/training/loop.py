@@ -151,3 +151,20 @@ class StepBatches:
     def indices(self, step: int) -> list[int]:
         start = (step * self.world_size + self.rank) * self.batch_size
         return [self._at(position) for position in range(start, start + self.batch_size)]
+
+
+def evaluate_final_splits(accelerator, evaluate, data, args) -> dict:
+    """After training: `evaluate(split)` of the eval split (`do_eval`) and the test split (`do_predict`), each with its
+    sample count, logged as a table and written to `{split}_results.json`; returns every score."""
+    from ..evaluation import format_metrics_table
+    from .checkpoints import write_json
+
+    results = {}
+    for split, wanted in (("eval", args.do_eval), ("test", args.do_predict)):
+        if wanted:
+            scores = {**evaluate(split), f"{split}_samples": len(getattr(data, split))}
+            results.update(scores)
+            if accelerator.is_main_process:
+                logger.info("%s scores:\n%s", split, format_metrics_table(scores, prefix=f"{split}_"))
+                write_json(f"{args.output_dir}/{split}_results.json", scores)
+    return results
