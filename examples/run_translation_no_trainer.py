@@ -20,16 +20,14 @@ Evaluation gathers generations across ranks (`gather_for_metrics` drops the dupl
 """
 
 import logging
-import os
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from xlm_hf.evaluation import format_metrics_table
 from xlm_hf.training import (
     LOOP_STATE,
     DataArguments,
@@ -41,11 +39,15 @@ from xlm_hf.training import (
     configure_generation,
     create_model,
     direction_groups,
+    evaluate_final_splits,
     evaluate_translation,
     find_last_state,
     load_tokenizer,
     load_training_state,
+    log_scores,
+    make_accelerator,
     make_data_collator,
+    make_optimizer,
     model_inputs,
     num_update_steps,
     parse_args,
@@ -53,51 +55,19 @@ from xlm_hf.training import (
     prepare_process,
     push_to_hub,
     resolve_resume,
-    save_final_model,
+    save_trained_model,
     save_training_state,
     setup_logging,
-    weights_digest,
-    write_json,
+    write_run_reports,
 )
 
 logger = logging.getLogger(__name__)
 
 
-def make_optimizer(model, args: LoopArguments) -> torch.optim.Optimizer:
-    """AdamW (fused unless --optim adamw_torch), without weight decay on biases and LayerNorm weights."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
-                             fused=args.optim == "adamw_torch_fused")
-
-
-def launched_without_accelerator() -> bool:
-    """Several processes launched on a machine without GPU: without forcing CPU, `accelerate launch --multi_gpu`
-    would silently run independent single-process jobs instead of one DDP run."""
-    multi_process = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return multi_process and not torch.accelerator.is_available()
-
-
 def main(argv=None) -> dict:
     model_args, data_args, args = parse_args((ModelArguments, DataArguments, LoopArguments), argv)
     prepare_process(args.reuse_freed_memory)  # fixed thread count; large per-step tensors reuse freed memory
-    report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
-    accelerator = Accelerator(
-        cpu=args.use_cpu or launched_without_accelerator(),
-        mixed_precision="bf16" if args.bf16 else None,  # None: as `accelerate launch` says
-        dynamo_backend="inductor" if args.torch_compile else None,  # None: as `accelerate launch --dynamo_backend`
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with="tensorboard" if "tensorboard" in report_to else None,
-        project_dir=args.output_dir,
-        # The scheduler counts optimizer steps, whatever the number of processes.
-        step_scheduler_with_optimizer=False,
-        # Each rank collates its own batches (dispatching from rank 0 would concatenate unequal lengths); the
-        # order comes from EpochSampler, the same on every rank.
-        dataloader_config=DataLoaderConfiguration(dispatch_batches=False, use_seedable_sampler=False),
-    )
+    accelerator = make_accelerator(args)
     setup_logging(logging.INFO if accelerator.is_local_main_process else logging.WARNING)
     logger.info("%s", accelerator.state)
     if not (args.do_train or args.do_eval or args.do_predict):
@@ -146,37 +116,14 @@ def main(argv=None) -> dict:
         completed_steps, log_history = train_loop(args, accelerator, model, optimizer, loaders["train"], checkpoint,
                                                   evaluate if "eval" in loaders else None, data_args.streaming)
         results["train_steps"] = completed_steps
-    state_dict = accelerator.get_state_dict(model)  # collective under FSDP: every rank calls it
-    digest = weights_digest(state_dict)  # before saving: save_pretrained empties the dict it is given
-    if args.do_train:
-        unwrapped = accelerator.unwrap_model(model)
+    digest = save_trained_model(accelerator, model, tokenizer, args.output_dir, save=args.do_train)
 
-        def save(folder):
-            unwrapped.save_pretrained(folder, state_dict=state_dict, is_main_process=accelerator.is_main_process,
-                                      save_function=accelerator.save)
-            if accelerator.is_main_process:
-                tokenizer.save_pretrained(folder)
+    results.update(evaluate_final_splits(accelerator, evaluate, data, args))
 
-        save_final_model(save, args.output_dir, is_main_process=accelerator.is_main_process,
-                         wait_for_everyone=accelerator.wait_for_everyone)
-
-    for split, wanted in (("eval", args.do_eval), ("test", args.do_predict)):
-        if wanted:
-            scores = {**evaluate(split), f"{split}_samples": len(getattr(data, split))}
-            results.update(scores)
-            if accelerator.is_main_process:
-                logger.info("%s scores:\n%s", split, format_metrics_table(scores, prefix=f"{split}_"))
-                write_json(f"{args.output_dir}/{split}_results.json", scores)
-
-    report = {"rank": accelerator.process_index, "world_size": accelerator.num_processes, "steps": completed_steps,
-              "weights_sha256": digest}
-    write_json(f"{args.output_dir}/rank{accelerator.process_index}.json", report)
-    if accelerator.is_main_process:
-        write_json(f"{args.output_dir}/all_results.json", results)
-        # Trainer-style history, read by the Hub card's training curves.
-        write_json(f"{args.output_dir}/trainer_state.json", {"global_step": completed_steps, "log_history": log_history})
-        if args.push_to_hub:
-            push_to_hub(args.output_dir, hub_model_id=args.hub_model_id)
+    write_run_reports(accelerator, args.output_dir, steps=completed_steps, digest=digest, results=results,
+                      log_history=log_history)
+    if accelerator.is_main_process and args.push_to_hub:
+        push_to_hub(args.output_dir, hub_model_id=args.hub_model_id)
     accelerator.end_training()
     return results
 
@@ -269,13 +216,6 @@ def train_loop(args: LoopArguments, accelerator: Accelerator, model, optimizer, 
         break
     progress.close()
     return completed_steps, log_history
-
-
-def log_scores(accelerator: Accelerator, scores: dict, step: int, log_history: list) -> None:
-    numbers = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
-    log_history.append({**numbers, "step": step})
-    accelerator.log(numbers, step=step)
-    logger.info("step %d: %s", step, ", ".join(f"{k} {v:.2f}" for k, v in numbers.items()))
 
 
 if __name__ == "__main__":

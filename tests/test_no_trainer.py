@@ -6,12 +6,10 @@ import shutil
 import sys
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from training_scripts import (  # noqa: F401 (tokenizer_dir: a fixture)
     LOOP_SCRIPT, TINY_RUN, first_divergence, kill_point, kill_when, logged, read_json, resumes_like_reference, run,
-    run_script, saved_weights_digest, tokenizer_dir,
+    run_script, same_state, saved_weights_digest, tokenizer_dir,
 )
 from xlm_hf.training import find_last_state
 
@@ -28,15 +26,6 @@ def first_run(tokenizer_dir, tmp_path_factory):
     run_script(LOOP_SCRIPT, *LOOP_ARGS, "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
                "--save_steps", "1")
     return out
-
-
-def same_state(state, reference) -> bool:
-    """Two saved training states hold the same weights, torch RNG state and accumulation counter (the files
-    themselves differ: torch.save writes a unique id)."""
-    weights, expected = load_file(state / "model.safetensors"), load_file(reference / "model.safetensors")
-    rng, expected_rng = (torch.load(s / "random_states_0.pkl", weights_only=False) for s in (state, reference))
-    return (weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in weights)
-            and torch.equal(rng["torch_manual_seed"], expected_rng["torch_manual_seed"]) and rng["step"] == expected_rng["step"])
 
 
 def test_few_steps_learn_save_state_and_evaluate(first_run):

@@ -118,6 +118,18 @@ def resumes_like_reference(kill_and_resume: Callable, reference: Path, run_refer
     return equal, how
 
 
+def same_state(state, reference) -> bool:
+    import torch
+    from safetensors.torch import load_file
+
+    """Two saved training states hold the same weights, torch RNG state and accumulation counter (the files
+    themselves differ: torch.save writes a unique id)."""
+    weights, expected = load_file(state / "model.safetensors"), load_file(reference / "model.safetensors")
+    rng, expected_rng = (torch.load(s / "random_states_0.pkl", weights_only=False) for s in (state, reference))
+    return (weights.keys() == expected.keys() and all(torch.equal(weights[k], expected[k]) for k in weights)
+            and torch.equal(rng["torch_manual_seed"], expected_rng["torch_manual_seed"]) and rng["step"] == expected_rng["step"])
+
+
 def read_json(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

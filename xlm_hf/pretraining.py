@@ -298,13 +298,13 @@ class PretrainingDataArguments:
         bad = [o for o in self.objectives if o not in OBJECTIVES]
         if bad or not self.objectives:
             raise ValueError(f"--objectives {bad or self.objectives}: choose from {list(OBJECTIVES)} (e.g. mlm tlm).")
-        self.parallel_limits = {k: int(v) for k, v in (_key_value(e, "--parallel_limit", "en-de=2000") for e in self.parallel_limit)}
-        self.monolingual_paths = dict(_key_value(e, "--monolingual_files", "en=news.en.txt") for e in self.monolingual_files)
+        self.parallel_limits = {k: int(v) for k, v in (key_value(e, "--parallel_limit", "en-de=2000") for e in self.parallel_limit)}
+        self.monolingual_paths = dict(key_value(e, "--monolingual_files", "en=news.en.txt") for e in self.monolingual_files)
         if not 0.0 <= self.sampling_alpha <= 1.0:
             raise ValueError(f"--sampling_alpha must be in [0, 1], got {self.sampling_alpha}.")
 
 
-def _key_value(entry: str, option: str, example: str) -> tuple[str, str]:
+def key_value(entry: str, option: str, example: str) -> tuple[str, str]:
     key, sep, value = entry.partition("=")
     if not sep or not key or not value:
         raise ValueError(f"{option} entries look like {example}; cannot read {entry!r}.")

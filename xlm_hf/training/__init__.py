@@ -20,7 +20,7 @@ script uses them:
 | `models` | the tokenizer and the model of a run, the data collator |
 | `evaluation` | generation with each row's target tag (`target_prefix`), BLEU/chrF per direction |
 | `trainer` | `TranslationTrainer` (atomic checkpoints, per-row target tags) |
-| `loop` | the Accelerate loop's resumable sampler and step count |
+| `loop` | the Accelerate loops' accelerator, optimizer, resumable sampler, step count, final save and reports |
 | `checkpoints` | atomic checkpoints and final saves, finding what to resume from, weight digests |
 | `publish` | the `--push_to_hub` hook |
 
@@ -58,7 +58,17 @@ from .models import (
 )
 from .evaluation import direction_groups, evaluate_translation, make_generation_metrics, prefixed, target_prefix
 from .trainer import TranslationTrainer
-from .loop import EpochSampler, num_update_steps
+from .loop import (
+    EpochSampler,
+    evaluate_final_splits,
+    launched_without_accelerator,
+    log_scores,
+    make_accelerator,
+    make_optimizer,
+    num_update_steps,
+    save_trained_model,
+    write_run_reports,
+)
 from .checkpoints import (
     LOOP_STATE,
     find_last_checkpoint,
@@ -73,6 +83,13 @@ from .checkpoints import (
 from .publish import push_to_hub
 
 __all__ = [
+    "evaluate_final_splits",
+    "write_run_reports",
+    "save_trained_model",
+    "make_optimizer",
+    "make_accelerator",
+    "log_scores",
+    "launched_without_accelerator",
     "DataArguments",
     "EpochSampler",
     "LOOP_STATE",

@@ -100,6 +100,20 @@ class DataArguments:
         metadata={"help": "Malformed lines in data files: 'skip' (with a warning) or 'fail'.", "choices": ["skip", "fail"]},
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    synthetic_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Back-translated pairs to mix into training: a folder of SRC-TGT.train.tsv / .jsonl files "
+                  "(the --dataset formats) whose SRC side is synthetic; each file trains only its direction SRC->TGT."},
+    )
+    synthetic_ratio: float = field(
+        default=1.0,
+        metadata={"help": "Synthetic pairs per real pair of a direction (sampled, repeated when there are too few)."},
+    )
+    tagged_back_translation: bool = field(
+        default=False,
+        metadata={"help": "Mark synthetic sources with the reserved token <s> after the language tag (Caswell et al., "
+                  "2019), so the model can tell back-translated sources from real ones."},
+    )
 
     def __post_init__(self):
         for pair in self.pairs:
@@ -110,6 +124,10 @@ class DataArguments:
         for name in ("max_source_length", "max_target_length"):
             if getattr(self, name) < 3:
                 raise ValueError(f"{name} is too small ({getattr(self, name)}): a sequence needs its tag, a token and </s>.")
+        if self.synthetic_ratio <= 0:
+            raise ValueError(f"synthetic_ratio must be > 0 (synthetic pairs per real pair), got {self.synthetic_ratio}.")
+        if self.synthetic_dataset and self.streaming:
+            raise ValueError("--synthetic_dataset mixes in memory: drop --streaming (or stream a folder holding both).")
         if self.shuffle_buffer_size < 1:
             raise ValueError(f"shuffle_buffer_size must be >= 1, got {self.shuffle_buffer_size}.")
 

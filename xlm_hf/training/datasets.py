@@ -178,6 +178,7 @@ def _build_train_split(sources: Mapping[str, Any], sizes: Mapping[str, int], dir
     """
     cap = data_args.max_train_samples
     parts, counts = {}, {}
+    synthetic = _load_synthetic(data_args, directions) if data_args.synthetic_dataset else {}
     for pair, src, tgt in directions:
         dataset = sources[pair]
         if data_args.streaming:
@@ -187,6 +188,10 @@ def _build_train_split(sources: Mapping[str, Any], sizes: Mapping[str, int], dir
             dataset = dataset.shuffle(seed=seed)
         parts[f"{src}-{tgt}"] = tokenize_direction(dataset, tokenizer, src, tgt, data_args)
         counts[f"{src}-{tgt}"] = sizes[pair] if cap is None else min(cap, sizes[pair])
+        if f"{src}-{tgt}" in synthetic:
+            parts[f"{src}-{tgt}"] = _with_synthetic(parts[f"{src}-{tgt}"], synthetic[f"{src}-{tgt}"], tokenizer, src,
+                                                    tgt, data_args, seed)
+            counts[f"{src}-{tgt}"] = len(parts[f"{src}-{tgt}"])
 
     if len(parts) == 1:
         mixed, probabilities = next(iter(parts.values())), {}
@@ -207,6 +212,44 @@ def _build_train_split(sources: Mapping[str, Any], sizes: Mapping[str, int], dir
                     ", ".join(f"{d} {p:.3f}" for d, p in probabilities.items()))
     return mixed, probabilities
 
+
+
+def _load_synthetic(data_args: DataArguments, directions) -> dict[str, Any]:
+    """`{direction: raw train rows}` of `--synthetic_dataset`, one file per trained direction (SRC side synthetic)."""
+    from ..data import load_translation_datasets
+
+    wanted = [f"{s}-{t}" for _, s, t in directions]
+    found = load_translation_datasets(data_args.synthetic_dataset, splits=["train"], on_error=data_args.on_error)
+    unused = sorted(set(found) - set(wanted))
+    if unused:
+        raise ValueError(f"--synthetic_dataset holds {unused}, which are not trained directions ({wanted}): a file "
+                         f"SRC-TGT trains SRC->TGT only, with a synthetic SRC side; rename it or add the direction.")
+    return {direction: _split_of(found, direction, "train") for direction in found}
+
+
+def _with_synthetic(real, raw_synthetic, tokenizer, src: str, tgt: str, data_args: DataArguments, seed: int):
+    """The real pairs of a direction plus `synthetic_ratio` x as many synthetic ones (tagged on request), shuffled."""
+    from datasets import concatenate_datasets
+
+    wanted = max(1, round(data_args.synthetic_ratio * len(real)))
+    order = raw_synthetic.shuffle(seed=seed)
+    repeats = -(-wanted // len(order))
+    rows = concatenate_datasets([order] * repeats).select(range(wanted)) if repeats > 1 else order.select(range(wanted))
+    synthetic = tokenize_direction(rows, tokenizer, src, tgt, data_args, desc=f"Tokenizing synthetic {src}-{tgt}")
+    if data_args.tagged_back_translation:
+        synthetic = synthetic.map(functools.partial(_tag_synthetic, tag=tokenizer.bos_token_id), batched=True,
+                                  desc="Tagging synthetic sources")
+    logger.info("%s: %d real + %d synthetic pairs%s", f"{src}-{tgt}", len(real), len(synthetic),
+                " (tagged with <s>)" if data_args.tagged_back_translation else "")
+    return concatenate_datasets([real, synthetic]).shuffle(seed=seed)
+
+
+def _tag_synthetic(batch: dict[str, list], *, tag: int) -> dict[str, list]:
+    """`__src__ <s> w1 .. </s>`: the reserved token after the language tag. `<s>` is a special token the tokenizer never
+    writes into a sentence (XLM sentences are `</s> w .. </s>`; ours `__xx__ w .. </s>`), so it is free to mean
+    "back-translated", needs no new vocabulary entry, and leaves the language (taken from the tag) as it was."""
+    return {"input_ids": [ids[:1] + [tag] + ids[1:] for ids in batch["input_ids"]],
+            "attention_mask": [[1] + mask for mask in batch["attention_mask"]]}
 
 
 def model_inputs(dataset):
