@@ -29,6 +29,7 @@ REMOTE_CODE_FILES = (
     "generation_xlm_hf.py",
     "modeling_xlm_hf.py",
     "tokenization_xlm_hf.py",
+    "placeholders.py",
     "pipeline_translation.py",
 )
 

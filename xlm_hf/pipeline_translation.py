@@ -15,6 +15,7 @@ from transformers import GenerationConfig, Pipeline
 from transformers.utils import logging
 
 from .configuration_xlm_hf import TRANSLATION_TASK, custom_pipelines_entry
+from .placeholders import protect as protect_placeholders
 
 
 logger = logging.get_logger(__name__)
@@ -53,8 +54,10 @@ class XLMTranslationPipeline(Pipeline):
     _load_tokenizer = True
     _default_generation_config = GenerationConfig(num_beams=4)
 
-    def __init__(self, *args, src_lang=None, tgt_lang=None, pack_weights: bool = True, **kwargs):
+    def __init__(self, *args, src_lang=None, tgt_lang=None, pack_weights: bool = True, protect: bool = True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.protect = protect
         if pack_weights and self.model.device.type == "cpu":
             from .inference import use_cpu_decoding_kernels  # prepacked Linear weights, ATen's GELU on small inputs
 
@@ -70,8 +73,10 @@ class XLMTranslationPipeline(Pipeline):
             check_matches_model(self.model.config)
 
     def _sanitize_parameters(self, src_lang=None, tgt_lang=None, truncation=None, return_tensors=None,
-                             return_text=None, clean_up_tokenization_spaces=None, **generate_kwargs):
+                             return_text=None, clean_up_tokenization_spaces=None, protect=None, **generate_kwargs):
         preprocess = {}
+        if protect is not None:
+            preprocess["protect"] = protect
         if src_lang is not None:
             preprocess["src_lang"] = src_lang
         if tgt_lang is not None:
@@ -92,7 +97,7 @@ class XLMTranslationPipeline(Pipeline):
         limits = [self.model.config.max_position_embeddings, getattr(self.tokenizer, "model_max_length", None)]
         return min(limit for limit in limits if isinstance(limit, int) and limit > 0)
 
-    def preprocess(self, text, src_lang=None, tgt_lang=None, truncation=True):
+    def preprocess(self, text, src_lang=None, tgt_lang=None, truncation=True, protect=None):
         if not isinstance(text, str):
             raise TypeError(f"The translation pipeline takes strings, got {type(text).__name__}: {text!r:.80}")
         src_lang, tgt_lang = src_lang or self.src_lang, tgt_lang or self.tgt_lang
@@ -102,6 +107,9 @@ class XLMTranslationPipeline(Pipeline):
                 f"Translation needs a source and a target language: pass src_lang= and tgt_lang= (one of {known}) "
                 f"to pipeline() or to the call, or use a task name such as 'translation_en_to_fr'."
             )
+        # Placeholders, markup, accelerators and outer whitespace (xlm_hf.placeholders): repaired in postprocess.
+        protected = protect_placeholders(text, tgt_lang) if (self.protect if protect is None else protect) else None
+        text = protected.text if protected is not None else text
         inputs = self.tokenizer._build_translation_inputs(text, return_tensors="pt", src_lang=src_lang,
                                                          tgt_lang=tgt_lang, truncation=False)
         limit = self.max_source_tokens
@@ -119,7 +127,7 @@ class XLMTranslationPipeline(Pipeline):
         # generated token (`forced_bos_token_id`), without a logits processor run at every step.
         prefix = torch.tensor([[self.model.config.decoder_start_token_id, inputs.pop("forced_bos_token_id")]])
         return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
-                "decoder_input_ids": prefix, "is_blank": not text.strip()}
+                "decoder_input_ids": prefix, "is_blank": not text.strip(), "protected": protected}
 
     def _forward(self, model_inputs, **generate_kwargs):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
@@ -136,11 +144,13 @@ class XLMTranslationPipeline(Pipeline):
                                          **generate_kwargs)
         batch = input_ids.shape[0]
         output_ids = output_ids.reshape(batch, output_ids.shape[0] // batch, *output_ids.shape[1:])  # (B, k, L)
-        return {"output_ids": output_ids, "is_blank": model_inputs["is_blank"]}
+        return {"output_ids": output_ids, "is_blank": model_inputs["is_blank"], "protected": model_inputs["protected"]}
 
     def postprocess(self, model_outputs, return_tensors=False, return_text=True, clean_up_tokenization_spaces=False):
         blank = model_outputs["is_blank"]
         blank = blank[0] if isinstance(blank, list) else blank
+        protected = model_outputs.get("protected")
+        protected = protected[0] if isinstance(protected, list) else protected
         records = []
         for output_ids in model_outputs["output_ids"][0]:
             record = {}
@@ -150,6 +160,8 @@ class XLMTranslationPipeline(Pipeline):
                 text = "" if blank else self.tokenizer.decode(
                     output_ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
                 )
+                if protected is not None:
+                    text = protected.restore(text)
                 record["translation_text"] = text
             records.append(record)
         return records

@@ -40,6 +40,9 @@ def register(subparsers) -> None:
                    "decoding step; the first batch of each new shape compiles (tens of seconds)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)  # older spelling of --precision
     p.add_argument("--plot-attention", metavar="PNG", help="save the cross-attention heatmap of the first sentence")
+    p.add_argument("--no-protect", action="store_true",
+                   help="do not protect placeholders and markup (printf %%s, {name}, --options, <tags>, &entities;, "
+                   "URLs, paths, accelerators): by default the output holds exactly the source's (xlm_hf.placeholders)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a folder that is not an xlm-hf model to run its own Python code (never assumed)")
@@ -111,7 +114,7 @@ def run(args) -> int:
     for code in (args.src, args.tgt):
         if code not in tokenizer.languages:
             raise CLIError(f"unknown language {code!r}: this model knows {', '.join(tokenizer.languages)}")
-    pipe = translation_pipeline(model, tokenizer, src_lang=args.src, tgt_lang=args.tgt)
+    pipe = translation_pipeline(model, tokenizer, src_lang=args.src, tgt_lang=args.tgt, protect=not args.no_protect)
     generate_kwargs = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
 
     progress = tqdm(total=total, unit="line", desc="translating", disable=args.no_progress or total is None,
