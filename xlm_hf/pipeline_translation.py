@@ -28,6 +28,28 @@ def parse_task(task: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def sequence_log_probs(model, output) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probability, generated tokens) of each returned sequence of `generate(..., return_dict_in_generate=True,
+    output_scores=True)`: the sum over its generated tokens, end-of-sentence included and padding after it excluded,
+    of the token's log-probability under the decoding distribution (after the logits processors: repetition guards,
+    and temperature / top-k / top-p when sampling). The pipeline's `score` is this sum divided by the token count
+    (the mean log-probability per token), so that hypotheses of different lengths compare."""
+    beam_indices = getattr(output, "beam_indices", None)
+    steps = len(output.scores)
+    transition = model.compute_transition_scores(output.sequences, output.scores, beam_indices,
+                                                 normalize_logits=beam_indices is None)
+    generated = output.sequences[:, -steps:]
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    is_eos = torch.zeros_like(generated, dtype=torch.bool)
+    for token in eos:
+        is_eos |= generated == token
+    after = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # tokens after the first end-of-sentence
+    transition = transition[:, : generated.shape[1]].masked_fill(after, 0.0)
+    transition = torch.nan_to_num(transition, neginf=0.0) if beam_indices is not None else transition
+    return transition.sum(dim=1).float(), (~after).sum(dim=1)
+
+
 class XLMTranslationPipeline(Pipeline):
     """Translate text with an XLM encoder-decoder.
 
@@ -73,8 +95,16 @@ class XLMTranslationPipeline(Pipeline):
             check_matches_model(self.model.config)
 
     def _sanitize_parameters(self, src_lang=None, tgt_lang=None, truncation=None, return_tensors=None,
-                             return_text=None, clean_up_tokenization_spaces=None, protect=None, **generate_kwargs):
+                             return_text=None, clean_up_tokenization_spaces=None, protect=None, return_scores=None,
+                             max_length_ratio=None, **generate_kwargs):
         preprocess = {}
+        forward = dict(generate_kwargs)
+        if return_scores is not None:
+            forward["return_scores"] = return_scores
+        if max_length_ratio is not None:
+            if not max_length_ratio > 0:
+                raise ValueError(f"max_length_ratio must be a positive number, got {max_length_ratio!r}.")
+            forward["max_length_ratio"] = max_length_ratio
         if protect is not None:
             preprocess["protect"] = protect
         if src_lang is not None:
@@ -90,7 +120,7 @@ class XLMTranslationPipeline(Pipeline):
             postprocess["return_text"] = return_text
         if clean_up_tokenization_spaces is not None:
             postprocess["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
-        return preprocess, generate_kwargs, postprocess
+        return preprocess, forward, postprocess
 
     @property
     def max_source_tokens(self) -> int:
@@ -129,22 +159,30 @@ class XLMTranslationPipeline(Pipeline):
         return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
                 "decoder_input_ids": prefix, "is_blank": not text.strip(), "protected": protected}
 
-    def _forward(self, model_inputs, **generate_kwargs):
+    def _forward(self, model_inputs, return_scores=False, max_length_ratio=2.0, **generate_kwargs):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
         prefix = model_inputs["decoder_input_ids"]  # (B, 2): </s> __tgt__
         overrides = {}
         user_set = {**self._generate_kwargs, **generate_kwargs}
         if not {"max_new_tokens", "max_length", "generation_config"} & user_set.keys():
-            # Translations are about as long as their source: bound the output by it, within the model's positions.
+            # Translations are about as long as their source: bound the output by it (max_length_ratio x the source's
+            # tokens + 10: a repetition guard too), within the model's positions.
             room = self.model.config.max_position_embeddings - prefix.shape[1]
             default = min(self.model.generation_config.max_new_tokens or room, room)
-            overrides["max_new_tokens"] = min(default, 2 * input_ids.shape[1] + 10)
+            overrides["max_new_tokens"] = min(default, int(max_length_ratio * input_ids.shape[1]) + 10)
+        if return_scores:
+            overrides.update(return_dict_in_generate=True, output_scores=True)
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs, **overrides)
-        output_ids = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=prefix,
-                                         **generate_kwargs)
+        output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=prefix,
+                                     **generate_kwargs)
+        output_ids = output.sequences if return_scores else output
         batch = input_ids.shape[0]
-        output_ids = output_ids.reshape(batch, output_ids.shape[0] // batch, *output_ids.shape[1:])  # (B, k, L)
-        return {"output_ids": output_ids, "is_blank": model_inputs["is_blank"], "protected": model_inputs["protected"]}
+        result = {"output_ids": output_ids.reshape(batch, output_ids.shape[0] // batch, *output_ids.shape[1:]),
+                  "is_blank": model_inputs["is_blank"], "protected": model_inputs["protected"]}  # (B, k, L)
+        if return_scores:
+            logprobs, lengths = sequence_log_probs(self.model, output)
+            result["logprobs"], result["lengths"] = logprobs.reshape(batch, -1), lengths.reshape(batch, -1)
+        return result
 
     def postprocess(self, model_outputs, return_tensors=False, return_text=True, clean_up_tokenization_spaces=False):
         blank = model_outputs["is_blank"]
@@ -152,8 +190,11 @@ class XLMTranslationPipeline(Pipeline):
         protected = model_outputs.get("protected")
         protected = protected[0] if isinstance(protected, list) else protected
         records = []
-        for output_ids in model_outputs["output_ids"][0]:
+        for k, output_ids in enumerate(model_outputs["output_ids"][0]):
             record = {}
+            if "logprobs" in model_outputs:  # see sequence_log_probs
+                logprob, length = float(model_outputs["logprobs"][0][k]), int(model_outputs["lengths"][0][k])
+                record["logprob"], record["score"] = logprob, logprob / max(length, 1)
             if return_tensors:
                 record["translation_token_ids"] = output_ids
             if return_text or not return_tensors:
