@@ -67,6 +67,9 @@ def register(subparsers) -> None:
                      help="repetition guard: never repeat an n-gram of N tokens in a translation")
     out.add_argument("--max-length-ratio", type=_positive_float, default=None, metavar="R",
                      help="repetition guard: at most R x the source's tokens (+10) per translation (default 2)")
+    p.add_argument("--document", action="store_true",
+                   help="treat the whole input as one document: split into sentences (sentencex), translated in "
+                   "batches, joined back keeping paragraphs, newlines and whitespace exactly (text format only)")
     p.add_argument("--no-protect", action="store_true",
                    help="do not protect placeholders and markup (printf %%s, {name}, --options, <tags>, &entities;, "
                    "URLs, paths, accelerators): by default the output holds exactly the source's (xlm_hf.placeholders)")
@@ -104,6 +107,8 @@ def generation_options(args) -> dict:
             if given:
                 raise CLIError(f"{flag} needs --format jsonl (or tsv for --n-best): the text format has one "
                                f"translation per line")
+    if args.document and (args.format != "text" or args.n_best > 1):
+        raise CLIError("--document writes one translated document: use it with the text format and one hypothesis")
     if args.format == "tsv" and (args.scores or args.alignments):
         raise CLIError("--scores and --alignments need --format jsonl: a tsv line holds a source and a translation")
     sampling_flags = [f for f, v in (("--top-k", args.top_k), ("--top-p", args.top_p),
@@ -210,6 +215,15 @@ def run(args) -> int:
     first_line = None
     number = 0
     with progress, _open_output(args.output) as out:  # a file appears complete, or not at all
+        if args.document:
+            from ..documents import translate_document
+
+            lines = list(lines)
+            text = "\n".join(lines) + ("\n" if args.input or not args.text else "")
+            out.write(translate_document(pipe, text, args.src, args.tgt, args.batch_size, **generate_kwargs))
+            progress.update(len(lines))
+            first_line = next((l for l in lines if l.strip()), None)
+            lines = iter(())
         while chunk := list(itertools.islice(lines, CHUNK_LINES)):
             first_line = first_line if first_line is not None else next((l for l in chunk if l.strip()), None)
             if args.format == "text":
@@ -249,9 +263,20 @@ def translate_hypotheses(pipe, lines: list[str], batch_size: int, generate_kwarg
 
 
 def translate_lines(pipe, lines: list[str], batch_size: int, generate_kwargs: dict) -> list[str]:
-    """Translations of `lines` in order; blank lines stay blank and cost nothing."""
-    return [hypotheses[0]["translation"] if hypotheses else ""
-            for hypotheses in translate_hypotheses(pipe, lines, batch_size, generate_kwargs)]
+    """Translations of `lines` in order; blank lines stay blank and cost nothing. A line longer than the model takes
+    is split into sentences and translated as a document (`xlm_hf.documents`), never truncated."""
+    from ..documents import too_long, translate_documents
+
+    long = [i for i, line in enumerate(lines) if line.strip() and too_long(pipe, line)]
+    results = [hypotheses[0]["translation"] if hypotheses else ""
+               for hypotheses in translate_hypotheses(pipe, [l if i not in long else "" for i, l in enumerate(lines)],
+                                                      batch_size, generate_kwargs)]
+    if long:
+        documents = translate_documents(pipe, [lines[i] for i in long], pipe.src_lang, pipe.tgt_lang, batch_size,
+                                        **generate_kwargs)
+        for i, document in zip(long, documents):
+            results[i] = " ".join(document.split("\n"))
+    return results
 
 
 def format_record(kind: str, number: int, source: str, hypotheses: list[dict], align=None) -> str:
