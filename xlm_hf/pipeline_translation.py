@@ -14,7 +14,7 @@ import torch
 from transformers import GenerationConfig, Pipeline
 from transformers.utils import logging
 
-from .configuration_xlm_hf import TRANSLATION_TASK, custom_pipelines_entry
+from .configuration_xlm_hf import TRANSLATION_TASK, custom_pipelines_entry, direction_route
 from .placeholders import protect as protect_placeholders
 
 
@@ -207,12 +207,32 @@ class XLMTranslationPipeline(Pipeline):
             records.append(record)
         return records
 
-    def __call__(self, inputs, *args, **kwargs):
+    def __call__(self, inputs, *args, allow_zero_shot: bool = False, **kwargs):
         """Translate a string (returns `[{"translation_text": ...}]`) or a list of strings (one result each).
 
         Lists are translated in batches of similar length (less padding), and returned in input order; an empty
         list gives an empty list.
+
+        A direction the model was not trained on (`config.trained_directions`, written by the training scripts) is
+        translated through a pivot language trained with both sides (logged, and `"pivot": "en"` in each record), or
+        refused with a ValueError listing the trained directions; `allow_zero_shot=True` translates it directly.
         """
+        src, tgt = kwargs.get("src_lang") or self.src_lang, kwargs.get("tgt_lang") or self.tgt_lang
+        pivot = direction_route(self.model.config, src, tgt, allow_zero_shot) if src and tgt else None
+        if pivot is None:
+            return self._translate(inputs, *args, **kwargs)
+        logger.warning(f"{src}->{tgt} was not trained: translating through {pivot} ({src}->{pivot}->{tgt}).")
+        single = not isinstance(inputs, list)
+        first = self._translate([inputs] if single else inputs, *args, **{**kwargs, "src_lang": src,
+                                                                           "tgt_lang": pivot})
+        middle = [(r[0] if isinstance(r, list) else r)["translation_text"] for r in first]
+        final = self._translate(middle, *args, **{**kwargs, "src_lang": pivot, "tgt_lang": tgt})
+        for result in final:
+            for record in result if isinstance(result, list) else [result]:
+                record["pivot"] = pivot
+        return (final[0] if isinstance(final[0], list) else [final[0]]) if single else final
+
+    def _translate(self, inputs, *args, **kwargs):
         if not isinstance(inputs, list):
             return super().__call__(inputs, *args, **kwargs)
         if not inputs:  # nothing to translate (the base class would fail on an empty batch)

@@ -70,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--document", action="store_true",
                    help="treat the whole input as one document: split into sentences (sentencex), translated in "
                    "batches, joined back keeping paragraphs, newlines and whitespace exactly (text format only)")
+    p.add_argument("--allow-zero-shot", action="store_true",
+                   help="translate a direction the model was not trained on directly (by default it goes through a "
+                   "pivot language trained with both sides, or is refused with the list of trained directions)")
     p.add_argument("--no-protect", action="store_true",
                    help="do not protect placeholders and markup (printf %%s, {name}, --options, <tags>, &entities;, "
                    "URLs, paths, accelerators): by default the output holds exactly the source's (xlm_hf.placeholders)")
@@ -199,6 +202,12 @@ def run(args) -> int:
         if code not in tokenizer.languages:
             raise CLIError(f"unknown language {code!r}: this model knows {', '.join(tokenizer.languages)}")
     pipe = translation_pipeline(model, tokenizer, src_lang=args.src, tgt_lang=args.tgt, protect=not args.no_protect)
+    from ..configuration_xlm_hf import direction_route
+
+    pivot = direction_route(model.config, args.src, args.tgt, args.allow_zero_shot)  # refused here: before any output
+    if pivot is not None:
+        print(f"xlm-hf translate: {args.src}->{args.tgt} was not trained: translating through {pivot}", file=sys.stderr)
+    generate_kwargs["allow_zero_shot"] = args.allow_zero_shot
     if args.seed is not None:
         from transformers import set_seed
 
@@ -257,7 +266,7 @@ def translate_hypotheses(pipe, lines: list[str], batch_size: int, generate_kwarg
         for i, output in zip(todo, outputs):
             for record in output if isinstance(output, list) else [output]:
                 hypothesis = {"translation": " ".join(record["translation_text"].split("\n"))}
-                hypothesis.update({k: record[k] for k in ("logprob", "score") if k in record})
+                hypothesis.update({k: record[k] for k in ("logprob", "score", "pivot") if k in record})
                 results[i].append(hypothesis)
     return results
 
