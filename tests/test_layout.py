@@ -16,7 +16,7 @@ PACKAGE = REPO / "xlm_hf"
 
 # A module may import only modules of earlier layers (modules of one layer do not import each other).
 LAYERS = [
-    ["configuration_xlm_hf", "atomic", "resources", "sampling", "placeholders", "documents"],
+    ["configuration_xlm_hf", "atomic", "resources", "sampling", "placeholders", "documents", "gettext_catalogs"],
     ["inference", "plotting"],
     ["generation_xlm_hf"],
     ["modeling_xlm_hf", "tokenization_xlm_hf"],

@@ -25,10 +25,27 @@ logger = logging.getLogger(__name__)
 _SOFT_BREAK = re.compile(r"(?<=[,;:，；：、])\s+|\s+")
 
 
-def split_sentences(text: str, lang: str) -> list[tuple[str, str, str]]:
-    """`text` as (leading whitespace, sentence, trailing whitespace) pieces whose concatenation is `text`; every
-    newline is a boundary (a sentence holds none)."""
+def _sentences_of_line(line: str, lang: str) -> list[str]:
+    """sentencex's segments of one line, merged where a boundary falls inside a placeholder (`%.*s`, a URL, a path:
+    `xlm_hf.placeholders`), which must reach the model whole."""
     from sentencex import segment
+
+    from .placeholders import find_placeholders
+
+    inside = {i for p in find_placeholders(line) for i in range(p.start + 1, p.end)}
+    merged, offset = [], 0
+    for piece in segment(lang, line):
+        if merged and offset in inside:
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+        offset += len(piece)
+    return merged
+
+
+def split_sentences(text: str, lang: str, sentences: bool = True) -> list[tuple[str, str, str]]:
+    """`text` as (leading whitespace, sentence, trailing whitespace) pieces whose concatenation is `text`; every
+    newline is a boundary (a sentence holds none). With `sentences=False`, each line is one piece."""
 
     pieces = []
     for line in re.split(r"(\n)", text):
@@ -39,7 +56,7 @@ def split_sentences(text: str, lang: str) -> list[tuple[str, str, str]]:
             elif line:
                 pieces.append(("", "", line))
             continue
-        for segment_text in segment(lang, line) if line.strip() else [line]:
+        for segment_text in _sentences_of_line(line, lang) if line.strip() and sentences else [line]:
             body = segment_text.strip()
             lead = segment_text[: len(segment_text) - len(segment_text.lstrip())]
             trail = segment_text[len(lead) + len(body):]
@@ -78,31 +95,40 @@ def translate_document(pipe, text: str, src_lang: str, tgt_lang: str, batch_size
 
 
 def translate_documents(pipe, texts: list[str], src_lang: str, tgt_lang: str, batch_size: int = 16,
-                        **generate_kwargs) -> list[str]:
-    """`translate_document` of each text, all their sentences translated together in batches."""
+                        sentences: bool = True, **generate_kwargs) -> list[str]:
+    """`translate_document` of each text, all their sentences translated together in batches. With
+    `sentences=False` each line is translated whole, and only lines longer than the model takes are split into
+    sentences (software strings: the model learned them whole)."""
     tokenizer = pipe.tokenizer
     limit = pipe.max_source_tokens - 2  # the language tag and </s>
 
     def count_tokens(part: str) -> int:
         return len(tokenizer(part, add_special_tokens=False)["input_ids"])
 
-    layouts, sentences = [], []
+    layouts, sentences_todo = [], []
     for text in texts:
         layout = []
-        for lead, body, trail in split_sentences(text, src_lang):
-            layout.append(lead)
-            if body:
-                parts = fit_to_limit(body, count_tokens, limit)
-                if len(parts) > 1:
-                    logger.warning(f"A sentence of {count_tokens(body)} tokens is longer than the model's limit of "
-                                   f"{limit}: translated in {len(parts)} parts split at spaces. It starts: "
-                                   f"{body[:60]!r}")
-                for part, gap in parts:
-                    layout += [len(sentences), gap]
-                    sentences.append(part)
-            layout.append(trail)
+        pieces = []  # (text, is it a sentence to translate)
+        for lead, body, trail in split_sentences(text, src_lang, sentences=sentences):
+            long_line = not sentences and body and count_tokens(body) > limit
+            pieces.append((lead, False))
+            for sub_lead, sentence, sub_trail in split_sentences(body, src_lang) if long_line else [("", body, "")]:
+                pieces += [(sub_lead, False), (sentence, True), (sub_trail, False)]
+            pieces.append((trail, False))
+        for piece, is_sentence in pieces:
+            if not (is_sentence and piece):
+                layout.append(piece)
+                continue
+            parts = fit_to_limit(piece, count_tokens, limit)
+            if len(parts) > 1:
+                logger.warning(f"A sentence of {count_tokens(piece)} tokens is longer than the model's limit of "
+                               f"{limit}: translated in {len(parts)} parts split at spaces. It starts: "
+                               f"{piece[:60]!r}")
+            for part, gap in parts:
+                layout += [len(sentences_todo), gap]
+                sentences_todo.append(part)
         layouts.append(layout)
-    outputs = pipe(sentences, src_lang=src_lang, tgt_lang=tgt_lang, batch_size=batch_size, **generate_kwargs)
+    outputs = pipe(sentences_todo, src_lang=src_lang, tgt_lang=tgt_lang, batch_size=batch_size, **generate_kwargs)
     translated = [(out[0] if isinstance(out, list) else out)["translation_text"] for out in outputs]
     return ["".join(translated[item] if isinstance(item, int) else item for item in layout) for layout in layouts]
 

@@ -134,8 +134,7 @@ class Protected:
         if not self.source.strip():
             return self.source
         out = translation.strip()
-        if self.placeholders:
-            out = self._repair(out, alignment or {})
+        out = self._repair(out, alignment or {})  # also without placeholders: the model may invent some
         if self.accelerator is not None:
             out = self._put_accelerator(out)
         return self.leading + out + self.trailing
