@@ -29,6 +29,26 @@ def fidelity(sources: list[str], outputs: list[str]) -> tuple[int, int]:
     return sum(s == o for s, o in held if s), sum(1 for s, _ in held if s)
 
 
+def document_mode(pipe, inputs, refs, src, tgt, args, translate_documents, metrics) -> list[list[str]]:
+    """Paragraphs of `args.paragraph` consecutive lines: translated whole (one input, as before), and in document
+    mode (sentence split by sentencex, joined back)."""
+    n = args.paragraph
+    paragraphs = [" ".join(inputs[i: i + n]) for i in range(0, len(inputs) - n + 1, n)]
+    joined_refs = [" ".join(refs[i: i + n]) for i in range(0, len(refs) - n + 1, n)]
+    rows = []
+    for name in ("whole paragraph", "document mode"):
+        start = time.perf_counter()
+        if name == "document mode":
+            outputs = translate_documents(pipe, paragraphs, src, tgt, args.batch_size, num_beams=args.beams)
+        else:
+            outputs = [r["translation_text"] for r in pipe(paragraphs, src_lang=src, tgt_lang=tgt,
+                                                           num_beams=args.beams, batch_size=args.batch_size)]
+        scores = metrics(outputs, joined_refs)
+        rows.append([f"{src}->{tgt}", f"{len(paragraphs)}", name, f"{scores['bleu']:.2f}", f"{scores['chrf']:.2f}",
+                     f"{time.perf_counter() - start:.0f} s"])
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", type=Path)
@@ -39,15 +59,17 @@ def main(argv=None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N lines of each split (default: all)")
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--paragraph", type=int, default=3, help="test lines per paragraph of the document mode")
     args = parser.parse_args(argv)
 
+    from xlm_hf.documents import translate_documents
     from xlm_hf.evaluation import compute_translation_metrics
     from xlm_hf.folders import load_model_and_tokenizer
     from xlm_hf.pipeline_translation import translation_pipeline
 
     model, tokenizer = load_model_and_tokenizer(str(args.model_dir))
     pipe = translation_pipeline(model, tokenizer)
-    rows = []
+    rows, document_rows = [], []
     for pair in args.pairs.split(","):
         src, tgt = pair.split("-")
         sources, references = read_pairs(args.corpus / f"{pair}.{args.split}.tsv")
@@ -66,10 +88,17 @@ def main(argv=None) -> None:
                              f"{100 * kept_ref / total:.1f}%", f"{scores['bleu']:.2f}", f"{scores['chrf']:.2f}",
                              f"{seconds:.0f} s"])
                 print(" | ".join(rows[-1]), flush=True)
+            document_rows.append(document_mode(pipe, inputs, refs, s, t, args, translate_documents,
+                                               compute_translation_metrics))
+            print("\n".join(" | ".join(row) for row in document_rows[-1]), flush=True)
     print(f"{args.model_dir}, {args.split} splits of {args.corpus}, beams {args.beams}"
           + (f", first {args.limit} lines" if args.limit else ""))
     print(markdown_table(["direction", "protection", "lines with placeholders", "fidelity", "references' fidelity",
                           "BLEU", "chrF", "wall time"], rows))
+    print(f"\nDocument mode: paragraphs of {args.paragraph} consecutive test lines joined by a space, BLEU/chrF "
+          f"against the joined references")
+    print(markdown_table(["direction", "paragraphs", "input", "BLEU", "chrF", "wall time"],
+                         [row for pair in document_rows for row in pair]))
 
 
 if __name__ == "__main__":
