@@ -25,7 +25,7 @@ else before its first letter; for Chinese, Japanese and Korean as a `(&F)` suffi
 Leading and trailing whitespace is kept exactly: stripped before translation, put back after.
 
 `protect(text, tgt_lang)` returns a `Protected` (the text to translate and what to put back); `.restore(translation)`
-gives the repaired translation, and `protect(x).restore(protect(x).text) == x` for every `x`.
+gives the repaired translation, and `protect(x).restore(protect(x).text) == x` for every `x` that is not blank.
 
 This file is shipped with saved models as remote code (the translation pipeline uses it): standard library only.
 """
@@ -131,8 +131,8 @@ class Protected:
         character offset of `translation` where it belongs (from cross-attention); without it, the relative
         position is used. What had to be repaired is listed in `repairs`."""
         self.repairs = []
-        if not self.source.strip():
-            return self.source
+        if not self.source.strip():  # blank inputs translate to "" (the pipeline's contract)
+            return ""
         out = translation.strip()
         out = self._repair(out, alignment or {})  # also without placeholders: the model may invent some
         if self.accelerator is not None:
