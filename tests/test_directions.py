@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from test_pipeline import DE, EN, FR, trained  # noqa: F401 (fixture)
+from test_pipeline import DE, EN, trained  # noqa: F401 (fixture)
 from xlm_hf.cli import main
 from xlm_hf.configuration_xlm_hf import direction_route, record_trained_directions
 from xlm_hf.pipeline_translation import translation_pipeline

@@ -1,15 +1,11 @@
 """Placeholder and markup protection (issue 22, item 1): found, kept through masking, repaired in the output, and on
 by default in the pipeline (also in a fresh process, as remote code), `xlm_hf.translate` and `xlm-hf translate`."""
 
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
 
-from test_pipeline import EN, FR, trained  # noqa: F401 (fixture)
+from test_pipeline import EN, FR, run_without_xlm_hf, trained  # noqa: F401 (fixture)
 from xlm_hf.cli import main
 from xlm_hf.pipeline_translation import translate, translation_pipeline
 from xlm_hf.placeholders import find_placeholders, placeholder_multiset, properly_nested, protect
@@ -120,22 +116,11 @@ def test_pipeline_protects_by_default_even_when_the_model_drops_the_placeholder(
 def test_fresh_process_pipeline_protects_placeholders(trained, tmp_path):
     model, tokenizer, folder = trained
     code = f"""
-import json, sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name == "xlm_hf" or name.startswith("xlm_hf."):
-            raise ImportError("blocked")
-sys.meta_path.insert(0, _Block())
-from transformers import pipeline
 fr = pipeline("translation", model={str(folder)!r}, trust_remote_code=True, src_lang="en", tgt_lang="fr")
 print(json.dumps([fr({EN[0]!r}, bad_words_ids={drop_percent(tokenizer)!r}, protect=protect)[0]["translation_text"]
                   for protect in (True, False)]))
 """
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    protected, unprotected = json.loads(result.stdout.strip().splitlines()[-1])
+    protected, unprotected = run_without_xlm_hf(code, tmp_path)
     assert placeholder_multiset(protected) == {"%s": 1} and "%s" not in unprotected
 
 
