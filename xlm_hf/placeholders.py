@@ -110,6 +110,7 @@ class Accelerator:
     marker: str  # "&" or "_"
     letter: str  # the letter it marks in the source
     word: int  # index of the marked word among the source's words
+    offset: int = 0  # where the marker stood in the protected text
 
 
 @dataclass
@@ -196,6 +197,8 @@ class Protected:
             return f"{out[:end]}({acc.marker}{acc.letter.upper()}){out[end:]}"
         if _ACCELERATOR.search(out):  # the model kept one
             return out
+        if out[acc.offset: acc.offset + 1] == acc.letter and out[: acc.offset] == self.text[: acc.offset]:
+            return out[: acc.offset] + acc.marker + out[acc.offset:]  # the text around it unchanged: the same place
         words = list(re.finditer(r"[^\W\d_]+", out))
         if not words:
             return out
@@ -219,7 +222,7 @@ def protect(text: str, tgt_lang: str | None = None) -> Protected:
                if not any(p.start <= m.start() < p.end for p in placeholders)]
     if len(markers) == 1 and len(body.split()) <= 6:  # a menu or button label holds one
         at = markers[0].start()
-        accelerator = Accelerator(body[at], body[at + 1], len(re.findall(r"[^\W\d_]+", body[:at])))
+        accelerator = Accelerator(body[at], body[at + 1], len(re.findall(r"[^\W\d_]+", body[:at])), at)
         body = body[:at] + body[at + 1:]
         placeholders = find_placeholders(body)
     return Protected(text, body, placeholders, leading, trailing, accelerator, tgt_lang)
