@@ -23,6 +23,7 @@ import logging
 from transformers import EarlyStoppingCallback, set_seed
 
 from xlm_hf.atomic import atomic_open
+from xlm_hf.configuration_xlm_hf import record_trained_directions
 from xlm_hf.evaluation import format_metrics_table, postprocess_generated
 from xlm_hf.lora import is_lora_model, save_lora_model
 from xlm_hf.training import (
@@ -89,6 +90,8 @@ def main(argv=None) -> dict:
             data_args, tokenizer, seed=training_args.seed, train=training_args.do_train,
             evaluate=training_args.do_eval, predict=training_args.do_predict,
         )
+    if training_args.do_train:  # saved in config.json: the pipeline pivots or refuses for other directions
+        record_trained_directions(model.config, data.directions)
 
     callbacks = []
     if training_args.early_stopping_patience is not None:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from xlm_hf.configuration_xlm_hf import record_trained_directions
 from xlm_hf.training import (
     LOOP_STATE,
     DataArguments,
@@ -87,6 +88,8 @@ def main(argv=None) -> dict:
     with accelerator.main_process_first():
         data = build_datasets(data_args, tokenizer, seed=args.seed, train=args.do_train, evaluate=args.do_eval,
                               predict=args.do_predict)
+    if args.do_train:  # saved in config.json: the pipeline pivots or refuses for other directions
+        record_trained_directions(model.config, data.directions)
 
     collator = make_data_collator(tokenizer, model)
     loaders = {}

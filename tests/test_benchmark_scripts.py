@@ -61,3 +61,14 @@ def test_fast_mode_quality_rejects_a_file_without_references(model_dir, tmp_path
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "fast_mode_quality.py"), str(model_dir),
                              "--test", str(test)], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "source<TAB>reference" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_placeholders_reports_fidelity_with_and_without_protection(model_dir, tmp_path):
+    (tmp_path / "en-fr.test.tsv").write_text("Cannot open %s.\tImpossible d'ouvrir %s.\nQuit now.\tQuitter.\n"
+                                             "Use --force.\tUtilisez --force.\n", encoding="utf-8")
+    output = run_script("bench_placeholders.py", str(model_dir), "--corpus", str(tmp_path), "--beams", "1",
+                        "--paragraph", "2")
+    rows = table_rows(output)
+    assert [(row[0], row[1]) for row in rows[:2]] == [("en->fr", "off"), ("en->fr", "on")]
+    assert rows[1][2] == "2" and rows[1][3] == "100.0%" and rows[1][4] == "100.0%"  # protected: every line kept
+    assert [row[2] for row in rows[3:]] == ["whole paragraph", "document mode"]  # after the second header

@@ -88,6 +88,10 @@ def _translate(folder_arg, *extra):
     return ["translate", folder_arg, "--src", "en", "--tgt", "fr", "--no-progress", "-o", "{tmp}/out.txt", *extra]
 
 
+def _model(tmp, good):
+    return {"m": good}
+
+
 # case -> (setup(tmp, good) -> {name: path} for the argv placeholders, argv, stdin bytes, words of the error line)
 HOSTILE = {
     "not-an-xlm-hf-model": (lambda t, g: {"m": evil_folder(t)}, _translate("{m}"), b"y\nHello\n",
@@ -126,6 +130,23 @@ HOSTILE = {
         ["mine already holds files this command did not write", "thesis.tex", "--overwrite"]),
     "convert-corrupt-vocab-json": (lambda t, g: {"x": xlm_source(t)}, ["convert", "{x}", "{tmp}/converted"], b"",
                                    ["vocab.json is not a valid JSON file"]),
+    # issue 22: the decoding and output flags of `xlm-hf translate`
+    "n-best-in-text-format": (_model, _translate("{m}", "--n-best", "2", "Hello"), b"",
+                              ["--n-best N>1 needs --format jsonl"]),
+    "scores-in-tsv-format": (_model, _translate("{m}", "--format", "tsv", "--scores", "Hello"), b"",
+                             ["--scores and --alignments need --format jsonl"]),
+    "n-best-above-beams": (_model, _translate("{m}", "--format", "jsonl", "--n-best", "4", "--beams", "2", "Hello"),
+                           b"", ["--n-best 4 needs at least as many beams"]),
+    "top-p-above-1": (_model, _translate("{m}", "--sample", "--top-p", "1.5", "Hello"), b"",
+                      ["--top-p", "expected a probability in (0, 1], got 1.5"]),
+    "temperature-0": (_model, _translate("{m}", "--sample", "--temperature", "0", "Hello"), b"",
+                      ["--temperature", "expected a positive number, got 0"]),
+    "max-length-ratio-nan": (_model, _translate("{m}", "--max-length-ratio", "nan", "Hello"), b"",
+                             ["--max-length-ratio", "expected a positive number, got nan"]),
+    "top-k-without-sample": (_model, _translate("{m}", "--top-k", "5", "Hello"), b"",
+                             ["--top-k only apply with --sample"]),
+    "sample-with-beams": (_model, _translate("{m}", "--sample", "--beams", "4", "Hello"), b"",
+                          ["--sample draws one token at a time", "--beams"]),
 }
 
 BREAK = {  # case -> how to break the copied folder / write the input files, after setup

@@ -45,6 +45,7 @@ def test_few_steps_learn_save_state_and_evaluate(first_run):
     results = read_json(first_run / "eval_results.json")
     assert results["eval_samples"] == 6 and {"eval_bleu_en-fr", "eval_chrf_fr-en", "eval_chrf"} <= set(results)
     assert saved_weights_digest(first_run) == report["weights_sha256"]
+    assert read_json(first_run / "config.json")["trained_directions"] == ["en-fr", "fr-en"]  # issue 22, item 6
 
 
 def kill_and_resume(reference, tokenizer_dir, out, log) -> tuple[bool, bool, str]:

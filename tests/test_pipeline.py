@@ -105,9 +105,10 @@ def test_task_name_with_direction(trained):
     assert texts(translator(EN)) == DE
 
 
-def test_fresh_process_without_xlm_hf(trained, tmp_path):
-    _, _, folder = trained
-    code = f"""
+def run_without_xlm_hf(code: str, tmp_path):
+    """Run `code` in a fresh Python where `import xlm_hf` fails (only a folder's remote code can serve), with
+    `json`, `sys` and `pipeline` imported; returns the JSON value of its last output line."""
+    prelude = """
 import json, sys
 class _Block:
     def find_spec(self, name, path=None, target=None):
@@ -115,15 +116,22 @@ class _Block:
             raise ImportError("blocked")
 sys.meta_path.insert(0, _Block())
 from transformers import pipeline
+"""
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_fresh_process_without_xlm_hf(trained, tmp_path):
+    _, _, folder = trained
+    code = f"""
 fr = pipeline("translation", model={str(folder)!r}, trust_remote_code=True, src_lang="en", tgt_lang="fr")
 de = pipeline("translation_en_to_de", model={str(folder)!r}, trust_remote_code=True)
 print(json.dumps([[r["translation_text"] for r in fr({EN!r})], [r["translation_text"] for r in de({EN!r})]]))
 """
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [FR, DE]
+    assert run_without_xlm_hf(code, tmp_path) == [FR, DE]
 
 
 def test_translate_convenience(trained):

@@ -31,6 +31,7 @@ def test_few_steps_learn_checkpoint_and_evaluate(first_run):
         assert read_json(checkpoint / "trainer_state.json")["global_step"] == step
     assert not list(first_run.rglob("pytorch_model.bin"))
     assert (first_run / "model.safetensors").is_file() and not (first_run / ".tmp-final").exists()
+    assert read_json(first_run / "config.json")["trained_directions"] == ["en-fr", "fr-en"]  # issue 22, item 6
     results = read_json(first_run / "all_results.json")
     for key in ("eval_bleu", "eval_chrf", "eval_bleu_en-fr", "eval_chrf_fr-en", "eval_bleu_fr-en_signature"):
         assert key in results

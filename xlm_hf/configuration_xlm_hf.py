@@ -29,11 +29,36 @@ REMOTE_CODE_FILES = (
     "generation_xlm_hf.py",
     "modeling_xlm_hf.py",
     "tokenization_xlm_hf.py",
+    "placeholders.py",
     "pipeline_translation.py",
 )
 
 TRANSLATION_TASK = "translation"
 MAX_DIRECTION_TASKS_LANGS = 12  # n*(n-1) `translation_xx_to_yy` entries in config.json: keep the file small
+
+
+def record_trained_directions(config, directions) -> None:
+    """Add `directions` ("en-fr", ...) to `config.trained_directions` (kept sorted; a fine-tuned model keeps those of
+    its base model)."""
+    config.trained_directions = sorted(set(config.trained_directions or []) | set(directions))
+
+
+def direction_route(config, src_lang: str, tgt_lang: str, allow_zero_shot: bool = False) -> str | None:
+    """How to translate src_lang -> tgt_lang with a model trained on `config.trained_directions`: None to translate
+    directly (a trained direction, no record of them, or `allow_zero_shot`), or the pivot language `p` for which
+    src->p and p->tgt were both trained. Raises ValueError listing the trained directions otherwise."""
+    trained = getattr(config, "trained_directions", None)
+    if not trained or allow_zero_shot or f"{src_lang}-{tgt_lang}" in trained:
+        return None
+    pivots = [d.split("-")[1] for d in trained if d.startswith(f"{src_lang}-") and f"{d.split('-')[1]}-{tgt_lang}" in trained]
+    if pivots:
+        return pivots[0]
+    raise ValueError(
+        f"This model was not trained to translate {src_lang}->{tgt_lang}, nor through a pivot language: it was trained "
+        f"on {', '.join(trained)}. Translate in one of those directions, or pass allow_zero_shot=True "
+        f"(--allow-zero-shot) to try {src_lang}->{tgt_lang} directly (untrained directions often answer in the wrong "
+        f"language)."
+    )
 
 
 def custom_pipelines_entry(languages: list[str]) -> dict:
@@ -111,6 +136,9 @@ class XLMConfig(PreTrainedConfig):
     id2lang: dict[int, str] | dict[str, str] | None = None
     lang_token_ids: list[int] | None = None
     use_lang_emb: bool = True
+    # The directions the model was trained on ("en-fr", ...), written by the training scripts; the translation
+    # pipeline pivots or refuses for others (`direction_route`). None: unknown (older models), nothing is checked.
+    trained_directions: list[str] | None = None
 
     # Weight sharing: one embedding for encoder and decoder, and the output projection tied to it (XLM's
     # --share_inout_emb), with an output bias as in XLM's pred_layer.

@@ -14,7 +14,8 @@ import torch
 from transformers import GenerationConfig, Pipeline
 from transformers.utils import logging
 
-from .configuration_xlm_hf import TRANSLATION_TASK, custom_pipelines_entry
+from .configuration_xlm_hf import TRANSLATION_TASK, custom_pipelines_entry, direction_route
+from .placeholders import protect as protect_placeholders
 
 
 logger = logging.get_logger(__name__)
@@ -25,6 +26,28 @@ def parse_task(task: str) -> tuple[str | None, str | None]:
         src, tgt = task[len("translation_"):].split("_to_", 1)
         return src, tgt
     return None, None
+
+
+def sequence_log_probs(model, output) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probability, generated tokens) of each returned sequence of `generate(..., return_dict_in_generate=True,
+    output_scores=True)`: the sum over its generated tokens, end-of-sentence included and padding after it excluded,
+    of the token's log-probability under the decoding distribution (after the logits processors: repetition guards,
+    and temperature / top-k / top-p when sampling). The pipeline's `score` is this sum divided by the token count
+    (the mean log-probability per token), so that hypotheses of different lengths compare."""
+    beam_indices = getattr(output, "beam_indices", None)
+    steps = len(output.scores)
+    transition = model.compute_transition_scores(output.sequences, output.scores, beam_indices,
+                                                 normalize_logits=beam_indices is None)
+    generated = output.sequences[:, -steps:]
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    is_eos = torch.zeros_like(generated, dtype=torch.bool)
+    for token in eos:
+        is_eos |= generated == token
+    after = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # tokens after the first end-of-sentence
+    transition = transition[:, : generated.shape[1]].masked_fill(after, 0.0)
+    transition = torch.nan_to_num(transition, neginf=0.0) if beam_indices is not None else transition
+    return transition.sum(dim=1).float(), (~after).sum(dim=1)
 
 
 class XLMTranslationPipeline(Pipeline):
@@ -53,8 +76,10 @@ class XLMTranslationPipeline(Pipeline):
     _load_tokenizer = True
     _default_generation_config = GenerationConfig(num_beams=4)
 
-    def __init__(self, *args, src_lang=None, tgt_lang=None, pack_weights: bool = True, **kwargs):
+    def __init__(self, *args, src_lang=None, tgt_lang=None, pack_weights: bool = True, protect: bool = True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.protect = protect
         if pack_weights and self.model.device.type == "cpu":
             from .inference import use_cpu_decoding_kernels  # prepacked Linear weights, ATen's GELU on small inputs
 
@@ -70,8 +95,18 @@ class XLMTranslationPipeline(Pipeline):
             check_matches_model(self.model.config)
 
     def _sanitize_parameters(self, src_lang=None, tgt_lang=None, truncation=None, return_tensors=None,
-                             return_text=None, clean_up_tokenization_spaces=None, **generate_kwargs):
+                             return_text=None, clean_up_tokenization_spaces=None, protect=None, return_scores=None,
+                             max_length_ratio=None, **generate_kwargs):
         preprocess = {}
+        forward = dict(generate_kwargs)
+        if return_scores is not None:
+            forward["return_scores"] = return_scores
+        if max_length_ratio is not None:
+            if not max_length_ratio > 0:
+                raise ValueError(f"max_length_ratio must be a positive number, got {max_length_ratio!r}.")
+            forward["max_length_ratio"] = max_length_ratio
+        if protect is not None:
+            preprocess["protect"] = protect
         if src_lang is not None:
             preprocess["src_lang"] = src_lang
         if tgt_lang is not None:
@@ -85,14 +120,14 @@ class XLMTranslationPipeline(Pipeline):
             postprocess["return_text"] = return_text
         if clean_up_tokenization_spaces is not None:
             postprocess["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
-        return preprocess, generate_kwargs, postprocess
+        return preprocess, forward, postprocess
 
     @property
     def max_source_tokens(self) -> int:
         limits = [self.model.config.max_position_embeddings, getattr(self.tokenizer, "model_max_length", None)]
         return min(limit for limit in limits if isinstance(limit, int) and limit > 0)
 
-    def preprocess(self, text, src_lang=None, tgt_lang=None, truncation=True):
+    def preprocess(self, text, src_lang=None, tgt_lang=None, truncation=True, protect=None):
         if not isinstance(text, str):
             raise TypeError(f"The translation pipeline takes strings, got {type(text).__name__}: {text!r:.80}")
         src_lang, tgt_lang = src_lang or self.src_lang, tgt_lang or self.tgt_lang
@@ -102,6 +137,9 @@ class XLMTranslationPipeline(Pipeline):
                 f"Translation needs a source and a target language: pass src_lang= and tgt_lang= (one of {known}) "
                 f"to pipeline() or to the call, or use a task name such as 'translation_en_to_fr'."
             )
+        # Placeholders, markup, accelerators and outer whitespace (xlm_hf.placeholders): repaired in postprocess.
+        protected = protect_placeholders(text, tgt_lang) if (self.protect if protect is None else protect) else None
+        text = protected.text if protected is not None else text
         inputs = self.tokenizer._build_translation_inputs(text, return_tensors="pt", src_lang=src_lang,
                                                          tgt_lang=tgt_lang, truncation=False)
         limit = self.max_source_tokens
@@ -119,47 +157,82 @@ class XLMTranslationPipeline(Pipeline):
         # generated token (`forced_bos_token_id`), without a logits processor run at every step.
         prefix = torch.tensor([[self.model.config.decoder_start_token_id, inputs.pop("forced_bos_token_id")]])
         return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
-                "decoder_input_ids": prefix, "is_blank": not text.strip()}
+                "decoder_input_ids": prefix, "is_blank": not text.strip(), "protected": protected}
 
-    def _forward(self, model_inputs, **generate_kwargs):
+    def _forward(self, model_inputs, return_scores=False, max_length_ratio=2.0, **generate_kwargs):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
         prefix = model_inputs["decoder_input_ids"]  # (B, 2): </s> __tgt__
         overrides = {}
         user_set = {**self._generate_kwargs, **generate_kwargs}
         if not {"max_new_tokens", "max_length", "generation_config"} & user_set.keys():
-            # Translations are about as long as their source: bound the output by it, within the model's positions.
+            # Translations are about as long as their source: bound the output by it (max_length_ratio x the source's
+            # tokens + 10: a repetition guard too), within the model's positions.
             room = self.model.config.max_position_embeddings - prefix.shape[1]
             default = min(self.model.generation_config.max_new_tokens or room, room)
-            overrides["max_new_tokens"] = min(default, 2 * input_ids.shape[1] + 10)
+            overrides["max_new_tokens"] = min(default, int(max_length_ratio * input_ids.shape[1]) + 10)
+        if return_scores:
+            overrides.update(return_dict_in_generate=True, output_scores=True)
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs, **overrides)
-        output_ids = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=prefix,
-                                         **generate_kwargs)
+        output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=prefix,
+                                     **generate_kwargs)
+        output_ids = output.sequences if return_scores else output
         batch = input_ids.shape[0]
-        output_ids = output_ids.reshape(batch, output_ids.shape[0] // batch, *output_ids.shape[1:])  # (B, k, L)
-        return {"output_ids": output_ids, "is_blank": model_inputs["is_blank"]}
+        result = {"output_ids": output_ids.reshape(batch, output_ids.shape[0] // batch, *output_ids.shape[1:]),
+                  "is_blank": model_inputs["is_blank"], "protected": model_inputs["protected"]}  # (B, k, L)
+        if return_scores:
+            logprobs, lengths = sequence_log_probs(self.model, output)
+            result["logprobs"], result["lengths"] = logprobs.reshape(batch, -1), lengths.reshape(batch, -1)
+        return result
 
     def postprocess(self, model_outputs, return_tensors=False, return_text=True, clean_up_tokenization_spaces=False):
         blank = model_outputs["is_blank"]
         blank = blank[0] if isinstance(blank, list) else blank
+        protected = model_outputs.get("protected")
+        protected = protected[0] if isinstance(protected, list) else protected
         records = []
-        for output_ids in model_outputs["output_ids"][0]:
+        for k, output_ids in enumerate(model_outputs["output_ids"][0]):
             record = {}
+            if "logprobs" in model_outputs:  # see sequence_log_probs
+                logprob, length = float(model_outputs["logprobs"][0][k]), int(model_outputs["lengths"][0][k])
+                record["logprob"], record["score"] = logprob, logprob / max(length, 1)
             if return_tensors:
                 record["translation_token_ids"] = output_ids
             if return_text or not return_tensors:
                 text = "" if blank else self.tokenizer.decode(
                     output_ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
                 )
+                if protected is not None:
+                    text = protected.restore(text)
                 record["translation_text"] = text
             records.append(record)
         return records
 
-    def __call__(self, inputs, *args, **kwargs):
+    def __call__(self, inputs, *args, allow_zero_shot: bool = False, **kwargs):
         """Translate a string (returns `[{"translation_text": ...}]`) or a list of strings (one result each).
 
         Lists are translated in batches of similar length (less padding), and returned in input order; an empty
         list gives an empty list.
+
+        A direction the model was not trained on (`config.trained_directions`, written by the training scripts) is
+        translated through a pivot language trained with both sides (logged, and `"pivot": "en"` in each record), or
+        refused with a ValueError listing the trained directions; `allow_zero_shot=True` translates it directly.
         """
+        src, tgt = kwargs.get("src_lang") or self.src_lang, kwargs.get("tgt_lang") or self.tgt_lang
+        pivot = direction_route(self.model.config, src, tgt, allow_zero_shot) if src and tgt else None
+        if pivot is None:
+            return self._translate(inputs, *args, **kwargs)
+        logger.warning(f"{src}->{tgt} was not trained: translating through {pivot} ({src}->{pivot}->{tgt}).")
+        single = not isinstance(inputs, list)
+        first = self._translate([inputs] if single else inputs, *args, **{**kwargs, "src_lang": src,
+                                                                           "tgt_lang": pivot})
+        middle = [(r[0] if isinstance(r, list) else r)["translation_text"] for r in first]
+        final = self._translate(middle, *args, **{**kwargs, "src_lang": pivot, "tgt_lang": tgt})
+        for result in final:
+            for record in result if isinstance(result, list) else [result]:
+                record["pivot"] = pivot
+        return (final[0] if isinstance(final[0], list) else [final[0]]) if single else final
+
+    def _translate(self, inputs, *args, **kwargs):
         if not isinstance(inputs, list):
             return super().__call__(inputs, *args, **kwargs)
         if not inputs:  # nothing to translate (the base class would fail on an empty batch)

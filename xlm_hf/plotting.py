@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -44,17 +45,56 @@ def cross_attention_alignment(model, tokenizer, text: str, src_lang: str, tgt_la
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
     generate_kwargs.setdefault("max_new_tokens", 2 * inputs["input_ids"].shape[1] + 10)
     output = model.generate(**inputs, forced_bos_token_id=forced_bos, **generate_kwargs)
-    decoder_input_ids = output[:, :-1]  # (1, T): predict each next token from its prefix
+    attention = cross_attention(model, inputs, output[:, :-1])  # predict each next token from its prefix
+    src_tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    tgt_tokens = tokenizer.convert_ids_to_tokens(output[0, 1:].tolist())  # the tokens each row predicts
+    return src_tokens, tgt_tokens, attention.float().cpu()
+
+
+@torch.no_grad()
+def cross_attention(model, inputs: dict, decoder_input_ids: torch.Tensor) -> torch.Tensor:
+    """attention[target, source] of one sentence pair, teacher-forced: the decoder's cross-attention averaged over
+    heads and layers, with eager attention (sdpa returns no weights). Row t belongs to the token after
+    `decoder_input_ids[0, t]`."""
     previous = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
         out = model(**inputs, decoder_input_ids=decoder_input_ids, output_attentions=True)
     finally:
         model.set_attn_implementation(previous)
-    attention = torch.stack(out.cross_attentions).mean(dim=(0, 2))[0]  # (layers, B, H, T, S) -> (T, S)
-    src_tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
-    tgt_tokens = tokenizer.convert_ids_to_tokens(output[0, 1:].tolist())  # the tokens each row predicts
-    return src_tokens, tgt_tokens, attention.float().cpu()
+    return torch.stack(out.cross_attentions).mean(dim=(0, 2))[0].float().cpu()  # (layers, B, H, T, S) -> (T, S)
+
+
+def _word_of_tokens(tokenizer, text: str) -> list[int]:
+    """For each token of `text` (no special tokens), the index of the whitespace-separated word it ends in (a token's
+    span may start with the space before its word)."""
+    import bisect
+
+    starts = [m.start() for m in re.finditer(r"\S+", text)]
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [max(bisect.bisect_right(starts, max(end - 1, start)) - 1, 0) for start, end in offsets]
+
+
+def word_alignment(model, tokenizer, source: str, translation: str, src_lang: str, tgt_lang: str) -> str:
+    """Word alignment of a source and its translation from cross-attention (`cross_attention`), in the Pharaoh format
+    of fast_align and awesome-align: space-separated `i-j` pairs, source word i aligned to translation word j (words
+    are whitespace-separated, counted from 0). Each translation word is aligned to the source word its tokens attend
+    to most (the language tag and `</s>` left out), summed over its tokens."""
+    inputs = tokenizer._build_translation_inputs(source, return_tensors="pt", src_lang=src_lang, tgt_lang=tgt_lang,
+                                                 truncation=True)
+    prefix = [model.config.decoder_start_token_id, int(inputs.pop("forced_bos_token_id"))]
+    target_ids = tokenizer(translation, add_special_tokens=False)["input_ids"]
+    src_words, tgt_words = _word_of_tokens(tokenizer, source), _word_of_tokens(tokenizer, translation)
+    if not src_words or not target_ids:
+        return ""
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    decoder_input_ids = torch.tensor([prefix + target_ids[:-1]], device=model.device)
+    attention = cross_attention(model, inputs, decoder_input_ids)[1:, 1: 1 + len(src_words)]  # (T, S) content only
+    n_src, n_tgt = max(src_words) + 1, max(tgt_words) + 1
+    words = torch.zeros(n_tgt, n_src)
+    words.index_add_(0, torch.tensor(tgt_words[: attention.shape[0]]),
+                     torch.zeros(attention.shape[0], n_src).index_add_(1, torch.tensor(src_words), attention))
+    return " ".join(f"{i}-{j}" for j, i in sorted(enumerate(words.argmax(dim=1).tolist()), key=lambda p: (p[1], p[0])))
 
 
 def plot_attention(model, tokenizer, text: str, src_lang: str, tgt_lang: str, path: str | os.PathLike,

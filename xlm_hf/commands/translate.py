@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -40,10 +42,97 @@ def register(subparsers) -> None:
                    "decoding step; the first batch of each new shape compiles (tens of seconds)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)  # older spelling of --precision
     p.add_argument("--plot-attention", metavar="PNG", help="save the cross-attention heatmap of the first sentence")
+    out = p.add_argument_group("n-best, scores, sampling, alignments (issue 22)")
+    out.add_argument("--format", choices=["text", "jsonl", "tsv"], default="text",
+                     help="text: one translation per input line; jsonl: one JSON object per input line with the "
+                     "source, the translation and its hypotheses (scores, alignments); tsv: source<TAB>translation "
+                     "lines (a parallel corpus as xlm_hf.data reads it; blank lines are skipped, one line per "
+                     "hypothesis with --n-best)")
+    out.add_argument("--n-best", type=positive_int, default=1, metavar="N",
+                     help="return the N best hypotheses (beam search with at least N beams, or N samples); needs "
+                     "--format jsonl or tsv")
+    out.add_argument("--scores", action="store_true",
+                     help="add each hypothesis' logprob (sum of its tokens' log-probabilities, end-of-sentence "
+                     "included) and score (logprob per token); needs --format jsonl")
+    out.add_argument("--alignments", action="store_true",
+                     help="add word alignments from cross-attention, Pharaoh 'i-j' pairs (source word i, "
+                     "translation word j, whitespace-separated words from 0); needs --format jsonl")
+    out.add_argument("--sample", action="store_true",
+                     help="sample instead of searching (back-translation data): see --top-k, --top-p, --temperature")
+    out.add_argument("--top-k", type=positive_int, default=None, help="with --sample: keep the k likeliest tokens")
+    out.add_argument("--top-p", type=_probability, default=None, help="with --sample: nucleus sampling mass, (0, 1]")
+    out.add_argument("--temperature", type=_positive_float, default=None, help="with --sample: softmax temperature")
+    out.add_argument("--seed", type=int, default=None, help="random seed for --sample (reproducible output)")
+    out.add_argument("--no-repeat-ngram-size", type=positive_int, default=None, metavar="N",
+                     help="repetition guard: never repeat an n-gram of N tokens in a translation")
+    out.add_argument("--max-length-ratio", type=_positive_float, default=None, metavar="R",
+                     help="repetition guard: at most R x the source's tokens (+10) per translation (default 2)")
+    p.add_argument("--document", action="store_true",
+                   help="treat the whole input as one document: split into sentences (sentencex), translated in "
+                   "batches, joined back keeping paragraphs, newlines and whitespace exactly (text format only)")
+    p.add_argument("--allow-zero-shot", action="store_true",
+                   help="translate a direction the model was not trained on directly (by default it goes through a "
+                   "pivot language trained with both sides, or is refused with the list of trained directions)")
+    p.add_argument("--no-protect", action="store_true",
+                   help="do not protect placeholders and markup (printf %%s, {name}, --options, <tags>, &entities;, "
+                   "URLs, paths, accelerators): by default the output holds exactly the source's (xlm_hf.placeholders)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a folder that is not an xlm-hf model to run its own Python code (never assumed)")
     p.set_defaults(func=run)
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
+
+
+def _probability(value: str) -> float:
+    number = _positive_float(value)
+    if number > 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {value}")
+    return number
+
+
+def generation_options(args) -> dict:
+    """The pipeline-call kwargs of the command's decoding flags (and its refusals of combinations that make no
+    sense, as CLIError)."""
+    from ..cli import CLIError
+
+    if args.format == "text":
+        for flag, given in (("--n-best N>1", args.n_best > 1), ("--scores", args.scores),
+                            ("--alignments", args.alignments)):
+            if given:
+                raise CLIError(f"{flag} needs --format jsonl (or tsv for --n-best): the text format has one "
+                               f"translation per line")
+    if args.document and (args.format != "text" or args.n_best > 1):
+        raise CLIError("--document writes one translated document: use it with the text format and one hypothesis")
+    if args.format == "tsv" and (args.scores or args.alignments):
+        raise CLIError("--scores and --alignments need --format jsonl: a tsv line holds a source and a translation")
+    sampling_flags = [f for f, v in (("--top-k", args.top_k), ("--top-p", args.top_p),
+                                     ("--temperature", args.temperature), ("--seed", args.seed)) if v is not None]
+    if sampling_flags and not args.sample:
+        raise CLIError(f"{', '.join(sampling_flags)} only apply with --sample")
+    if args.sample and args.beams and args.beams > 1:
+        raise CLIError("--sample draws one token at a time: leave out --beams (or use --beams without --sample)")
+    if args.beams and args.n_best > args.beams:
+        raise CLIError(f"--n-best {args.n_best} needs at least as many beams: --beams {args.n_best} or more")
+    options = {"num_beams": args.beams, "max_new_tokens": args.max_new_tokens,
+               "no_repeat_ngram_size": args.no_repeat_ngram_size, "max_length_ratio": args.max_length_ratio}
+    if args.sample:
+        options.update(do_sample=True, num_beams=1, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
+    elif args.n_best > 1 and not args.beams:
+        options["num_beams"] = max(args.n_best, 4)
+    if args.n_best > 1:
+        options["num_return_sequences"] = args.n_best
+    if args.scores:
+        options["return_scores"] = True
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _read_lines(args):
@@ -101,6 +190,7 @@ def run(args) -> int:
     from ..cli import CLIError
     from ..pipeline_translation import translation_pipeline
 
+    generate_kwargs = generation_options(args)
     lines, total = _read_lines(args)
     if args.dtype:
         args.precision = {"float32": "fp32", "bfloat16": "bf16"}[args.dtype]
@@ -111,17 +201,48 @@ def run(args) -> int:
     for code in (args.src, args.tgt):
         if code not in tokenizer.languages:
             raise CLIError(f"unknown language {code!r}: this model knows {', '.join(tokenizer.languages)}")
-    pipe = translation_pipeline(model, tokenizer, src_lang=args.src, tgt_lang=args.tgt)
-    generate_kwargs = {k: v for k, v in (("num_beams", args.beams), ("max_new_tokens", args.max_new_tokens)) if v}
+    pipe = translation_pipeline(model, tokenizer, src_lang=args.src, tgt_lang=args.tgt, protect=not args.no_protect)
+    from ..configuration_xlm_hf import direction_route
+
+    pivot = direction_route(model.config, args.src, args.tgt, args.allow_zero_shot)  # refused here: before any output
+    if pivot is not None:
+        print(f"xlm-hf translate: {args.src}->{args.tgt} was not trained: translating through {pivot}", file=sys.stderr)
+    generate_kwargs["allow_zero_shot"] = args.allow_zero_shot
+    if args.seed is not None:
+        from transformers import set_seed
+
+        set_seed(args.seed)
+    align = None
+    if args.alignments:
+        from ..plotting import word_alignment
+
+        def align(source, translation):
+            return word_alignment(model, tokenizer, source, translation, args.src, args.tgt)
 
     progress = tqdm(total=total, unit="line", desc="translating", disable=args.no_progress or total is None,
                     file=sys.stderr)
     first_line = None
+    number = 0
     with progress, _open_output(args.output) as out:  # a file appears complete, or not at all
+        if args.document:
+            from ..documents import translate_document
+
+            lines = list(lines)
+            text = "\n".join(lines) + ("\n" if args.input or not args.text else "")
+            out.write(translate_document(pipe, text, args.src, args.tgt, args.batch_size, **generate_kwargs))
+            progress.update(len(lines))
+            first_line = next((l for l in lines if l.strip()), None)
+            lines = iter(())
         while chunk := list(itertools.islice(lines, CHUNK_LINES)):
             first_line = first_line if first_line is not None else next((l for l in chunk if l.strip()), None)
-            for translation in translate_lines(pipe, chunk, args.batch_size, generate_kwargs):
-                out.write(translation + "\n")
+            if args.format == "text":
+                for translation in translate_lines(pipe, chunk, args.batch_size, generate_kwargs):
+                    out.write(translation + "\n")
+            else:
+                for source, hypotheses in zip(chunk, translate_hypotheses(pipe, chunk, args.batch_size,
+                                                                           generate_kwargs)):
+                    number += 1
+                    out.write(format_record(args.format, number, source, hypotheses, align))
             out.flush()
             progress.update(len(chunk))
     if args.plot_attention:
@@ -129,20 +250,56 @@ def run(args) -> int:
             raise CLIError("--plot-attention needs at least one non-empty line")
         from ..plotting import plot_attention
 
-        path = plot_attention(model, tokenizer, first_line, args.src, args.tgt, args.plot_attention, **generate_kwargs)
+        plot_kwargs = {k: generate_kwargs[k] for k in ("num_beams", "max_new_tokens") if k in generate_kwargs}
+        path = plot_attention(model, tokenizer, first_line, args.src, args.tgt, args.plot_attention, **plot_kwargs)
         print(f"attention heatmap written to {path}", file=sys.stderr)
     return 0
 
 
-def translate_lines(pipe, lines: list[str], batch_size: int, generate_kwargs: dict) -> list[str]:
-    """Translations of `lines` in order; blank lines stay blank and cost nothing."""
+def translate_hypotheses(pipe, lines: list[str], batch_size: int, generate_kwargs: dict) -> list[list[dict]]:
+    """For each line, its hypotheses (`{"translation": ..., "logprob": ..., "score": ...}`, best first; none for a
+    blank line)."""
     todo = [i for i, line in enumerate(lines) if line.strip()]
-    results = [""] * len(lines)
+    results = [[] for _ in lines]
     if todo:
         outputs = pipe([lines[i] for i in todo], batch_size=batch_size, **generate_kwargs)
         for i, output in zip(todo, outputs):
-            results[i] = " ".join(output["translation_text"].split("\n"))  # one output line per input line
+            for record in output if isinstance(output, list) else [output]:
+                hypothesis = {"translation": " ".join(record["translation_text"].split("\n"))}
+                hypothesis.update({k: record[k] for k in ("logprob", "score", "pivot") if k in record})
+                results[i].append(hypothesis)
     return results
+
+
+def translate_lines(pipe, lines: list[str], batch_size: int, generate_kwargs: dict) -> list[str]:
+    """Translations of `lines` in order; blank lines stay blank and cost nothing. A line longer than the model takes
+    is split into sentences and translated as a document (`xlm_hf.documents`), never truncated."""
+    from ..documents import too_long, translate_documents
+
+    long = [i for i, line in enumerate(lines) if line.strip() and too_long(pipe, line)]
+    results = [hypotheses[0]["translation"] if hypotheses else ""
+               for hypotheses in translate_hypotheses(pipe, [l if i not in long else "" for i, l in enumerate(lines)],
+                                                      batch_size, generate_kwargs)]
+    if long:
+        documents = translate_documents(pipe, [lines[i] for i in long], pipe.src_lang, pipe.tgt_lang, batch_size,
+                                        **generate_kwargs)
+        for i, document in zip(long, documents):
+            results[i] = " ".join(document.split("\n"))
+    return results
+
+
+def format_record(kind: str, number: int, source: str, hypotheses: list[dict], align=None) -> str:
+    """The output lines of one input line: a JSON object (jsonl), or source<TAB>translation per hypothesis (tsv: tabs
+    inside either side become spaces, a blank source gives no line)."""
+    if kind == "tsv":
+        clean = source.replace("\t", " ")
+        return "".join(f"{clean}\t{h['translation'].replace(chr(9), ' ')}\n" for h in hypotheses if clean.strip())
+    if align is not None:
+        for hypothesis in hypotheses:
+            hypothesis["alignment"] = align(source, hypothesis["translation"]) if hypothesis["translation"] else ""
+    record = {"line": number, "source": source, "translation": hypotheses[0]["translation"] if hypotheses else "",
+              "hypotheses": hypotheses}
+    return json.dumps(record, ensure_ascii=False) + "\n"
 
 
 def _open_output(output: str | None):

@@ -1,0 +1,30 @@
+"""Batch invariance (issue 22, item 4): the same input gives the same output at batch 1, 7 and 32, greedy and beam 4,
+fp32, on real sentences of mixed lengths (the bundled corpus' test split) through the translation pipeline."""
+
+from pathlib import Path
+
+import pytest
+
+from test_bad_inputs import model, tok  # noqa: F401 (fixtures: an untrained model, whose near-uniform logits make
+# any numerical difference between batch shapes show as another token)
+from xlm_hf.pipeline_translation import translation_pipeline
+
+CORPUS = Path(__file__).resolve().parent.parent / "examples" / "data" / "po-mini" / "en-fr.test.tsv"
+
+
+def mixed_lengths(n=40):
+    lines = [line.split("\t")[0] for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+    lines = sorted({l for l in lines if l.strip()}, key=len)
+    step = max(1, len(lines) // n)
+    return lines[::step][:n]  # from the shortest to the longest
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+def test_same_output_at_batch_1_7_and_32(model, tok, beams):
+    pipe = translation_pipeline(model, tok, src_lang="en", tgt_lang="fr")
+    sources = mixed_lengths()
+    assert len(sources) == 40 and len(sources[-1]) > 4 * len(sources[0])
+    outputs = {size: [r["translation_text"] for r in pipe(sources, batch_size=size, num_beams=beams,
+                                                          max_new_tokens=24)]
+               for size in (1, 7, 32)}
+    assert outputs[1] == outputs[7] == outputs[32]

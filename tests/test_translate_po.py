@@ -1,0 +1,99 @@
+"""`xlm-hf translate-po` (issue 22, item 5) on a real catalog built from the bundled corpus' English side: untranslated
+entries filled (plural forms too) and marked fuzzy, placeholders kept (`msgfmt --check-format` passes), everything else
+kept, translated entries left alone unless --overwrite, written atomically, a catalog of another language refused."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import polib
+import pytest
+
+from test_pipeline import EN, FR, trained  # noqa: F401 (fixture)
+from xlm_hf.cli import main
+from xlm_hf.placeholders import placeholder_multiset
+
+CORPUS = Path(__file__).resolve().parent.parent / "examples" / "data" / "po-mini" / "en-fr.test.tsv"
+HEADER = {"Project-Id-Version": "demo 1.0", "Report-Msgid-Bugs-To": "bugs@example.org", "Language": "fr",
+          "MIME-Version": "1.0", "Content-Type": "text/plain; charset=UTF-8", "Content-Transfer-Encoding": "8bit",
+          "Plural-Forms": "nplurals=2; plural=(n > 1);"}
+
+
+def format_flag(text):
+    kinds = {p.kind for p in placeholder_multiset.__globals__["find_placeholders"](text)}
+    return "python-format" if "python" in kinds else "c-format" if "printf" in kinds else None
+
+
+def build_catalog(path: Path, language="fr"):
+    """English strings of the bundled corpus (the ones with printf or Python placeholders first), one already
+    translated, one with msgctxt, one plural entry, comments and references."""
+    lines = [l.split("\t")[0] for l in CORPUS.read_text(encoding="utf-8").splitlines()]
+    with_placeholders = [l for l in lines if format_flag(l)][:12]
+    catalog = polib.POFile(wrapwidth=78)
+    catalog.metadata = {**HEADER, "Language": language}
+    for n, msgid in enumerate(dict.fromkeys(with_placeholders + [EN[1], EN[2]])):
+        entry = polib.POEntry(msgid=msgid, msgstr="", occurrences=[(f"src/file{n}.c", str(10 + n))],
+                              comment=f"Extracted comment {n}", tcomment=f"Translator comment {n}")
+        if format_flag(msgid):
+            entry.flags.append(format_flag(msgid))
+        catalog.append(entry)
+    catalog.append(polib.POEntry(msgid=EN[3], msgstr="Imprimer tout", msgctxt="menu"))  # already translated
+    catalog.append(polib.POEntry(msgid=EN[3], msgstr="", msgctxt="toolbar"))
+    catalog.append(polib.POEntry(msgid="%d file", msgid_plural="%d files", msgstr_plural={0: "", 1: ""},
+                                 flags=["c-format"]))
+    catalog.save(str(path))
+    return polib.pofile(str(path))
+
+
+def msgfmt_check(path: Path):
+    result = subprocess.run(["msgfmt", "--check-format", "--check-header", "--use-fuzzy", "-o", "/dev/null", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("msgfmt") is None, reason="gettext's msgfmt is not installed (.ci/run installs it)")
+def test_translate_po_fills_marks_fuzzy_keeps_everything_and_passes_msgfmt(trained, tmp_path):
+    _, _, folder = trained
+    source = tmp_path / "fr.po"
+    original = build_catalog(source)
+    msgfmt_check(source)
+    before = source.read_bytes()
+    out = tmp_path / "fr.translated.po"
+    assert main(["translate-po", str(folder), str(source), "--src", "en", "--tgt", "fr", "-o", str(out)]) == 0
+    assert source.read_bytes() == before and not list(tmp_path.glob(".*tmp*"))
+    msgfmt_check(out)  # c-format / python-format directives intact
+    result = polib.pofile(str(out))
+    assert result.metadata == original.metadata  # every header field
+    assert len(result) == len(original)
+    for old, new in zip(original, result):
+        assert (new.msgid, new.msgctxt, new.msgid_plural, new.occurrences, new.comment, new.tcomment) == \
+            (old.msgid, old.msgctxt, old.msgid_plural, old.occurrences, old.comment, old.tcomment)
+        if old.msgstr == "Imprimer tout":
+            assert new.msgstr == "Imprimer tout" and "fuzzy" not in new.flags  # translated: left alone
+            continue
+        assert new.flags == old.flags + ["fuzzy"]
+        if new.msgid_plural:
+            assert sorted(new.msgstr_plural) == [0, 1] and all(placeholder_multiset(v) == {"%d": 1}
+                                                               for v in new.msgstr_plural.values())
+        else:
+            assert new.msgstr and placeholder_multiset(new.msgstr) == placeholder_multiset(new.msgid)
+    assert result.find(EN[1]).msgstr == FR[1]
+
+    assert main(["translate-po", str(folder), str(out), "--src", "en", "--tgt", "fr", "--in-place",
+                 "--overwrite"]) == 0
+    again = polib.pofile(str(out))
+    assert again.find(EN[3], msgctxt="menu").msgstr != "Imprimer tout"  # --overwrite retranslates
+    msgfmt_check(out)
+
+
+def test_translate_po_refuses_another_language_and_an_existing_output(trained, tmp_path, capsys):
+    _, _, folder = trained
+    source = tmp_path / "de.po"
+    build_catalog(source, language="de_DE")
+    out = tmp_path / "out.po"
+    assert main(["translate-po", str(folder), str(source), "--src", "en", "--tgt", "fr", "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "is a catalog for 'de_DE'" in error and "--tgt de" in error and not out.exists()
+    out.write_text("mine")
+    assert main(["translate-po", str(folder), str(source), "--src", "en", "--tgt", "de", "-o", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_text() == "mine"

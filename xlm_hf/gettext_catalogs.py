@@ -1,0 +1,92 @@
+"""Machine translation of gettext catalogs (`.po`) with `polib`: `xlm-hf translate-po`.
+
+Untranslated entries are filled (every `msgstr[n]` of a plural entry, as many as the target's `Plural-Forms`
+says: `msgstr[0]` from `msgid`, the others from `msgid_plural`), with placeholders protected
+(`xlm_hf.placeholders`), and marked `fuzzy` as gettext tools expect of machine translations. `msgctxt`, comments,
+flags, references and the header are kept; translated (and fuzzy) entries are left alone unless `overwrite`; obsolete
+entries are never touched. A catalog whose `Language` header names another language than the target is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+
+logger = logging.getLogger(__name__)
+
+# Plural-Forms headers (from gettext's manual) for catalogs that have none.
+PLURAL_FORMS = {
+    "en": "nplurals=2; plural=(n != 1);", "de": "nplurals=2; plural=(n != 1);", "es": "nplurals=2; plural=(n != 1);",
+    "fr": "nplurals=2; plural=(n > 1);",
+    "ru": "nplurals=3; plural=(n%10==1 && n%100!=11 ? 0 : n%10>=2 && n%10<=4 && (n%100<10 || n%100>=20) ? 1 : 2);",
+    "zh": "nplurals=1; plural=0;", "ja": "nplurals=1; plural=0;", "ko": "nplurals=1; plural=0;",
+}
+
+
+def primary_language(code: str) -> str:
+    """`fr_FR.UTF-8`, `fr-FR`, `fr@latin` -> `fr`."""
+    return re.split(r"[_\-.@]", code.strip(), maxsplit=1)[0].lower()
+
+
+def nplurals(catalog, tgt_lang: str) -> int:
+    """The target's number of plural forms: the catalog's `Plural-Forms`, else gettext's rule for the language
+    (written into the header), else 2."""
+    header = catalog.metadata.get("Plural-Forms") or PLURAL_FORMS.get(primary_language(tgt_lang))
+    if not catalog.metadata.get("Plural-Forms") and header:
+        catalog.metadata["Plural-Forms"] = header
+    match = re.search(r"nplurals\s*=\s*(\d+)", header or "")
+    return int(match.group(1)) if match else 2
+
+
+def check_language(catalog, tgt_lang: str, path) -> None:
+    language = catalog.metadata.get("Language", "").strip()
+    if language and primary_language(language) != primary_language(tgt_lang):
+        raise ValueError(f"{path} is a catalog for {language!r} (its Language header), not for --tgt {tgt_lang}: "
+                         f"pass --tgt {primary_language(language)}, or the catalog of {tgt_lang}.")
+    if not language:
+        catalog.metadata["Language"] = tgt_lang
+
+
+def entries_to_translate(catalog, overwrite: bool) -> list:
+    """Non-obsolete entries with an empty translation (any plural form empty); all of them with `overwrite`."""
+    todo = []
+    for entry in catalog:
+        if entry.obsolete or not entry.msgid:
+            continue
+        if entry.msgid_plural:
+            empty = not entry.msgstr_plural or any(not v for v in entry.msgstr_plural.values())
+        else:
+            empty = not entry.msgstr
+        if overwrite or empty:
+            todo.append(entry)
+    return todo
+
+
+def translate_catalog(catalog, translate, tgt_lang: str, overwrite: bool = False, path="catalog") -> int:
+    """Fill `catalog` (a `polib.POFile`) in place with `translate(list of str) -> list of str`; returns the number of
+    entries filled."""
+    check_language(catalog, tgt_lang, path)
+    forms = nplurals(catalog, tgt_lang)
+    todo = entries_to_translate(catalog, overwrite)
+    texts = []
+    for entry in todo:
+        texts.append(entry.msgid)
+        if entry.msgid_plural:
+            texts.append(entry.msgid_plural)
+    translations = iter(translate(texts)) if texts else iter(())
+    for entry in todo:
+        singular = next(translations)
+        if entry.msgid_plural:
+            plural = next(translations)
+            entry.msgstr_plural = {n: (singular if n == 0 and forms > 1 else plural) for n in range(forms)}
+        else:
+            entry.msgstr = singular
+        if "fuzzy" not in entry.flags:
+            entry.flags.append("fuzzy")
+    logger.info(f"{len(todo)} entries of {path} machine-translated (marked fuzzy)")
+    return len(todo)
+
+
+__all__ = ["PLURAL_FORMS", "check_language", "entries_to_translate", "nplurals", "primary_language",
+           "translate_catalog"]
