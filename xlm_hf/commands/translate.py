@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -191,6 +192,8 @@ def run(args) -> int:
     from ..pipeline_translation import translation_pipeline
 
     generate_kwargs = generation_options(args)
+    for flag, path in (("--output", args.output), ("--plot-attention", args.plot_attention)):
+        _check_writable(flag, path)  # before any work: a bad path is not found out after translating everything
     lines, total = _read_lines(args)
     if args.dtype:
         args.precision = {"float32": "fp32", "bfloat16": "bf16"}[args.dtype]
@@ -300,6 +303,22 @@ def format_record(kind: str, number: int, source: str, hypotheses: list[dict], a
     record = {"line": number, "source": source, "translation": hypotheses[0]["translation"] if hypotheses else "",
               "hypotheses": hypotheses}
     return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _check_writable(flag: str, path: str | None) -> None:
+    """A file path the command can write: not a folder, in an existing folder that may be written to."""
+    from ..cli import CLIError
+
+    if not path or path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise CLIError(f"{flag} {target} is a directory: give a file path")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise CLIError(f"{flag} {target}: the folder {folder} does not exist: create it or give another path")
+    if not os.access(folder, os.W_OK):
+        raise CLIError(f"{flag} {target}: the folder {folder} is not writable: give another path")
 
 
 def _open_output(output: str | None):
