@@ -99,8 +99,11 @@ HOSTILE = {
     "input-is-a-folder": (lambda t, g: {"m": g, "d": (t / "d").mkdir() or t / "d"}, _translate("{m}", "-i", "{d}"),
                           b"", ["is a folder"]),
     # found before translating anything (it was found after, leaving the -o file behind)
-    "plot-attention-into-a-missing-folder": (_model, _translate("{m}", "--plot-attention", "{tmp}/no/such/a.png",
-                                                                 "Hello"), b"", ["--plot-attention", "does not exist"]),
+    "plot-attention-under-a-file": (lambda t, g: {"m": g, "f": (t / "f").write_text("x") and t / "f"},
+                                    _translate("{m}", "--plot-attention", "{f}/a.png", "Hello"), b"",
+                                    ["--plot-attention", "is a file, not a folder"]),
+    "plot-attention-unknown-format": (_model, _translate("{m}", "--plot-attention", "{tmp}/a.xyz", "Hello"), b"",
+                                      ["--plot-attention", "matplotlib cannot write .xyz", ".png"]),
     "config-is-a-json-list": (lambda t, g: {"m": model_copy(t, g)}, _translate("{m}", "Hello"), b"", ["config.json holds a JSON list"]),
     "config-string-for-a-number": (lambda t, g: {"m": model_copy(t, g)}, _translate("{m}", "Hello"), b"",
                                    ["config.json", "'d_model' expected int, got str"]),

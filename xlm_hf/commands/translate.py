@@ -306,7 +306,8 @@ def format_record(kind: str, number: int, source: str, hypotheses: list[dict], a
 
 
 def _check_writable(flag: str, path: str | None) -> None:
-    """A file path the command can write: not a folder, in an existing folder that may be written to."""
+    """A file path the command can write (missing folders are created): not a folder, under a writable folder, and
+    for a picture a format matplotlib writes."""
     from ..cli import CLIError
 
     if not path or path == "-":
@@ -314,11 +315,18 @@ def _check_writable(flag: str, path: str | None) -> None:
     target = Path(path)
     if target.is_dir():
         raise CLIError(f"{flag} {target} is a directory: give a file path")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise CLIError(f"{flag} {target}: the folder {folder} does not exist: create it or give another path")
-    if not os.access(folder, os.W_OK):
-        raise CLIError(f"{flag} {target}: the folder {folder} is not writable: give another path")
+    existing = next(p for p in (target.parent, *target.parent.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not existing.is_dir():
+        raise CLIError(f"{flag} {target}: {existing} is a file, not a folder: give another path")
+    if not os.access(existing, os.W_OK):
+        raise CLIError(f"{flag} {target}: the folder {existing} is not writable: give another path")
+    if flag == "--plot-attention":
+        from matplotlib.figure import Figure
+
+        formats = Figure().canvas.get_supported_filetypes()
+        if target.suffix.lstrip(".").lower() not in formats:
+            raise CLIError(f"{flag} {target}: matplotlib cannot write {target.suffix or 'a file without a suffix'}: "
+                           f"end the name with .png (or .{', .'.join(sorted(formats))})")
 
 
 def _open_output(output: str | None):
