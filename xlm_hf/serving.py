@@ -170,7 +170,7 @@ class CTranslate2Engine:
                 f"--ctranslate2 {folder} --src en --tgt fr`, or serve MODEL_DIR with --engine torch")
         self.metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
         self.precision = precision
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)  # saved by the export next to the model
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)  # saved by the export beside the model
         self.translator = ctranslate2.Translator(str(folder), device="cpu", compute_type=self.COMPUTE_TYPES[precision])
         self.languages = [self.metadata["src_lang"], self.metadata["tgt_lang"]]
         self.directions = [(self.metadata["src_lang"], self.metadata["tgt_lang"])]
