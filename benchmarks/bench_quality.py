@@ -21,10 +21,11 @@ our fused loss, in the Trainer's `LabelSmoother` for Marian.
 Reported per pair and direction: test BLEU (sacrebleu's `zh` tokenizer for Chinese targets, `13a` otherwise) and
 chrF after the last step, beam 4; the validation NLL curve (plain cross-entropy per target token, no smoothing, on
 the first `--valid-samples` rows of each direction), in one plot with the training loss; the steps each model needs
-to reach a validation NLL (the worse of the two final values, unless `--target-nll`); the seed-to-seed spread.
+to reach a validation NLL (the worse of the two final values); the seed-to-seed spread; how the tokenizer cuts each
+language (fertility, byte fallback).
 
-    python benchmarks/bench_quality.py                                  # en-zh, en-fr, en-de; seeds 0 1; ~60 min
-    python benchmarks/bench_quality.py --pairs en-zh --arms xlm --ablations all --seeds 0     # the ablation table
+    python benchmarks/bench_quality.py                  # ours, Marian, ours+scale-embedding; en-zh en-fr en-de; seeds 0 1
+    python benchmarks/bench_quality.py --ablations all  # the same and every ablation on en-zh, seed 0 (~95 min in all)
     python benchmarks/bench_quality.py --pairs en-fr --steps 20 --test-samples 20 --seeds 0   # smoke run
 
 `--work DIR` keeps every run's result (`results/*.json`): a rerun in the same folder reuses what is finished, so
@@ -66,6 +67,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     },
 }
 BASE_ARMS = ("xlm", "marian")
+BEST_ABLATION = "scale-embedding"  # the best per step on en-zh; the `small-scaled` preset is `small` with it
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -197,8 +199,7 @@ def run_one(spec: dict) -> dict:
         "test_seconds": test_seconds,
         "train_loss": [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e],
         "valid_nll": curve,
-        "test": {d: {"bleu": metrics[f"test_bleu_{d}"], "chrf": metrics[f"test_chrf_{d}"],
-                     "bleu_signature": metrics.get(f"test_bleu_signature_{d}", "")} for d in directions},
+        "test": {d: {"bleu": metrics[f"test_bleu_{d}"], "chrf": metrics[f"test_chrf_{d}"]} for d in directions},
     }
 
 
@@ -271,12 +272,28 @@ def steps_to(curve: list[list[float]], target: float) -> float | None:
     return None
 
 
+def bleu_signature(direction: str) -> str:
+    """sacrebleu's BLEU signature for a direction's target language, as `xlm_hf.evaluation` scores it."""
+    from sacrebleu.metrics import BLEU
+
+    from xlm_hf.evaluation import target_language
+
+    bleu = BLEU(trg_lang=target_language(direction))
+    bleu.corpus_score(["x"], [["x"]])  # the signature names the number of references: one, as in the test split
+    return str(bleu.get_signature())
+
+
+def arm_label(arm: str) -> str:
+    return {"xlm": "ours", "marian": "Marian"}.get(arm, "ours+" + arm.partition("+")[2])
+
+
 def quality_table(results: list[dict], arms: list[str]) -> tuple[list[list[str]], dict]:
-    """Rows per pair and direction: BLEU and chrF of each arm (mean and min-max over seeds), ours - Marian."""
+    """Rows per pair and direction: BLEU and chrF of each arm (mean and min-max over seeds), and each of ours minus
+    Marian in chrF, seed by seed. The summary maps (arm, direction) to the mean chrF difference."""
     rows, summary = [], {}
     by_key = {(r["pair"], r["arm"], r["seed"]): r for r in results}
-    pairs = list(dict.fromkeys(r["pair"] for r in results))
-    for pair in pairs:
+    ours = [a for a in arms if a != "marian"] if "marian" in arms else []
+    for pair in dict.fromkeys(r["pair"] for r in results):
         seeds = sorted({r["seed"] for r in results if r["pair"] == pair and all((pair, a, r["seed"]) in by_key for a in arms)})
         if not seeds:
             continue
@@ -286,28 +303,55 @@ def quality_table(results: list[dict], arms: list[str]) -> tuple[list[list[str]]
                 bleu = [by_key[(pair, arm, s)]["test"][direction]["bleu"] for s in seeds]
                 chrf[arm] = [by_key[(pair, arm, s)]["test"][direction]["chrf"] for s in seeds]
                 cells += [spread(bleu), spread(chrf[arm])]
-            if "marian" in arms and "xlm" in arms:
-                deltas = [a - b for a, b in zip(chrf["xlm"], chrf["marian"])]
+            for arm in ours:
+                deltas = [a - b for a, b in zip(chrf[arm], chrf["marian"])]
                 cells.append(f"{statistics.fmean(deltas):+.2f} ({min(deltas):+.2f} to {max(deltas):+.2f})")
-                summary[direction] = statistics.fmean(deltas)
+                summary[(arm, direction)] = statistics.fmean(deltas)
             rows.append(cells)
     return rows, summary
 
 
 def speed_rows(results: list[dict]) -> list[list[str]]:
+    """Per pair, seed and arm of ours: step times against Marian's in the same run, and the steps each needs to reach
+    the worse of the two final validation NLLs."""
     by_key = {(r["pair"], r["arm"], r["seed"]): r for r in results}
     rows = []
     for (pair, arm, seed), r in sorted(by_key.items()):
-        if arm != "xlm" or (pair, "marian", seed) not in by_key:
+        if arm == "marian" or (pair, "marian", seed) not in by_key:
             continue
         m = by_key[(pair, "marian", seed)]
         target = max(r["valid_nll"][-1][1], m["valid_nll"][-1][1])
         ours_steps, marian_steps = steps_to(r["valid_nll"], target), steps_to(m["valid_nll"], target)
-        rows.append([pair, str(seed), f"{r['step_seconds'] * 1000:.0f}", f"{m['step_seconds'] * 1000:.0f}",
+        rows.append([pair, str(seed), arm_label(arm), f"{r['step_seconds'] * 1000:.0f}", f"{m['step_seconds'] * 1000:.0f}",
                      f"{m['step_seconds'] / r['step_seconds']:.2f}", f"{r['valid_nll'][-1][1]:.3f}",
                      f"{m['valid_nll'][-1][1]:.3f}", f"{target:.3f}",
                      f"{ours_steps:.0f}" if ours_steps is not None else "-",
                      f"{marian_steps:.0f}" if marian_steps is not None else "-"])
+    return rows
+
+
+def fertility_rows(tokenizer_folder: Path, corpus: Path, pair: str) -> list[list[str]]:
+    """How the pair's tokenizer cuts each side of the test split: tokens per character and per sentence, the share of
+    byte-fallback tokens (characters outside the vocabulary, three or four tokens each in CJK) and of characters that
+    fall back. Both models read these same ids, so the tokenizer cannot make a per-step gap between them here; it
+    bounds what either can do on a language."""
+    from xlm_hf import XLMTokenizerFast
+    from xlm_hf.data import load_translation_datasets, split_pair
+
+    tokenizer = XLMTokenizerFast.from_pretrained(str(tokenizer_folder))
+    byte_ids = {i for t, i in tokenizer.get_vocab().items() if t.startswith("<0x") and t.endswith(">")}
+    test = load_translation_datasets(str(corpus), pairs=[pair], splits=["test"])[pair]["test"]["translation"]
+    rows = []
+    for lang in split_pair(pair):
+        texts = [row[lang] for row in test]
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        tokens = sum(map(len, ids))
+        chars = sum(len(t.replace(" ", "")) for t in texts)
+        fallback = sum(i in byte_ids for seq in ids for i in seq)
+        chars_seen = {c for t in texts for c in t if not c.isspace()}
+        missing = sum(any(t.startswith("<0x") for t in tokenizer.tokenize(c)) for c in chars_seen)
+        rows.append([pair, lang, f"{tokens / chars:.3f}", f"{tokens / len(texts):.1f}", f"{fallback / tokens:.2%}",
+                     f"{missing}/{len(chars_seen)}"])
     return rows
 
 
@@ -335,7 +379,7 @@ def ablation_rows(results: list[dict], pair: str) -> list[list[str]]:
     return rows
 
 
-def plot_curves(results: list[dict], path: Path) -> Path | None:
+def plot_curves(results: list[dict], arms: list[str], path: Path) -> Path | None:
     """Validation NLL (solid) and training loss (dotted) of each arm over steps, one panel per pair."""
     try:
         import matplotlib
@@ -347,10 +391,11 @@ def plot_curves(results: list[dict], path: Path) -> Path | None:
         return None
     pairs = list(dict.fromkeys(r["pair"] for r in results))
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), squeeze=False)
-    colours = {"xlm": "tab:blue", "marian": "tab:orange"}
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    colours = {arm: palette[i % len(palette)] for i, arm in enumerate(arms)}
     for ax, pair in zip(axes[0], pairs):
         for r in (r for r in results if r["pair"] == pair and r["arm"] in colours):
-            label = f"{'ours' if r['arm'] == 'xlm' else 'Marian'} seed {r['seed']}"
+            label = f"{arm_label(r['arm'])} seed {r['seed']}"
             steps, nll = zip(*r["valid_nll"])
             ax.plot(steps, nll, color=colours[r["arm"]], alpha=0.9, label=f"{label}, validation NLL")
             if r["train_loss"]:
@@ -375,9 +420,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=SHARED_CORPUS, help="folder of PAIR.{train,valid,test}.tsv")
     parser.add_argument("--pairs", nargs="+", default=["en-zh", "en-fr", "en-de"], help="language pairs (both directions)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--arms", nargs="+", default=list(BASE_ARMS), choices=BASE_ARMS)
+    parser.add_argument("--arms", nargs="+", default=list(BASE_ARMS) + [f"xlm+{BEST_ABLATION}"],
+                        help="the arms of the quality table, on every pair and seed: xlm, marian, or xlm+ABLATION")
     parser.add_argument("--ablations", nargs="*", default=[],
-                        help=f"'all' or names, each run as ours with one change: {', '.join(ABLATIONS)}")
+                        help=f"'all' or names, each run as ours with one change on the ablation pair and seeds: "
+                             f"{', '.join(ABLATIONS)}")
+    parser.add_argument("--ablation-pair", default=None, help="the pair of the ablation table (default: the first pair)")
+    parser.add_argument("--ablation-seeds", nargs="+", type=int, default=None,
+                        help="the seeds of the ablation table (default: the first seed)")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=400)
@@ -402,8 +452,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.ablations = list(ABLATIONS) if args.ablations == ["all"] else args.ablations
     unknown = [a for a in args.ablations if a not in ABLATIONS]
+    unknown += [a.partition("+")[2] for a in args.arms if a not in BASE_ARMS and
+                not (a.startswith("xlm+") and a.partition("+")[2] in ABLATIONS)]
     if unknown:
-        parser.error(f"unknown ablation(s) {unknown}: choose from {', '.join(ABLATIONS)} or 'all'")
+        parser.error(f"unknown ablation(s) {unknown}: arms are {', '.join(BASE_ARMS)} or xlm+NAME, and NAME (or "
+                     f"'all' for --ablations) one of {', '.join(ABLATIONS)}")
+    args.arms = list(dict.fromkeys(args.arms))
+    args.ablation_pair = args.ablation_pair or args.pairs[0]
+    args.ablation_seeds = args.ablation_seeds or args.seeds[:1]
     return args
 
 
@@ -428,58 +484,63 @@ def main(argv=None) -> None:
                 "valid_samples": args.valid_samples, "eval_every": args.eval_every, "log_every": args.log_every,
                 "preset": args.preset, "threads": args.threads, "corpus": str(args.corpus)}
     tag = "-".join(f"{k}{v}" for k, v in settings.items() if k in ("steps", "batch_size", "learning_rate", "test_samples"))
-    arms = list(args.arms) + [f"xlm+{name}" for name in args.ablations]
-    jobs, results_files = [], []
-    for pair in args.pairs:
-        tokenizer = pair_tokenizer(args.corpus, pair, work, args.vocab_size)
-        for seed in args.seeds:
-            for arm in arms:
-                result = work / "results" / f"{pair}-{arm}-seed{seed}-{tag}.json"
-                results_files.append(result)
-                if not result.is_file():
-                    jobs.append(({**settings, "pair": pair, "arm": arm, "seed": seed, "tokenizer": str(tokenizer)},
-                                 result))
+    runs = [(pair, seed, arm) for pair in args.pairs for seed in args.seeds for arm in args.arms]
+    runs += [(args.ablation_pair, seed, arm) for seed in args.ablation_seeds
+             for arm in ["xlm", "marian"] + [f"xlm+{name}" for name in args.ablations]]
+    jobs, results_files, tokenizers = [], [], {}
+    for pair, seed, arm in dict.fromkeys(runs):
+        if pair not in tokenizers:
+            tokenizers[pair] = pair_tokenizer(args.corpus, pair, work, args.vocab_size)
+        result = work / "results" / f"{pair}-{arm}-seed{seed}-{tag}.json"
+        results_files.append(result)
+        if not result.is_file():
+            jobs.append(({**settings, "pair": pair, "arm": arm, "seed": seed, "tokenizer": str(tokenizers[pair])},
+                         result))
     logger.info("%d runs to do, %d reused from %s", len(jobs), len(results_files) - len(jobs), work)
     run_queue(jobs, args.parallel)
     results = [json.loads(path.read_text(encoding="utf-8")) for path in results_files]
 
     print(f"\nMachine: {machine_info()}")
     print(f"Settings: {json.dumps({k: v for k, v in settings.items() if k != 'corpus'})}")
-    signatures = sorted({d["bleu_signature"] for r in results for d in r["test"].values() if d["bleu_signature"]})
-    print("BLEU signatures: " + "; ".join(signatures))
-    base_arms = [a for a in BASE_ARMS if a in args.arms]
-    rows, summary = quality_table([r for r in results if r["arm"] in base_arms], base_arms)
+    print("BLEU signatures: " + "; ".join(f"{d} {bleu_signature(d)}" for d in dict.fromkeys(
+        d for r in results for d in r["test"])))
+    rows, summary = quality_table([r for r in results if r["arm"] in args.arms], args.arms)
     headers = ["pair", "direction", "seeds"]
-    for arm in base_arms:
-        headers += [f"{arm} BLEU", f"{arm} chrF"]
-    if len(base_arms) == 2:
-        headers.append("chrF ours - Marian")
+    for arm in args.arms:
+        headers += [f"{arm_label(arm)} BLEU", f"{arm_label(arm)} chrF"]
+    headers += [f"chrF {arm_label(arm)} - Marian" for arm in args.arms if arm != "marian" and "marian" in args.arms]
     print(f"\nTest scores after {args.steps} steps, beam {args.beams} (mean, min-max over seeds):")
     print(markdown_table(headers, rows))
-    speed = speed_rows(results)
+    speed = speed_rows([r for r in results if r["arm"] in args.arms])
     if speed:
-        print("\nStep time (training only, one thread each, both at once) and steps to the same validation NLL:")
-        print(markdown_table(["pair", "seed", "ours ms/step", "Marian ms/step", "speed ours/Marian",
+        print("\nStep time (training only, one thread each, two runs at once) and steps to the same validation NLL:")
+        print(markdown_table(["pair", "seed", "arm", "ours ms/step", "Marian ms/step", "speed ours/Marian",
                               "ours final NLL", "Marian final NLL", "target NLL", "ours steps", "Marian steps"], speed))
+    print("\nHow the shared tokenizer cuts the test split (both models read these ids):")
+    fertility = [row for pair in args.pairs for row in fertility_rows(tokenizers[pair], args.corpus, pair)]
+    print(markdown_table(["pair", "language", "tokens/char", "tokens/sentence", "byte-fallback tokens",
+                          "chars that fall back / distinct"], fertility))
     ablations = {}
-    for pair in args.pairs:
-        if args.ablations:
-            rows = ablation_rows(results, pair)
-            directions = [d for r in results if r["pair"] == pair for d in r["test"]][:2]
-            headers = ["arm", "change", "seeds"] + [h for d in directions for h in (f"{d} chrF", "vs ours")] + [
-                "final valid NLL", "step time vs ours"]
-            print(f"\nAblations on {pair} (ours with one change; chrF after {args.steps} steps):")
-            print(markdown_table(headers, rows))
-            ablations[pair] = rows
-    plot = plot_curves(results, args.plot or work / "quality-curves.png")
+    if args.ablations:
+        pair = args.ablation_pair
+        rows = ablation_rows([r for r in results if r["pair"] == pair and r["seed"] in args.ablation_seeds], pair)
+        directions = [d for r in results if r["pair"] == pair for d in r["test"]][:2]
+        headers = ["arm", "change", "seeds"] + [h for d in directions for h in (f"{d} chrF", "vs ours")] + [
+            "final valid NLL", "step time vs ours"]
+        print(f"\nAblations on {pair} (ours with one change; chrF after {args.steps} steps):")
+        print(markdown_table(headers, rows))
+        ablations[pair] = rows
+    plot = plot_curves(results, args.arms, args.plot or work / "quality-curves.png")
     if plot:
         print(f"\nLoss curves: {plot}")
-    if summary:
-        worst = min(summary, key=summary.get)
-        print(f"\nWorst direction for ours: {worst}, chrF {summary[worst]:+.2f} against Marian (mean over seeds)")
+    for arm in dict.fromkeys(arm for arm, _ in summary):
+        worst = min((d for a, d in summary if a == arm), key=lambda d: summary[(arm, d)])
+        print(f"Worst direction for {arm_label(arm)}: {worst}, chrF {summary[(arm, worst)]:+.2f} against Marian "
+              f"(mean over seeds)")
     if args.json:
         args.json.write_text(json.dumps({"settings": settings, "machine": machine_info(), "results": results,
-                                         "chrf_ours_minus_marian": summary, "ablations": ablations}, indent=1),
+                                         "chrf_minus_marian": {f"{a} {d}": v for (a, d), v in summary.items()},
+                                         "fertility": fertility, "ablations": ablations}, indent=1),
                              encoding="utf-8")
 
 

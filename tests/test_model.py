@@ -505,6 +505,22 @@ def test_presets_by_name():
         xlm_hf.config_from_preset("huge")
 
 
+def test_the_small_scaled_preset_is_small_with_scaled_embeddings_that_survive_a_reload(tmp_path):
+    from xlm_hf.presets import preset_kwargs
+
+    assert preset_kwargs("small-scaled") == {**preset_kwargs("small"), "scale_embedding": True}
+    assert not xlm_hf.config_from_preset("small").scale_embedding  # XLM's default is kept
+    scaled = tiny_model(scale_embedding=True)
+    plain = tiny_model()  # the same seed: the same weights, only the scale differs
+    with torch.no_grad():
+        out = scaled(**batch()).logits
+        assert not torch.allclose(out, plain(**batch()).logits, atol=1e-3)
+        scaled.save_pretrained(tmp_path)
+        reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+        assert reloaded.config.scale_embedding
+        torch.testing.assert_close(reloaded(**batch()).logits, out)
+
+
 def test_out_of_vocabulary_ids_are_refused():
     model = tiny_model()
     with pytest.raises(ValueError, match="outside the vocabulary"):
