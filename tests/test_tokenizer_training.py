@@ -143,6 +143,19 @@ def test_vocabulary_layout_specials_tags_bytes(text_files):
     assert config["lang2id"] == {"fr": 0, "en": 1, "de": 2} and config["lang_token_ids"] == [5, 6, 7]
 
 
+def test_characters_of_words_seen_once_are_base_tokens_not_bytes(text_files):
+    """Chinese has no spaces: a whitespace "word" is a clause, mostly seen once, so it is left out of the merge
+    statistics (min_word_frequency=2). Its characters must still be base tokens (issue 25: 林, 白, 六 fell back to
+    three byte tokens each, 8% of the Chinese test tokens)."""
+    zh = side("en-zh", "zh")
+    tok = train_small({"en": text_files["en"], "zh": zh}, vocab_size=4000)
+    words = Counter(w for s in zh for w in _pre_split(s).split(" "))
+    once = {c for w, n in words.items() if n == 1 for c in w} - {c for w, n in words.items() if n > 1 for c in w}
+    assert len(once) > 20  # characters found only in clauses seen once
+    fallback = [c for c in once if any(t.startswith("<0x") for t in tok.tokenize(c))]
+    assert fallback == []
+
+
 def test_unigram_model_round_trips_without_unk():
     texts = {"en": side("en-fr", "en")[:1500], "fr": side("en-fr", "fr")[:1500]}
     tok = train_small(texts, model="unigram", vocab_size=600)

@@ -505,15 +505,16 @@ def _write_words(word_counts: Counter, spool: Path, min_count: int, line_words: 
 
 
 def _alphabet(char_counts, limit: int) -> list[str]:
-    """The `limit` most frequent characters (ties broken by code point), or [] when all characters fit.
+    """The `limit` most frequent characters of the sample (all of them when fewer), by count then code point.
 
-    `BpeTrainer(limit_alphabet=)` alone breaks ties between equally frequent characters in hash-map order, which
-    differs from run to run: given explicitly, the alphabet makes training deterministic."""
+    Given to the trainer as its initial alphabet, they become base tokens even when every word holding them is left
+    out of the merge statistics (`min_word_frequency`): in Chinese or Japanese a whitespace "word" is a whole clause,
+    mostly seen once, so without this common characters (林, 白, 六) fell back to three byte tokens each. Explicit,
+    the alphabet also makes training deterministic: `BpeTrainer(limit_alphabet=)` alone breaks ties between equally
+    frequent characters in hash-map order, which differs from run to run."""
     char_counts = char_counts.copy()
     char_counts[ord(" ")] = 0  # the word separator of the spool, never part of a word
     present = np.flatnonzero(char_counts)
-    if len(present) <= limit:
-        return []
     order = np.lexsort((present, -char_counts[present]))  # by count (descending), then code point
     return [chr(cp) for cp in present[order[:limit]]]
 
