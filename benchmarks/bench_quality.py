@@ -25,7 +25,7 @@ to reach a validation NLL (the worse of the two final values); the seed-to-seed 
 language (fertility, byte fallback).
 
     python benchmarks/bench_quality.py                  # ours, Marian, ours+scale-embedding; en-zh en-fr en-de; seeds 0 1
-    python benchmarks/bench_quality.py --ablations all  # the same and every ablation on en-zh, seed 0 (~95 min in all)
+    python benchmarks/bench_quality.py --ablations all  # and every ablation on en-zh, seed 0 (26 runs, ~105 min)
     python benchmarks/bench_quality.py --pairs en-fr --steps 20 --test-samples 20 --seeds 0   # smoke run
 
 `--work DIR` keeps every run's result (`results/*.json`): a rerun in the same folder reuses what is finished, so
