@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -215,12 +216,11 @@ def run(args) -> int:
         from transformers import set_seed
 
         set_seed(args.seed)
-    align = None
+    align = None  # (source, translation) -> Pharaoh pairs, with --alignments
     if args.alignments:
         from ..plotting import word_alignment
 
-        def align(source, translation):
-            return word_alignment(model, tokenizer, source, translation, args.src, args.tgt)
+        align = functools.partial(word_alignment, model, tokenizer, src_lang=args.src, tgt_lang=args.tgt)
 
     progress = tqdm(total=total, unit="line", desc="translating", disable=args.no_progress or total is None,
                     file=sys.stderr)
