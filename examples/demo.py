@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""`make demo`: the whole job on the bundled corpus, on a CPU, in about ten minutes.
+"""`make demo`: the whole job on the bundled corpus, on a CPU, in 10-20 minutes (README: the time per kind of CPU).
 
 1. trains the shared subword vocabulary (en, fr, de) on the bundled po-mini corpus;
-2. trains a `small` multilingual model for en<->fr and en<->de in bf16 with the Seq2SeqTrainer script;
+2. trains a `small` multilingual model for en<->fr and en<->de with the Seq2SeqTrainer script, in the
+   precision the hardware runs fast (`--precision auto`: bf16 on CPUs with AMX / AVX512-BF16, fp32 elsewhere);
 3. evaluates BLEU/chrF per direction on the bundled test split, next to the copy-the-source baseline;
 4. translates a few sentences with `pipeline("translation")`;
 5. leaves `demo-output/model/` ready for `xlm-hf push`, with its training-curve PNG.
@@ -34,7 +35,8 @@ PAIRS = ["en-fr", "en-de"]
 SAMPLES = ["Cannot open file %s", "Save the current document", "The printer is out of paper",
            "Invalid option -- '%c'"]
 
-# Sized for ~10 minutes on 2 idle CPU cores (~0.6 s per bf16 step of `small` at batch 64, beam-4 evaluation).
+# Sized for 2 idle CPU cores: ~0.6 s per step of `small` at batch 64 in bf16 on an AMX CPU, ~1.3-1.7 s in fp32 on an
+# AVX2-only one (README: the demo's time on each), plus beam-4 evaluation.
 # At this budget (about two epochs of the bundled en-fr/en-de pairs) regularisation only slows learning: dropout off
 # (label smoothing 0.1 kept), 100 warmup steps. lr 1e-3: at 2e-3 the post-norm model diverged (grad-norm spikes).
 # No length-grouped batches: twice as fast per step, but far worse BLEU at this budget. Measured: see README.
@@ -95,6 +97,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--output-dir", default="demo-output", help="where the tokenizer and model go")
     parser.add_argument("--smoke", action="store_true", help="tiny budget: checks the pipeline end to end in seconds")
     parser.add_argument("--max-steps", type=int, help="override the number of training steps")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="training precision (default auto: bf16 where the CPU runs it natively, else fp32)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override a budget entry ({', '.join(FULL)}); repeatable")
     parser.add_argument("--script-args", nargs=argparse.REMAINDER, default=[],
@@ -115,13 +119,14 @@ def main(argv=None) -> dict:
     print("== 1/5 tokenizer ==")
     tokenizer_dir = train_vocabulary(out / "tokenizer", budget["vocab_size"])
 
-    print("== 2/5 training (Seq2SeqTrainer, bf16 on CPU) ==")
+    print(f"== 2/5 training (Seq2SeqTrainer on the CPU, --precision {args.precision}) ==")
+    print(f"   {xlm_hf.hardware.describe('cpu')}")
     model_dir = out / "model"
     train_args = [
         "--preset", budget["preset"], "--tokenizer_name_or_path", str(tokenizer_dir), "--dataset", "bundled",
         "--pairs", *PAIRS, "--both_directions", "true", "--sampling_alpha", "0.7",
         "--max_source_length", "64", "--max_target_length", "64",
-        "--output_dir", str(model_dir), "--do_train", "--do_predict", "--use_cpu", "--bf16", "--seed", "0",
+        "--output_dir", str(model_dir), "--do_train", "--do_predict", "--use_cpu", "--precision", args.precision, "--seed", "0",
         "--max_steps", str(budget["max_steps"]), "--per_device_train_batch_size", str(budget["batch_size"]),
         "--per_device_eval_batch_size", "64", "--learning_rate", str(budget["learning_rate"]),
         "--lr_scheduler_type", "inverse_sqrt", "--warmup_steps", str(budget["warmup_steps"]),

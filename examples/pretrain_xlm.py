@@ -3,7 +3,7 @@
 
     # MLM on the monolingual sides of the pairs + TLM on the pairs, alpha-sampled, from scratch
     python examples/pretrain_xlm.py --preset small --tokenizer_name_or_path TOKENIZER \\
-        --pairs en-fr en-de --objectives mlm tlm --output_dir lm --max_steps 5000 --use_cpu --bf16
+        --pairs en-fr en-de --objectives mlm tlm --output_dir lm --max_steps 5000 --use_cpu  # --precision auto: bf16 where native
 
     # a recipe (configuration/recipes/pretrain-*.json); options after it override its fields
     python examples/pretrain_xlm.py pretrain-small --tokenizer_name_or_path TOKENIZER --output_dir lm
@@ -39,6 +39,7 @@ from xlm_hf.training import (
     ModelArguments,
     create_model,
     load_tokenizer,
+    log_training_precision,
     parse_args,
     prepare_process,
     resolve_resume,
@@ -53,8 +54,9 @@ def main(argv=None) -> dict:
     model_args, data_args, training_args = parse_args((ModelArguments, PretrainingDataArguments, PretrainingArguments), argv)
     prepare_process(training_args.reuse_freed_memory)  # fixed thread count; large per-step tensors reuse freed memory
     setup_logging(logging.INFO if training_args.should_log else logging.WARNING)
-    logger.warning("Process rank %s, device %s, world size %s, bf16 %s", training_args.process_index,
-                   training_args.device, training_args.world_size, training_args.bf16)
+    logger.warning("Process rank %s, device %s, world size %s, precision %s", training_args.process_index,
+                   training_args.device, training_args.world_size, training_args.precision)
+    log_training_precision(training_args)
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("Nothing to do: pass --do_train and/or --do_eval.")
     checkpoint = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir) \

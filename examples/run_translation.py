@@ -3,7 +3,7 @@
 
     # from scratch: a preset + a trained tokenizer, on the bundled corpus, both directions
     python examples/run_translation.py --preset small --tokenizer_name_or_path TOKENIZER \\
-        --pairs en-fr --both_directions --output_dir out --do_train --do_eval --max_steps 2000 --use_cpu --bf16
+        --pairs en-fr --both_directions --output_dir out --do_train --do_eval --max_steps 2000 --use_cpu  # --precision auto: bf16 where native
 
     # a recipe (configuration/recipes/NAME.json or any .json), options after it override its fields
     python examples/run_translation.py small-en-fr --tokenizer_name_or_path TOKENIZER --output_dir out
@@ -36,6 +36,7 @@ from xlm_hf.training import (
     configure_generation,
     create_model,
     load_tokenizer,
+    log_training_precision,
     make_data_collator,
     make_generation_metrics,
     model_inputs,
@@ -57,9 +58,10 @@ def main(argv=None) -> dict:
     prepare_process(training_args.reuse_freed_memory)  # fixed thread count; large per-step tensors reuse freed memory
     setup_logging(logging.INFO if training_args.should_log else logging.WARNING)
     logger.warning(
-        "Process rank %s, device %s, world size %s, bf16 %s",
-        training_args.process_index, training_args.device, training_args.world_size, training_args.bf16,
+        "Process rank %s, device %s, world size %s, precision %s",
+        training_args.process_index, training_args.device, training_args.world_size, training_args.precision,
     )
+    log_training_precision(training_args)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
     if data_args.streaming and training_args.do_train and training_args.max_steps <= 0:

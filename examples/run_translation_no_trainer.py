@@ -34,6 +34,7 @@ from xlm_hf.training import (
     DataArguments,
     EpochSampler,
     LoopArguments,
+    log_training_precision,
     ModelArguments,
     build_datasets,
     check_lengths,
@@ -71,6 +72,7 @@ def main(argv=None) -> dict:
     accelerator = make_accelerator(args)
     setup_logging(logging.INFO if accelerator.is_local_main_process else logging.WARNING)
     logger.info("%s", accelerator.state)
+    log_training_precision(args)
     if not (args.do_train or args.do_eval or args.do_predict):
         raise ValueError("Nothing to do: pass --do_train, --do_eval and/or --do_predict.")
 

@@ -42,6 +42,7 @@ from xlm_hf.training import (
     LOOP_STATE,
     DataArguments,
     LoopArguments,
+    log_training_precision,
     ModelArguments,
     build_datasets,
     check_lengths,
@@ -139,6 +140,7 @@ def main(argv=None) -> dict:
     accelerator = make_accelerator(args)
     setup_logging(logging.INFO if accelerator.is_local_main_process else logging.WARNING)
     logger.info("%s", accelerator.state)
+    log_training_precision(args)
     if model_args.lora_r:
         raise ValueError("--lora_r is supported by examples/run_translation.py only; this script trains every weight.")
     checkpoint = resolve_resume(args.resume_from_checkpoint, args.output_dir, find=find_last_state,

@@ -16,7 +16,7 @@ PACKAGE = REPO / "xlm_hf"
 
 # A module may import only modules of earlier layers (modules of one layer do not import each other).
 LAYERS = [
-    ["configuration_xlm_hf", "atomic", "resources", "sampling", "placeholders", "gettext_catalogs"],
+    ["configuration_xlm_hf", "hardware", "atomic", "resources", "sampling", "placeholders", "gettext_catalogs"],
     ["inference", "plotting", "documents"],
     ["generation_xlm_hf"],
     ["modeling_xlm_hf", "tokenization_xlm_hf"],

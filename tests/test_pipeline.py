@@ -7,6 +7,7 @@ back exactly those translations for the requested target language.
 import json
 import logging
 import os
+import platform
 import struct
 import subprocess
 import sys
@@ -150,6 +151,27 @@ def test_fast_precisions_give_the_same_translations(trained, precision, capsys):
     assert main(["translate", str(folder), "--src", "en", "--tgt", "de", "--no-progress", "--precision", precision,
                  *EN]) == 0
     assert capsys.readouterr().out.splitlines() == DE
+
+
+@pytest.mark.skipif(not (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()),
+                    reason="needs an x86 CPU with oneDNN (torch's switches then emulate an AVX2-only CPU)")
+def test_cli_bf16_on_an_avx2_only_cpu_warns_and_translates(trained):
+    """`xlm-hf translate --precision bf16` on a CPU without native bf16 (torch's own switches make this process one:
+    ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2) used to crash in oneDNN's bf16 prepacking; it now exits 0 with
+    one warning naming the cost and the alternatives, and `auto` (the default) decodes in fp32 there."""
+    _, _, folder = trained
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    for precision in ("bf16", "auto"):
+        done = subprocess.run([sys.executable, "-m", "xlm_hf", "translate", str(folder), "--src", "en", "--tgt", "de",
+                               "--no-progress", "--precision", precision, *EN], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == DE
+        warned = done.stderr.count("bf16 was requested, but this device has no native bf16")
+        assert warned == (1 if precision == "bf16" else 0), done.stderr
+    assert "--precision int8 or fp32" in subprocess.run(
+        [sys.executable, "-m", "xlm_hf", "translate", str(folder), "--src", "en", "--tgt", "de", "--no-progress",
+         "--precision", "bf16", EN[0]], env=env, capture_output=True, text=True, timeout=300).stderr
 
 
 @pytest.mark.parametrize("num_beams", [1, 4])

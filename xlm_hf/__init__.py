@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from . import hardware
 from .configuration_xlm_hf import XLMConfig
 from .data import load_translation_dataset, load_translation_datasets
 from .modeling_xlm_hf import XLMForPreTraining, XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel

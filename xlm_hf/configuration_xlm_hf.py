@@ -25,6 +25,7 @@ IGNORE_INDEX = -100
 # exactly these.
 REMOTE_CODE_FILES = (
     "configuration_xlm_hf.py",
+    "hardware.py",
     "inference.py",
     "generation_xlm_hf.py",
     "modeling_xlm_hf.py",

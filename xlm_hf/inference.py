@@ -37,20 +37,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hardware import (
+    PRECISIONS,
+    aten_small_gelu,
+    choose_precision,
+    compile_support,
+    eager_attention_is_faster,
+    fast_dropout_masks,
+    fp32_cross_attention,
+    packed_linear_dtypes,
+)
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8")
-
-
-def prepare_for_inference(model: nn.Module, precision: str = "fp32", compile: bool = False,
+def prepare_for_inference(model: nn.Module, precision: str = "auto", compile: bool = False,
                           pack: bool = True) -> nn.Module:
     """Return `model` in eval mode with the given weight precision (a new module for int8, the same one otherwise);
-    with `compile=True`, also set up static-cache + `torch.compile` decoding (`enable_compiled_decoding`); with `pack`
-    (eager fp32/bf16 on a CPU), prepack the decoder's Linear weights and use ATen's GELU on small activations
-    (`use_cpu_decoding_kernels`)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    `auto` (`hardware.choose_precision`): bf16 where the model's device runs it natively, else fp32. With
+    `compile=True`, also set up static-cache + `torch.compile` decoding (`enable_compiled_decoding`); with `pack`
+    (eager on a CPU), prepack the decoder's Linear weights where oneDNN has kernels for their dtype and use ATen's GELU
+    on small activations (`use_cpu_decoding_kernels`)."""
+    precision = choose_precision(precision, next(model.parameters()).device, purpose="inference").precision
     if compile and precision == "int8":
         raise ValueError("compile=True supports fp32 and bf16 (torch.compile does not trace dynamic int8 Linear layers).")
     model.eval()
@@ -84,7 +91,7 @@ def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torc
     unit is kept when its word is at or above the p-quantile (p to 1/65536)."""
     if not training or p == 0.0:
         return hidden_states
-    if hidden_states.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or p >= 1.0 or not fast_dropout_masks(hidden_states.device.type):
         return F.dropout(hidden_states, p=p, training=True)
     n = hidden_states.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # the default generator, advanced
@@ -95,39 +102,28 @@ def apply_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torc
 
 def eager_is_faster(implementation: str, query: torch.Tensor, dropout_in_training: bool) -> bool:
     """Whether the model's attention should run its eager kernel (two matmuls) instead of the attention interface's
-    `implementation`: on CPUs under sdpa in bf16/fp16, or with attention dropout in training.
-
-    Why: PyTorch's CPU sdpa (flash) kernel is slower than the eager path in bf16, in its backward above all, while in
-    fp32 it is the faster one (`benchmarks/README.md`); with dropout CPU sdpa falls back to its own math path with
-    the slow `bernoulli_` masks that `apply_dropout` avoids. The masks sdpa configs build (boolean or None, with
-    `is_causal`) are understood by the eager kernel too."""
-    return implementation == "sdpa" and query.device.type == "cpu" and (query.dtype != torch.float32 or dropout_in_training)
+    `implementation`: under sdpa where `hardware.eager_attention_is_faster` says so (CPUs in bf16/fp16, or with
+    attention dropout in training; figures in `benchmarks/README.md`). The masks sdpa configs build (boolean or None,
+    with `is_causal`) are understood by the eager kernel too."""
+    return implementation == "sdpa" and eager_attention_is_faster(query.device.type, query.dtype, dropout_in_training)
 
 
 def cross_attention_dtype(states: torch.Tensor, implementation: str) -> torch.dtype:
-    """The dtype of cross-attention's cached source keys/values and kernel: fp32 for bf16/fp16 inference on a CPU
-    (eager or sdpa), else the states' own.
+    """The dtype of cross-attention's cached source keys/values and kernel: fp32 for bf16/fp16 inference where
+    `hardware.fp32_cross_attention` says so (CPUs; eager or sdpa), else the states' own.
 
     Why: a decoding step's cross-attention is two batched matmuls of one query row against the source, which CPU
     kernels do faster in fp32 than in bf16 (`benchmarks/bench_kernels.py`); the cache never grows or moves (beam
     search leaves it in place), so its fp32 copy costs one cast per generation. Training (autograd) and
     torch.compile keep the model's dtype."""
-    if (states.dtype in (torch.bfloat16, torch.float16) and states.device.type == "cpu"
-            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and implementation in ("sdpa", "eager")):
+    if (not torch.compiler.is_compiling() and not torch.is_grad_enabled() and implementation in ("sdpa", "eager")
+            and fp32_cross_attention(states.device.type, states.dtype)):
         return torch.float32
     return states.dtype
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Prepacked Linear weights for CPU decoding
-
-
-PACKED_DTYPES = (torch.float32, torch.bfloat16)  # oneDNN's prepacked Linear kernels on CPUs
-
-
-def _packing_supported() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def _decoding_linears(model: nn.Module) -> list[nn.Linear]:
@@ -168,7 +164,7 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     stale weights."""
     weight = self.weight
     if (x.numel() < self._xlm_min_rows * x.shape[-1] or torch.is_grad_enabled()  # cheapest first: runs per call
-            or x.dtype != weight.dtype or weight.dtype not in PACKED_DTYPES or x.device.type != "cpu"
+            or x.dtype != weight.dtype or weight.dtype not in self._xlm_pack_dtypes or x.device.type != "cpu"
             or weight.device.type != "cpu" or torch.compiler.is_compiling()):
         return F.linear(x, weight, self.bias)
     pack, key = self._xlm_pack, (weight.data_ptr(), weight._version, weight.dtype)
@@ -180,12 +176,14 @@ def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 def pack_linear_weights(model: nn.Module) -> int:
     """Make the decoder's Linear layers and the output layer (those of every decoding step) multiply by a oneDNN-
-    prepacked copy of their weight during CPU inference without autograd (fp32 and bf16). Packing happens at the
-    first such call, and again whenever a weight changes. Returns the number of layers that use it (0 when this
-    PyTorch build has no oneDNN, or when the model decodes through the compiled step, `enable_compiled_decoding`,
-    which leaves its Linear layers to inductor; layers whose forward another wrapper already replaced are left
-    alone). Undo with `unpack_linear_weights`."""
-    if not _packing_supported():
+    prepacked copy of their weight during CPU inference without autograd, in the dtypes oneDNN runs here
+    (`hardware.packed_linear_dtypes`: fp32, and bf16 where it is native; a layer in another dtype keeps the default
+    kernel). Packing happens at the first such call, and again whenever a weight changes. Returns the number of
+    layers that use it (0 when this PyTorch build has no oneDNN, or when the model decodes through the compiled step,
+    `enable_compiled_decoding`, which leaves its Linear layers to inductor; layers whose forward another wrapper
+    already replaced are left alone). Undo with `unpack_linear_weights`."""
+    dtypes = packed_linear_dtypes("cpu")
+    if not dtypes:
         logger.info("This PyTorch build has no oneDNN Linear kernels: weights are not prepacked.")
         return 0
     if getattr(getattr(model, "generation_config", None), "compile_config", None) is not None:
@@ -193,7 +191,7 @@ def pack_linear_weights(model: nn.Module) -> int:
     linears = _decoding_linears(model)
     for linear in linears:
         if "forward" not in vars(linear):  # idempotent; and another wrapper's forward (accelerate hooks) stays
-            linear._xlm_pack, linear._xlm_min_rows = _Pack(), min_rows(linear.weight)
+            linear._xlm_pack, linear._xlm_min_rows, linear._xlm_pack_dtypes = _Pack(), min_rows(linear.weight), dtypes
             linear.forward = functools.partial(_packed_forward, linear)  # copies and pickles, unlike a bound method
     return sum(_uses_packing(linear) for linear in linears)
 
@@ -206,7 +204,7 @@ def unpack_linear_weights(model: nn.Module) -> nn.Module:
     """Back to the default Linear forward; frees the packed copies."""
     for linear in model.modules():
         if _uses_packing(linear):
-            del linear.forward, linear._xlm_pack, linear._xlm_min_rows
+            del linear.forward, linear._xlm_pack, linear._xlm_min_rows, linear._xlm_pack_dtypes
     return model
 
 
@@ -232,7 +230,7 @@ class SmallInputGELU(nn.Module):
         self.original = original  # restored by `restore_gelu`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (torch.compiler.is_compiling() or x.numel() > MAX_NATIVE_GELU or x.device.type != "cpu"
+        if (torch.compiler.is_compiling() or x.numel() > MAX_NATIVE_GELU or not aten_small_gelu(x.device.type)
                 or not torch._C._get_mkldnn_enabled()):  # (compiled: inductor's own GELU)
             return F.gelu(x)
         torch._C._set_mkldnn_enabled(False)
@@ -279,6 +277,9 @@ def enable_compiled_decoding(model: nn.Module, fullgraph: bool = True) -> nn.Mod
     """
     from transformers import CompileConfig
 
+    supported, why = compile_support(model.device.type)
+    if not supported:
+        raise ValueError(f"Compiled decoding is not available here: {why}. Decode without compile.")
     compile_config = CompileConfig(fullgraph=fullgraph, mode="default")
     compile_config._compile_all_devices = True  # transformers' switch for compiling on a CPU
     model.generation_config.cache_implementation = "static"

@@ -279,12 +279,14 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", compile: boo
 
 
 def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, trust_remote_code: bool = False,
-              precision: str = "fp32", compile: bool = False, **kwargs):
+              precision: str = "auto", compile: bool = False, **kwargs):
     """Translate a string or a list of strings; returns a string or a list of strings.
 
     `model` is a model object (then pass `tokenizer`) or a folder / Hub id (the tokenizer is loaded from it unless
     given). With xlm_hf imported, folders load through its registered classes; `trust_remote_code=True` runs the
-    folder's own code instead, and is never assumed. `precision`: fp32, bf16 or int8 (`xlm_hf.inference`); `compile=True`: static
+    folder's own code instead, and is never assumed. `precision`: fp32, bf16 or int8 (`xlm_hf.inference`), or `auto`
+    (the default): a folder loads in bf16 where the hardware runs it natively, else fp32, and a model object is used in
+    its own dtype (never converted behind the caller's back); `compile=True`: static
     cache + torch.compile'd decoding (see `translation_pipeline`). Extra kwargs go to the pipeline call (`num_beams`, `max_new_tokens`, `batch_size`, ...).
     """
     if isinstance(model, str):
@@ -297,8 +299,11 @@ def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, trust_
         if tokenizer is None or isinstance(tokenizer, str):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer or model, trust_remote_code=trust_remote_code)
         model = AutoModelForSeq2SeqLM.from_pretrained(model, trust_remote_code=trust_remote_code).eval()
-    elif tokenizer is None:
-        raise ValueError("translate(model=<object>) needs tokenizer= as well.")
+    else:
+        if tokenizer is None:
+            raise ValueError("translate(model=<object>) needs tokenizer= as well.")
+        if precision == "auto":
+            precision = "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "fp32"
     pipe = translation_pipeline(model, tokenizer, precision=precision, compile=compile)
     results = pipe(texts, src_lang=src_lang, tgt_lang=tgt_lang, **kwargs)
     if isinstance(texts, str):

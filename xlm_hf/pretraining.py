@@ -38,7 +38,7 @@ from transformers import TrainingArguments
 
 from .data import split_pair
 from .sampling import sample_counts
-from .training.arguments import resolve_report_to, reuse_freed_memory_field
+from .training.arguments import precision_field, resolve_report_to, resolve_training_precision, reuse_freed_memory_field
 
 
 logger = logging.getLogger(__name__)
@@ -323,6 +323,7 @@ class PretrainingArguments(TrainingArguments):
     # made from it (XLMForSeq2SeqLM.from_pretrained_lm). An encoder LM has no cache, so True changes nothing here.
     use_cache: bool = field(default=True, metadata={"help": "Saved in the LM's config (translation models inherit it)."})
     reuse_freed_memory: bool = reuse_freed_memory_field()
+    precision: str = precision_field()
 
     def __post_init__(self):
         if self.remove_unused_columns:
@@ -330,6 +331,7 @@ class PretrainingArguments(TrainingArguments):
                              "and pair columns that the model's forward does not take.")
 
         self.report_to = resolve_report_to(self.report_to)
+        resolve_training_precision(self)
         super().__post_init__()
 
 

@@ -200,15 +200,17 @@ class CTranslate2Engine:
         return hypotheses
 
 
-def load_engine(model_dir: str | Path, engine: str = "torch", precision: str = "fp32",
+def load_engine(model_dir: str | Path, engine: str = "torch", precision: str = "auto",
                 trust_remote_code: bool = False):
-    """The engine serving `model_dir`: a model folder (`torch`) or a CTranslate2 export (`ctranslate2`)."""
-    from .inference import PRECISIONS
+    """The engine serving `model_dir`: a model folder (`torch`) or a CTranslate2 export (`ctranslate2`), in
+    `precision` (`auto`: `hardware.choose_precision` for the CPU both engines run on)."""
+    from .hardware import choose_precision
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    choice = choose_precision(precision, "cpu", purpose="inference")  # unknown names: ValueError
+    logger.info("Precision %s (%s).", choice.precision, choice.reason)
+    precision = choice.precision
     folder = Path(model_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder: pass a model folder (or a CTranslate2 export)")

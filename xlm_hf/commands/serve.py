@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..inference import PRECISIONS
+from ..hardware import AUTO, PRECISIONS
 
 INSTALL_HINT = "pip install 'xlm-hf[serve]'"
 
@@ -23,8 +23,9 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=_at_least(int, 0), default=8000, help="TCP port (default 8000; 0 picks a free one)")
     p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch",
                    help="torch: our model (default); ctranslate2: a CTranslate2 export (one direction)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="weights for decoding (torch: xlm_hf.inference; ctranslate2: its compute type)")
+    p.add_argument("--precision", choices=(AUTO, *PRECISIONS), default=AUTO,
+                   help="weights for decoding (torch: xlm_hf.inference; ctranslate2: its compute type); auto (default): "
+                   "bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--max-batch-size", type=_at_least(int, 1), default=32, help="sentences per batch (default 32)")
     p.add_argument("--max-wait-ms", type=_at_least(float, 0), default=10.0,
                    help="longest wait for a batch to fill, from when the worker is free and a sentence waits (default 10)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..atomic import atomic_open
 from ..cli import positive_int
-from ..inference import PRECISIONS
+from ..hardware import AUTO, PRECISIONS
 
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays flat on any file size
@@ -36,9 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--beams", type=positive_int, default=None, help="beam size (default: the model's, 4)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="sentences per batch (default 16)")
     p.add_argument("--max-new-tokens", type=positive_int, default=None, help="cap on generated tokens per line")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="weights for decoding: bf16 (AMX/AVX512-BF16 CPUs) or int8 (dynamic quantisation) are faster; "
-                   "see benchmarks/README.md for speed and BLEU per mode")
+    p.add_argument("--precision", choices=(AUTO, *PRECISIONS), default=AUTO,
+                   help="weights for decoding: auto (default) picks bf16 where the hardware runs it natively (AMX / "
+                   "AVX512-BF16 CPUs, bf16 GPUs) and fp32 elsewhere; int8 (dynamic quantisation) is fast on any x86 "
+                   "CPU. `xlm-hf info` says what this machine runs; speed and BLEU per mode: benchmarks/README.md"),
     p.add_argument("--compile", action="store_true",
                    help="fast decoding for long inputs (fp32/bf16): static key/value cache + torch.compile of the "
                    "decoding step; the first batch of each new shape compiles (tens of seconds)")
@@ -174,7 +175,7 @@ def _lines_of(stream):
         yield line.rstrip("\r\n")
 
 
-def load(model_dir: str, precision: str = "fp32", compile: bool = False, trust_remote_code: bool = False):
+def load(model_dir: str, precision: str = AUTO, compile: bool = False, trust_remote_code: bool = False):
     """Model and tokenizer of a folder, through the Auto classes (our registered classes; a folder's own code only
     with `trust_remote_code`, and transformers never prompts), checked by `xlm_hf.folders`, with the weights in
     `precision` and, with `compile`, compiled static-cache decoding (xlm_hf.inference)."""

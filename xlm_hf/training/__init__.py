@@ -36,6 +36,8 @@ from .arguments import (
     ModelArguments,
     TranslationTrainingArguments,
     check_optimization_args,
+    log_training_precision,
+    resolve_training_precision,
 )
 from .recipes import RecipeError, list_recipes, parse_args, resolve_recipe
 from .process import pin_cpu_threads, prepare_process, reuse_freed_memory, setup_logging

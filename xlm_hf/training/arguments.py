@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import Seq2SeqTrainingArguments
 
 from ..data import split_pair
+from ..hardware import AUTO, TRAINING_PRECISIONS, choose_precision, training_device
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -132,6 +137,46 @@ class DataArguments:
             raise ValueError(f"shuffle_buffer_size must be >= 1, got {self.shuffle_buffer_size}.")
 
 
+def precision_field():
+    """The `--precision` of every training script (see `resolve_training_precision`)."""
+    return field(
+        default="auto",
+        metadata={"help": "Training precision: auto (default) trains with bf16 autocast where the hardware runs bf16 "
+                          "natively (CUDA GPUs with bf16, CPUs with AMX or AVX512-BF16) and in fp32 elsewhere (bf16 "
+                          "is 10-170x slower than fp32 on AVX2-only CPUs); fp32 or bf16 force one. --bf16 means bf16. "
+                          "The choice and its reason are logged once.",
+                  "choices": ["auto", *TRAINING_PRECISIONS]},
+    )
+
+
+def resolve_training_precision(args) -> None:
+    """Turn `args.precision` (and `--bf16`) into the `bf16` flag the Trainer / Accelerator read, for the device the run
+    will use (`xlm_hf.hardware`); keep why in `args.precision_reason`. `auto` follows `accelerate launch
+    --mixed_precision bf16|fp16` when the launcher asked for one ('no', its default, leaves the choice to the hardware).
+    An explicit bf16 on hardware without native bf16 runs, after one warning."""
+    requested = args.precision
+    if args.bf16:
+        if requested == "fp32":
+            raise ValueError("--bf16 and --precision fp32 contradict each other: pass one of them.")
+        requested = "bf16"
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if requested == AUTO and launcher == "fp16":
+        args.precision, args.precision_reason = "fp16", "accelerate launch --mixed_precision fp16"
+        return
+    if requested == AUTO and launcher == "bf16":
+        requested = "bf16"
+    device = training_device(args.use_cpu)
+    choice = choose_precision(requested, device, purpose="training")
+    args.precision, args.bf16, args.precision_reason = choice.precision, choice.precision == "bf16", choice.reason
+    if args.bf16 and device == "cpu":
+        args.use_cpu = True  # transformers refuses bf16 without a bf16 GPU unless the run is declared a CPU one
+
+
+def log_training_precision(args) -> None:
+    """The scripts' one log line of the precision they train in, and why."""
+    logger.info("Training precision %s: %s.", args.precision, getattr(args, "precision_reason", "set by the caller"))
+
+
 def reuse_freed_memory_field():
     """The `--reuse_freed_memory` flag of every training script (see `reuse_freed_memory`)."""
     return field(
@@ -159,10 +204,12 @@ class TranslationTrainingArguments(Seq2SeqTrainingArguments):
                   "load_best_model_at_end and equal eval/save strategies)."},
     )
     reuse_freed_memory: bool = reuse_freed_memory_field()
+    precision: str = precision_field()
 
     def __post_init__(self):
         check_optimization_args(self)
         self.report_to = resolve_report_to(self.report_to)
+        resolve_training_precision(self)
         super().__post_init__()
         if self.early_stopping_patience is not None and not self.load_best_model_at_end:
             raise ValueError(
@@ -222,7 +269,9 @@ class LoopArguments:
     generation_max_length: int | None = field(
         default=None, metadata={"help": "Maximum new target tokens generated (default: max_target_length)."}
     )
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (also on CPU: autocast)."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (also on CPU: autocast); same as "
+                                                         "--precision bf16."})
+    precision: str = precision_field()
     torch_compile: bool = field(
         default=False,
         metadata={"help": "torch.compile the model (inductor), as TrainingArguments' --torch_compile: the first steps "
@@ -239,6 +288,7 @@ class LoopArguments:
 
     def __post_init__(self):
         check_optimization_args(self)
+        resolve_training_precision(self)
         if self.eval_strategy == "steps" and not self.eval_steps:
             raise ValueError("eval_strategy='steps' needs --eval_steps N.")
         if self.save_strategy == "steps" and self.save_steps <= 0:
