@@ -34,6 +34,7 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 from xlm_hf import XLMForSeq2SeqLM, config_from_preset
+from xlm_hf.hardware import choose_precision
 from xlm_hf.inference import prepare_for_inference
 from xlm_hf.training import reuse_freed_memory
 
@@ -93,14 +94,17 @@ MODELS: dict[str, Callable] = {"xlm": xlm_model, "marian": marian_model}
 # Modes: `prepare(model, batch, args)` returns the step to time; `tokens(args)` is what one step processes.
 
 
-def train_step(model, batch, args, *, autocast_dtype: torch.dtype | None = None,
+def train_step(model, batch, args, *, autocast_dtype: torch.dtype | str | None = None,
                compile: bool = False) -> Callable[[], None]:
-    """Forward with labels (+ loss) under optional autocast, backward, AdamW step, zero_grad. The AdamW is --optim
+    """Forward with labels (+ loss) under optional autocast ("auto": what the training scripts' `--precision auto`
+    picks on this CPU, `xlm_hf.hardware`), backward, AdamW step, zero_grad. The AdamW is --optim
     (the same for both models; by default the fused one, Seq2SeqTrainer's default and both our scripts').
     `compile`: the model wrapped in `torch.compile` (what `--torch_compile` does in Seq2SeqTrainer, and accelerate's
     `--dynamo_backend inductor`); the compilation happens in the warmup steps. --reuse-freed-memory: which sides
     keep freed memory for reuse (`xlm_hf.training.reuse_freed_memory`, on by default in our training scripts)."""
     model.train()
+    if autocast_dtype == "auto":
+        autocast_dtype = torch.bfloat16 if choose_precision("auto", "cpu", "training").precision == "bf16" else None
     if args.reuse_freed_memory == "both" or (args.reuse_freed_memory == "ours" and not isinstance(model, MarianMTModel)):
         reuse_freed_memory()  # this worker process only
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=args.optim == "adamw_torch_fused")
@@ -176,6 +180,8 @@ MODES: dict[str, Mode] = {
     "train-bf16": Mode(
         partial(train_step, autocast_dtype=torch.bfloat16), train_tokens, "source + target tokens, bf16 autocast"
     ),
+    "train-auto": Mode(partial(train_step, autocast_dtype="auto"), train_tokens,
+                       "source + target tokens, --precision auto (bf16 autocast where native, else fp32)"),
     # our bf16 autocast training (eager), against Marian fp32 eager in the same rounds: the fast mode against the default
     "train-bf16-vs-fp32": Mode(partial(train_step, autocast_dtype=torch.bfloat16), train_tokens,
                                "source + target tokens, bf16 autocast; vs Marian fp32", ("xlm",), "train-fp32"),

@@ -344,10 +344,13 @@ def machine_info() -> dict[str, Any]:
         amx = "amx_bf16" in flags
     except (OSError, StopIteration):
         amx = None
+    from xlm_hf import hardware
+
     return {
         "cpu": model_name,
         "cpus": os.cpu_count(),
         "amx_bf16": amx,
+        "torch_sees": hardware.describe("cpu"),  # capability and native bf16, after ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
@@ -368,7 +371,7 @@ def add_round_options(parser, group: str) -> None:
 def machine_line(threads: int) -> tuple[dict[str, Any], str]:
     """`machine_info()` and the one-line summary a benchmark prints first."""
     machine = machine_info()
-    return machine, (f"{machine['cpu']}, {machine['cpus']} CPUs (AMX bf16: {machine['amx_bf16']}), "
+    return machine, (f"{machine['cpu']}, {machine['cpus']} CPUs; torch sees {machine['torch_sees']}; "
                      f"torch {machine['torch']}, transformers {machine['transformers']}, {threads} threads")
 
 

@@ -184,3 +184,18 @@ print(model.generate(b["input_ids"], attention_mask=b["attention_mask"], max_new
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "no native bf16" in done.stderr and "torch.Size" in done.stdout
+
+
+def test_info_without_a_model_describes_this_machine(fake, capsys):
+    """`xlm-hf info` alone says what auto picks here and why (faked: an AVX2-only CPU)."""
+    import json
+
+    from xlm_hf.cli import main
+
+    fake("avx2")
+    assert main(["info", "--json"]) == 0
+    cpu = json.loads(capsys.readouterr().out)["cpu"]
+    assert cpu["auto_training"] == cpu["auto_inference"] == "fp32" and cpu["native_precisions"] == ["fp32", "int8"]
+    assert cpu["prepacked_linear_dtypes"] == ["float32"] and "AVX2" in cpu["device"]
+    assert cpu["torch_compile"].startswith("no: ") and "C++ compiler" in cpu["torch_compile"]
+    assert main(["info"]) == 0 and "cpu: auto_training" in capsys.readouterr().out

@@ -151,6 +151,23 @@ def training_device(use_cpu: bool) -> str:
     return "cuda" if gpu.cuda else "mps" if gpu.mps else "cpu"
 
 
+def report() -> dict:
+    """What `xlm-hf info` prints without a model: each device torch sees, its native precisions and what `auto` picks
+    there, and the CPU kernels xlm-hf will use."""
+    devices = ["cpu"] + (["cuda"] if accelerator_features().cuda else []) + (["mps"] if accelerator_features().mps else [])
+    summary = {}
+    for device in devices:
+        summary[device] = {
+            "device": describe(device),
+            "native_precisions": list(native_precisions(device)),
+            "auto_inference": choose_precision(AUTO, device, "inference").precision,
+            "auto_training": choose_precision(AUTO, device, "training").precision,
+            "prepacked_linear_dtypes": [str(d).removeprefix("torch.") for d in packed_linear_dtypes(device)],
+            "torch_compile": compile_support(device)[1] if compile_support(device)[0] else f"no: {compile_support(device)[1]}",
+        }
+    return summary
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Precision
 

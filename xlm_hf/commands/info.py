@@ -1,4 +1,5 @@
-"""`xlm-hf info MODEL_DIR`: what a saved model is: its config summary, parameter count and languages."""
+"""`xlm-hf info MODEL_DIR`: what a saved model is: its config summary, parameter count and languages.
+`xlm-hf info` alone: what this machine runs fast (`xlm_hf.hardware`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("info", help="summarise a saved model folder")
-    parser.add_argument("model_dir", help="folder written by save_pretrained")
+    parser = subparsers.add_parser("info", help="summarise a saved model folder; without one, this machine")
+    parser.add_argument("model_dir", nargs="?",
+                        help="folder written by save_pretrained; leave out to see what this machine runs fast (native "
+                        "precisions, what --precision auto picks, the CPU kernels)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
 
@@ -69,7 +72,16 @@ def _numel(shape) -> int:
 
 
 def run(args) -> int:
-    info = summarise(args.model_dir)
+    if args.model_dir is None:
+        from .. import hardware
+
+        if args.json:
+            print(json.dumps(hardware.report(), indent=2))
+            return 0
+        info = {f"{device}: {key}": value for device, entries in hardware.report().items()
+                for key, value in entries.items()}
+    else:
+        info = summarise(args.model_dir)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
