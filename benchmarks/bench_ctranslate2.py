@@ -7,6 +7,8 @@ The models of `bench_model.py` (base dims, random weights, same seed: the CTrans
 
     python benchmarks/bench_ctranslate2.py                  # 2 threads everywhere (CTranslate2: intra_threads=2)
     python benchmarks/bench_ctranslate2.py --modes greedy --steps 5 --json out.json
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 CT2_FORCE_CPU_ISA=AVX2 \
+        python benchmarks/bench_ctranslate2.py          # as on an AVX2-only CPU (torch's and CTranslate2's switches)
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ import torch
 from bench_model import add_shape_options, build_case, make_batch, xlm_model  # benchmarks/ is sys.path[0]
 from common import add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved
 
+from xlm_hf.hardware import native_bf16
+
 
 BASELINE = "marian/fp32"
 MODES = {"greedy": 1, "beam4": 4}  # mode -> beam size
 # case -> (model, bench_model mode suffix) for the torch cases, or the CTranslate2 compute type.
-TORCH_CASES = {"marian/fp32": ("marian", ""), "xlm/fp32": ("xlm", ""), "xlm/bf16": ("xlm", "-bf16")}
+# xlm/bf16 only where bf16 is native (`xlm_hf.hardware`): emulated bf16 on an AVX2-only CPU is not a mode to compare.
+TORCH_CASES = {"marian/fp32": ("marian", ""), "xlm/fp32": ("xlm", ""), "xlm/int8": ("xlm", "-int8"),
+               **({"xlm/bf16": ("xlm", "-bf16")} if native_bf16("cpu") else {})}
 CT2_CASES = {"ct2/fp32": "float32", "ct2/int8": "int8"}
 
 

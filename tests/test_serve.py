@@ -221,11 +221,26 @@ def test_ctranslate2_engine_serves_an_export_through_the_same_api(model_dir, tmp
                               "scores": True}).json()["translations"][0]["n_best"]
         assert len(nbest) == 2 and all(h["score"] <= 0 for h in nbest)
         scored = post(server, {"text": TEXTS["en"], "src": "en", "tgt": "fr", "beams": 1, "scores": True}).json()
-        torch_engine = load_engine(model_dir)  # the same score: mean log-probability per generated token
+        torch_engine = load_engine(model_dir, precision="fp32")  # the same score: mean log-probability per token
         expected = torch_engine.translate(TEXTS["en"], "en", "fr", Options(beams=1, scores=True))
         assert [t["score"] for t in scored["translations"]] == pytest.approx([h[0].score for h in expected], rel=1e-3)
         wrong = post(server, {"text": "a", "src": "fr", "tgt": "en"})
         assert wrong.status_code == 422 and "choose one of en-fr" in wrong.json()["error"]
+
+
+def test_ctranslate2_engine_runs_bf16_only_where_ctranslate2_has_it(model_dir, tmp_path, caplog):
+    """CTranslate2 has no emulated bf16: `auto` picks bfloat16 only where its kernels exist on this CPU, and an explicit
+    bf16 it cannot run is served in float32 after one warning, instead of failing to start."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from xlm_hf.export_ctranslate2 import export_ctranslate2
+    from xlm_hf.serving import load_engine
+
+    export = export_ctranslate2(model_dir, tmp_path / "ct2", "en", "fr")
+    native = "bfloat16" in ctranslate2.get_supported_compute_types("cpu")
+    with caplog.at_level("WARNING", logger="xlm_hf.serving"):
+        assert load_engine(export, "ctranslate2", "auto").precision == ("bf16" if native else "fp32")
+        assert load_engine(export, "ctranslate2", "bf16").precision == ("bf16" if native else "fp32")
+    assert sum("no bfloat16 kernels" in r.getMessage() for r in caplog.records) == (0 if native else 1)
 
 
 def test_cli_errors_are_one_line(tmp_path, model_dir):

@@ -152,7 +152,9 @@ class TorchEngine:
 
 
 class CTranslate2Engine:
-    """A CTranslate2 export (one direction), compute type from `precision` (fp32 / bf16 / int8)."""
+    """A CTranslate2 export (one direction), compute type from `precision` (fp32 / bf16 / int8, or auto: bfloat16
+    where CTranslate2 has kernels for it on this CPU, else float32). CTranslate2 has no emulated bf16: an explicit
+    bf16 it cannot run is served in float32, after a warning."""
 
     name = "ctranslate2"
     COMPUTE_TYPES = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}
@@ -169,6 +171,13 @@ class CTranslate2Engine:
                 f"{folder} is not a CTranslate2 export (no {METADATA_FILE}): write one with `xlm-hf export MODEL_DIR "
                 f"--ctranslate2 {folder} --src en --tgt fr`, or serve MODEL_DIR with --engine torch")
         self.metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        supported = ctranslate2.get_supported_compute_types("cpu")
+        if precision == "auto":
+            precision = "bf16" if "bfloat16" in supported else "fp32"
+        elif self.COMPUTE_TYPES[precision] not in supported:
+            logger.warning("CTranslate2 has no %s kernels on this CPU (it has %s): serving in float32; its fast mode "
+                           "here is --precision int8.", self.COMPUTE_TYPES[precision], ", ".join(sorted(supported)))
+            precision = "fp32"
         self.precision = precision
         self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)  # saved by the export beside the model
         self.translator = ctranslate2.Translator(str(folder), device="cpu", compute_type=self.COMPUTE_TYPES[precision])
@@ -208,9 +217,10 @@ def load_engine(model_dir: str | Path, engine: str = "torch", precision: str = "
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    choice = choose_precision(precision, "cpu", purpose="inference")  # unknown names: ValueError
-    logger.info("Precision %s (%s).", choice.precision, choice.reason)
-    precision = choice.precision
+    if engine == "torch" or precision not in ("auto", "bf16"):  # CTranslate2's bf16: its own kernels decide
+        choice = choose_precision(precision, "cpu", purpose="inference")  # unknown names: ValueError
+        logger.info("Precision %s (%s).", choice.precision, choice.reason)
+        precision = choice.precision
     folder = Path(model_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder: pass a model folder (or a CTranslate2 export)")
