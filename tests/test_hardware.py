@@ -1,6 +1,7 @@
 """`xlm_hf.hardware`: the probes, the precision each kind of machine gets, and every fast path's fallback on faked
 hardware (an AMX machine must not hide what crashes on an AVX2-only one)."""
 
+import dataclasses
 import logging
 import platform
 import subprocess
@@ -68,8 +69,8 @@ def test_each_cpu_gets_its_precisions_and_kernels(fake, cpu, caplog):
     assert ("bf16" in hardware.native_precisions("cpu")) is native
     assert ("int8" in hardware.native_precisions("cpu")) is (CPUS[cpu].int8_engine is not None)
     packed = hardware.packed_linear_dtypes("cpu")
-    assert (torch.bfloat16 in packed) is (native and CPUS[cpu].onednn)  # bf16 prepacking crashes without support
-    assert (torch.float32 in packed) is CPUS[cpu].onednn
+    assert (torch.bfloat16 in packed) is (native and CPUS[cpu].x86)  # bf16 prepacking crashes without support
+    assert (torch.float32 in packed) is (CPUS[cpu].onednn and CPUS[cpu].capability == "AVX512")  # measured faster
     assert hardware.compile_support("cpu")[0] is CPUS[cpu].cpp_compiler
     with caplog.at_level(logging.WARNING, logger="xlm_hf.hardware"):
         assert hardware.choose_precision("bf16", "cpu", "training").precision == "bf16"  # explicit: kept
@@ -120,8 +121,13 @@ def test_bf16_inference_on_a_cpu_without_native_bf16_never_prepacks_bf16(fake, c
     with caplog.at_level(logging.WARNING, logger="xlm_hf.hardware"):
         model = prepare_for_inference(tiny_model(), "bf16")
     assert sum("no native bf16" in r.getMessage() for r in caplog.records) == 1
-    assert model.lm_head._xlm_pack_dtypes == (torch.float32,)
+    assert not hasattr(model.lm_head, "_xlm_pack")  # AVX2: no prepacking at all (slower there)
     kwargs = dict(max_new_tokens=5, num_beams=2, do_sample=False)
+    assert torch.equal(model.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs),
+                       reference.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs))
+    fake("avx512")  # an AVX-512 CPU without BF16: fp32 layers are packed, bf16 ones keep the default kernel
+    model = prepare_for_inference(tiny_model(), "bf16")
+    assert model.lm_head._xlm_pack_dtypes == (torch.float32,)
     assert torch.equal(model.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs),
                        reference.generate(b["input_ids"], attention_mask=b["attention_mask"], **kwargs))
     assert model.lm_head._xlm_pack.weight is None  # never packed in bf16
@@ -136,6 +142,10 @@ def test_compiled_decoding_says_what_is_missing(fake):
 
     fake("avx2")  # no C++ compiler on this fake machine
     with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
+        prepare_for_inference(tiny_model(), "fp32", compile=True)
+    monkeypatch_cpu = dataclasses.replace(CPUS["avx2"], cpp_compiler=True)  # with one: inductor's AVX2 code fails
+    hardware.cpu_features = lambda: monkeypatch_cpu  # (the fixture restores the probe)
+    with pytest.raises(ValueError, match="no AVX-512"):
         prepare_for_inference(tiny_model(), "fp32", compile=True)
 
 
@@ -196,6 +206,6 @@ def test_info_without_a_model_describes_this_machine(fake, capsys):
     assert main(["info", "--json"]) == 0
     cpu = json.loads(capsys.readouterr().out)["cpu"]
     assert cpu["auto_training"] == cpu["auto_inference"] == "fp32" and cpu["native_precisions"] == ["fp32", "int8"]
-    assert cpu["prepacked_linear_dtypes"] == ["float32"] and "AVX2" in cpu["device"]
+    assert cpu["prepacked_linear_dtypes"] == [] and "AVX2" in cpu["device"]
     assert cpu["torch_compile"].startswith("no: ") and "C++ compiler" in cpu["torch_compile"]
     assert main(["info"]) == 0 and "cpu: auto_training" in capsys.readouterr().out

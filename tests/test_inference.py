@@ -44,8 +44,12 @@ def test_compiled_decoding_is_refused_for_int8():
 def test_compiled_greedy_equals_eager_greedy():
     """`prepare_for_inference(..., compile=True)`: static cache + torch.compile'd decoding step (fullgraph), on the
     CPU too; the same tokens and scores as eager decoding. Deselected by default (`make test`: -m "not compile")."""
+    from xlm_hf.hardware import compile_support
     from xlm_hf.inference import disable_compiled_decoding, prepare_for_inference
 
+    supported, why = compile_support("cpu")
+    if not supported:
+        pytest.skip(why)
     model = tiny_model()
     b = batch(padded=True)
     eager_ids, eager_scores = _generate_with_scores(model, b, num_beams=1)
@@ -61,9 +65,24 @@ def test_compiled_greedy_equals_eager_greedy():
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
 
 
+@pytest.fixture
+def prepacking_cpu(monkeypatch):
+    """The prepacking mechanics on every x86 CPU with oneDNN: the probe says AVX-512 (where `hardware` chooses to
+    pack; AVX2-only CPUs decode faster unpacked), the rest as found, so bf16 is packed only where oneDNN runs it."""
+    import dataclasses
+    import platform
+
+    from xlm_hf import hardware
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("oneDNN prepacking is chosen on x86 CPUs only")
+    real = hardware.cpu_features()
+    monkeypatch.setattr(hardware, "cpu_features", lambda: dataclasses.replace(real, capability="AVX512"))
+
+
 @needs_onednn
 @pytest.mark.parametrize("num_beams", [1, 4])
-def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams):
+def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams, prepacking_cpu):
     """`pack_linear_weights` (the pipeline's default on a CPU): the decoder's Linear layers and the output layer run
     oneDNN's kernel on prepacked weights. Same tokens, scores equal to float rounding; `unpack_linear_weights` undoes
     it."""
@@ -93,7 +112,7 @@ def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams):
 
 
 @needs_onednn
-def test_prepacked_weights_follow_weight_changes_and_leave_autograd_alone():
+def test_prepacked_weights_follow_weight_changes_and_leave_autograd_alone(prepacking_cpu):
     """A pack is rebuilt when its weight changes (an optimizer step, load_state_dict, a dtype change), and calls with
     autograd take the plain path: training after packing is untouched, and decoding never uses stale weights."""
     from xlm_hf.hardware import packed_linear_dtypes

@@ -189,7 +189,14 @@ def test_static_cache_gives_the_same_translations(trained, num_beams):
 def test_compile_option_sets_up_static_cache_decoding(trained, capsys, tmp_path):
     """`compile=True` / `--compile` configure generate (static cache, compile_config allowed on the CPU) without
     compiling anything yet; int8 is refused."""
+    from xlm_hf.hardware import compile_support
+
     model, tokenizer, _ = trained
+    supported, why = compile_support("cpu")
+    if not supported:  # refused with its reason where inductor cannot build the step (tests/test_hardware.py)
+        with pytest.raises(ValueError, match="Compiled decoding is not available here"):
+            translation_pipeline(model, tokenizer, compile=True)
+        pytest.skip(why)
     try:
         translation_pipeline(model, tokenizer, compile=True)
         assert model.generation_config.cache_implementation == "static"
@@ -228,6 +235,7 @@ def test_pipeline_sets_up_the_cpu_decoding_kernels_without_changing_outputs(trai
     """Every way in (here the in-memory one) prepacks the decoder's Linear weights for oneDNN on a CPU and computes
     small GELUs with ATen's kernel; `pack_weights=False` keeps the default kernels. The translations are the same,
     token for token."""
+    from xlm_hf.hardware import packed_linear_dtypes
     from xlm_hf.inference import SmallInputGELU, restore_gelu, unpack_linear_weights
 
     model, tokenizer, _ = trained
@@ -238,8 +246,9 @@ def test_pipeline_sets_up_the_cpu_decoding_kernels_without_changing_outputs(trai
     assert not any(hasattr(m, "_xlm_pack") or isinstance(m, SmallInputGELU) for m in model.modules())
     try:
         fast = translation_pipeline(model, tokenizer)(inputs, **call)
-        assert model.lm_head._xlm_pack.weight is not None
-        assert model.get_decoder().layers[0].fc1._xlm_pack.weight is not None
+        if torch.float32 in packed_linear_dtypes("cpu"):  # AVX-512 x86 CPUs (AVX2-only ones decode faster unpacked)
+            assert model.lm_head._xlm_pack.weight is not None
+            assert model.get_decoder().layers[0].fc1._xlm_pack.weight is not None
         assert isinstance(model.get_decoder().layers[0].activation_fn, SmallInputGELU)
         assert [r["translation_token_ids"].tolist() for r in fast] == [
             r["translation_token_ids"].tolist() for r in plain]

@@ -244,13 +244,17 @@ def choose_precision(requested: str | None, device: str | torch.device = "cpu", 
 
 
 def packed_linear_dtypes(device_type: str = "cpu") -> tuple[torch.dtype, ...]:
-    """The weight dtypes whose Linear layers oneDNN may prepack (`inference.pack_linear_weights`): fp32 wherever
-    oneDNN has its Linear kernels, bf16 only where oneDNN's bf16 path passes its device check and bf16 is native
-    (elsewhere `mkldnn_reorder_linear_weight` raises, or would be emulated)."""
+    """The weight dtypes whose Linear layers oneDNN should prepack for decoding (`inference.pack_linear_weights`):
+    on x86 CPUs where ATen vectorises with AVX-512, fp32, and bf16 where bf16 is native (elsewhere oneDNN's bf16
+    prepacking raises "bf16 path needs the cpu support avx_ne_convert or avx512bw..."). None on AVX2-only CPUs: there
+    the packed fp32 kernels decoded 6-13% slower than the default ones and cost a second copy of the weights
+    (`benchmarks/README.md`, issue 32); other CPUs are unmeasured, so they keep the default kernels."""
     if device_type != "cpu":
         return ()
     cpu = cpu_features()
     if not (cpu.onednn and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return ()
+    if not (cpu.x86 and cpu.capability.startswith("AVX512")):
         return ()
     return (torch.float32, torch.bfloat16) if cpu.native_bf16 else (torch.float32,)
 
@@ -284,9 +288,16 @@ def fp32_cross_attention(device_type: str, dtype: torch.dtype) -> bool:
 def compile_support(device_type: str) -> tuple[bool, str]:
     """Whether `torch.compile` (inductor) can build kernels for `device_type`, and if not, why."""
     if device_type == "cpu":
-        if cpu_features().cpp_compiler:
-            return True, "inductor's C++ backend"
-        return False, "torch.compile on a CPU needs a C++ compiler (install g++ or clang)"
+        cpu = cpu_features()
+        if not cpu.cpp_compiler:
+            return False, "torch.compile on a CPU needs a C++ compiler (install g++ or clang)"
+        if cpu.x86 and not cpu.capability.startswith("AVX512"):
+            # Found in issue 32 (ATEN_CPU_CAPABILITY=avx2 or default, torch 2.13): inductor's non-AVX-512 code for the
+            # compiled step stops with "index out of bounds" in the static cache update (tests/test_inference.py,
+            # -m compile). Refused with a reason rather than crashing mid-translation.
+            return False, (f"compiled decoding fails in inductor's code for this CPU ({cpu.capability}, no AVX-512) "
+                           "with torch 2.13: decode without compile (int8 is the fast mode here)")
+        return True, "inductor's C++ backend"
     if device_type == "cuda":
         try:
             import triton  # noqa: F401
