@@ -20,7 +20,7 @@ The arguments are those of `run_translation_no_trainer.py` (`ModelArguments`, `D
 objectives of `xlm_hf.unsupervised.UnsupervisedArguments`. Every optimizer step draws one batch per objective whose
 lambda is not 0 (`StepBatches`: the examples of a step depend only on the step and the rank, so a resume restores
 the model, optimizer, scheduler and RNG states and continues at its step), back-translates the BT batches with the
-current weights (no gradient, eval mode, bf16 under --bf16), and takes one optimizer step on the weighted sum of
+current weights (no gradient, eval mode, in the run's --precision), and takes one optimizer step on the weighted sum of
 the losses (one backward per objective; DDP synchronises on the last one). Evaluation reports BLEU/chrF of every
 direction of the validation split (`--eval_strategy steps --eval_steps N`, and `--eval_on_start` for step 0).
 """
