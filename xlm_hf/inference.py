@@ -1,17 +1,22 @@
 """Fast CPU inference modes for a trained model: the weights' precision, chosen once after loading.
 
     model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True)
-    model = prepare_for_inference(model, "int8")      # or "bf16", or "fp32" (unchanged)
+    model = prepare_for_inference(model, "int8")      # or "bf16", "fp32" (unchanged), or "auto" (the default)
 
 - `fp32`: the model as trained.
 - `bf16`: weights and activations in bfloat16 (AMX / AVX512-BF16 matmuls). Softmaxes stay fp32 inside attention.
+- `auto`: bf16 where the model's device runs it natively, else fp32 (`xlm_hf.hardware.choose_precision`); an
+  explicit bf16 elsewhere runs emulated after one warning.
 - `int8`: dynamic quantisation of every `nn.Linear`, output projection included (int8 weights per channel, activations
   quantised per batch on the fly; VNNI/AMX int8 GEMMs). Embeddings, LayerNorms and attention stay fp32.
 
 The same names are the `--precision` of `xlm-hf translate` and the `precision=` of `xlm_hf.translate` /
 `translation_pipeline`. Quality: `benchmarks/README.md` records BLEU per mode against fp32 on a trained model.
 
-Prepacked weights (`pack_linear_weights`, on by default in all of the above on a CPU, fp32 and bf16): the decoder's
+Every kernel choice below asks `xlm_hf.hardware`, which knows the machine from torch's probes.
+
+Prepacked weights (`pack_linear_weights`, on by default in all of the above on x86 CPUs with AVX-512, fp32, and bf16
+where it is native; `hardware.packed_linear_dtypes`): the decoder's
 Linear layers and the output layer multiply by a copy of their weight that oneDNN has laid out for its kernels once,
 instead of PyTorch's default `addmm` (MKL) on the row-major weight. The decoding steps have
 only batch x beams rows, where that default is slower (fewer rows than `min_rows` keep the default kernel;
@@ -184,7 +189,8 @@ def pack_linear_weights(model: nn.Module) -> int:
     already replaced are left alone). Undo with `unpack_linear_weights`."""
     dtypes = packed_linear_dtypes("cpu")
     if not dtypes:
-        logger.info("This PyTorch build has no oneDNN Linear kernels: weights are not prepacked.")
+        logger.info("Decoding weights are not prepacked on this CPU (no oneDNN Linear kernels, or not an AVX-512 x86 "
+                    "CPU, where the default kernels are faster): xlm_hf.hardware.packed_linear_dtypes.")
         return 0
     if getattr(getattr(model, "generation_config", None), "compile_config", None) is not None:
         return 0
