@@ -202,3 +202,35 @@ def test_cli_without_ctranslate2_says_what_to_install(saved_model, tmp_path, cap
     assert main(["export", str(folder), "--ctranslate2", str(tmp_path / "out"), "--src", "en", "--tgt", "fr"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install ctranslate2" in err
+
+
+def test_export_never_replaces_the_model_it_exports(saved_model, tmp_path, capsys):
+    """`export M --ctranslate2 M --force` used to leave only the CTranslate2 files (issue 34, item 7); an output that
+    is the model folder, holds it, or sits inside it (also through a link) is refused and the model stays whole."""
+    folder, _ = saved_model
+    before = sorted(p.name for p in folder.iterdir())
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    for out in (folder, folder / "ct2", folder.parent, link):
+        assert main(["export", str(folder), "--ctranslate2", str(out), "--src", "en", "--tgt", "fr", "--force"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is, holds or sits inside the model folder" in err
+        assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_export_takes_only_trained_directions(tokenizer, tmp_path, capsys):
+    """A model trained on en-fr only exports en->fr; fr->en (no pivot) is refused with the trained list, unless
+    --allow-zero-shot (issue 34, item 7)."""
+    folder = tmp_path / "model"
+    model = tiny_model(tokenizer)
+    model.config.trained_directions = ["en-fr"]
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    capsys.readouterr()  # (the save's progress bar)
+    assert main(["export", str(folder), "--ctranslate2", str(tmp_path / "fr-en"), "--src", "fr", "--tgt", "en"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not trained to translate fr->en" in err and "en-fr" in err
+    assert not (tmp_path / "fr-en").exists()
+    assert main(["export", str(folder), "--ctranslate2", str(tmp_path / "fr-en"), "--src", "fr", "--tgt", "en",
+                 "--allow-zero-shot"]) == 0
+    assert main(["export", str(folder), "--ctranslate2", str(tmp_path / "en-fr"), "--src", "en", "--tgt", "fr"]) == 0

@@ -244,3 +244,10 @@ def _link_or_copy(source, destination) -> None:
         os.link(source, destination, follow_symlinks=False)
     except OSError:
         shutil.copy2(source, destination, follow_symlinks=False)
+
+
+def folders_overlap(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two folders are the same one or one holds the other, links resolved: replacing one of them would then
+    delete (part of) the other."""
+    a, b = Path(first).resolve(), Path(second).resolve()
+    return a == b or a in b.parents or b in a.parents

@@ -238,19 +238,34 @@ def export_model(model, tokenizer, output_dir: str | Path, src_lang: str, tgt_la
 
 
 def export_ctranslate2(model_dir: str | Path, output_dir: str | Path, src_lang: str, tgt_lang: str,
-                       quantization: str = "float32", force: bool = False) -> Path:
-    """`export_model` for a saved model folder (model + tokenizer), loaded in float32."""
+                       quantization: str = "float32", force: bool = False, allow_zero_shot: bool = False) -> Path:
+    """`export_model` for a saved model folder (model + tokenizer), loaded in float32. Only a direction the model was
+    trained on (`config.trained_directions`, when recorded) is exported, unless `allow_zero_shot`: an export holds one
+    direct direction, so neither a pivot nor the pipeline's refusal can follow it."""
     import_ctranslate2()
     from transformers import AutoConfig
 
     from .modeling_xlm_hf import XLMForSeq2SeqLM
 
+    from .atomic import folders_overlap
+    from .configuration_xlm_hf import direction_route
     from .folders import check_model_type, load_model_and_tokenizer, read_config
 
     folder = Path(model_dir)
+    if folders_overlap(folder, output_dir):  # --force would delete the model the export is made from
+        raise ValueError(
+            f"the CTranslate2 folder {output_dir} is, holds or sits inside the model folder {folder}: writing it would "
+            f"delete the model; pass --ctranslate2 a folder outside it, e.g. {folder.name}-ct2-{src_lang}-{tgt_lang} "
+            f"beside it")
     check_model_type(folder, read_config(folder))  # never another folder's code
     config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     language_id(config, src_lang, "source"), language_id(config, tgt_lang, "target")  # before loading the weights
+    pivot = direction_route(config, src_lang, tgt_lang, allow_zero_shot)  # untrained, no pivot: its ValueError
+    if pivot is not None:
+        raise ValueError(
+            f"This model was not trained to translate {src_lang}->{tgt_lang} directly (the pipeline pivots through "
+            f"{pivot}), and a CTranslate2 export holds one direct direction: export {src_lang}-{pivot} and "
+            f"{pivot}-{tgt_lang}, or pass --allow-zero-shot to export {src_lang}->{tgt_lang} as it is.")
     model, tokenizer = load_model_and_tokenizer(folder)
     if not isinstance(model, XLMForSeq2SeqLM):
         raise ValueError(f"{folder} holds a {type(model).__name__}, not an xlm-hf translation model (XLMForSeq2SeqLM)")

@@ -163,8 +163,7 @@ def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str
     if not (model_dir / "config.json").is_file():
         raise HubError(f"{model_dir} is not a model folder (no config.json): pass the output folder of training")
     target = Path(staging_dir) if staging_dir else model_dir.parent / f"{model_dir.name}-hub"
-    source, staged = model_dir.resolve(), target.resolve()
-    if staged == source or source in staged.parents or staged in source.parents:
+    if atomic.folders_overlap(model_dir, target):
         raise HubError(f"the staging folder {target} would replace the model folder {model_dir} (or hold it): pass "
                        f"--staging-dir a folder outside the model folder, e.g. {model_dir.name}-hub beside it")
     try:

@@ -168,8 +168,9 @@ class CTranslate2Engine:
         folder = Path(folder)
         if not (folder / METADATA_FILE).is_file():
             raise FileNotFoundError(
-                f"{folder} is not a CTranslate2 export (no {METADATA_FILE}): write one with `xlm-hf export MODEL_DIR "
-                f"--ctranslate2 {folder} --src en --tgt fr`, or serve MODEL_DIR with --engine torch")
+                f"{folder} is not a CTranslate2 export (no {METADATA_FILE}): write one with `xlm-hf export {folder} "
+                f"--ctranslate2 {folder.name}-ct2 --src en --tgt fr` and serve that folder, or serve {folder} with "
+                f"--engine torch")
         self.metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
         supported = ctranslate2.get_supported_compute_types("cpu")
         if precision == "auto":

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
                         help="weight type stored (default float32; a float32 export can still run as int8 with "
                         "Translator(..., compute_type='int8'))")
     parser.add_argument("--force", action="store_true", help="replace an existing OUT_DIR")
+    parser.add_argument("--allow-zero-shot", action="store_true",
+                        help="export a direction the model was not trained on (config.trained_directions)")
     parser.set_defaults(func=run)
 
 
@@ -30,7 +32,8 @@ def run(args) -> int:
 
     try:
         out = export_ctranslate2(args.model_dir, args.ctranslate2, args.src, args.tgt,
-                                 quantization=args.quantization, force=args.force)
+                                 quantization=args.quantization, force=args.force,
+                                 allow_zero_shot=args.allow_zero_shot)
     except ImportError as err:  # ctranslate2 missing: the message says what to install
         raise CLIError(str(err)) from None
     print(f"Exported {args.model_dir} ({args.src} -> {args.tgt}, {args.quantization}) to CTranslate2: {out}")
