@@ -140,7 +140,8 @@ def _rss_bytes(pid: int) -> int | None:
 
 def run_translate(model_dir: Path, input_path: Path, output_path: Path, *, n_lines: int, src: str = "en",
                   tgt: str = "fr", batch_size: int = 16, beams: int = 1, max_new_tokens: int = 16,
-                  interval: float = 0.02, threads: int | None = None, timeout: float = 3600) -> LoadResult:
+                  interval: float = 0.02, threads: int | None = None, timeout: float = 3600,
+                  precision: str | None = None) -> LoadResult:
     """Run `xlm-hf translate` in a fresh process and sample its RSS and progress every `interval` seconds."""
     from xlm_hf.commands.translate import CHUNK_LINES
 
@@ -151,7 +152,7 @@ def run_translate(model_dir: Path, input_path: Path, output_path: Path, *, n_lin
         env["OMP_NUM_THREADS"] = str(threads)
     argv = [sys.executable, "-m", "xlm_hf", "translate", str(model_dir), "--input", str(input_path), "--output",
             str(output_path), "--src", src, "--tgt", tgt, "--batch-size", str(batch_size), "--beams", str(beams),
-            "--max-new-tokens", str(max_new_tokens), "--no-progress"]
+            "--max-new-tokens", str(max_new_tokens), "--no-progress"] + (["--precision", precision] if precision else [])
     samples, seen, lines_done, position = [], set(), 0, 0
     with tempfile.TemporaryFile() as stderr:
         start = time.monotonic()

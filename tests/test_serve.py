@@ -16,6 +16,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from xlm_hf.hardware import choose_precision  # noqa: E402
 from serve_helpers import REPO, TEXTS, Server, model_dir  # noqa: E402,F401  (model_dir: a fixture)
 
 
@@ -54,7 +55,7 @@ def test_the_subprocess_runs_this_checkout(model_dir):
 def test_info_health_docs_and_page(server):
     info = httpx.get(f"{server.url}/info").json()
     assert info["languages"] == ["en", "fr", "de"] and "en-fr" in info["directions"] and "en-en" not in info["directions"]
-    assert info["engine"] == "torch" and info["precision"] == "fp32"
+    assert info["engine"] == "torch" and info["precision"] == choose_precision("auto").precision  # auto: the default
     assert info["limits"] == {"max_chars": 100, "max_texts": 8, "max_queue": 1024}
     assert info["batching"] == {"max_batch_size": 16, "max_wait_ms": 20.0}
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
