@@ -268,11 +268,8 @@ def add_shape_options(parser, steps: int, warmup: int) -> None:
     parser.add_argument("--warmup", type=int, default=warmup, help="untimed steps per case first")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_shape_options(parser, steps=20, warmup=3)
-    add_round_options(parser, "mode")
-    parser.add_argument("--cases", default="*", help="comma-separated glob patterns on case names, e.g. 'train-*,*/greedy'")
+def add_training_options(parser) -> None:
+    """--optim and --reuse-freed-memory, what `train_step` reads (shared with bench_precision.py)."""
     parser.add_argument("--optim", default="adamw_torch_fused", choices=["adamw_torch_fused", "adamw_torch"],
                         help="the AdamW of the train-* modes, for both models: fused (Seq2SeqTrainer's default for "
                              "torch >= 2.8, and the Accelerate script's) or the loop over the parameters")
@@ -280,6 +277,14 @@ def parse_args(argv=None):
                         help="train-* modes: who keeps freed memory for reuse (glibc mallopt). ours (default): as our "
                              "training scripts do (--reuse_freed_memory true), Marian as transformers' scripts run it; "
                              "both: the like-for-like comparison; none: the C library's defaults on both sides")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_shape_options(parser, steps=20, warmup=3)
+    add_round_options(parser, "mode")
+    parser.add_argument("--cases", default="*", help="comma-separated glob patterns on case names, e.g. 'train-*,*/greedy'")
+    add_training_options(parser)
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser.parse_args(argv)
 

@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench_model import add_shape_options, build_case, train_tokens  # benchmarks/ is sys.path[0]
+from bench_model import add_shape_options, add_training_options, build_case, train_tokens  # benchmarks/ is sys.path[0]
 from common import add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved
 
 from xlm_hf.hardware import choose_precision
@@ -30,8 +30,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_shape_options(parser, steps=5, warmup=1)
     add_round_options(parser, "run")
-    parser.add_argument("--optim", default="adamw_torch_fused", choices=["adamw_torch_fused", "adamw_torch"])
-    parser.add_argument("--reuse-freed-memory", default="ours", choices=["ours", "both", "none"])
+    add_training_options(parser)
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.set_defaults(preset="small", batch_size=64)
     return parser.parse_args(argv)

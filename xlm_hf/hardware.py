@@ -157,13 +157,14 @@ def report() -> dict:
     devices = ["cpu"] + (["cuda"] if accelerator_features().cuda else []) + (["mps"] if accelerator_features().mps else [])
     summary = {}
     for device in devices:
+        compiles, why = compile_support(device)
         summary[device] = {
             "device": describe(device),
             "native_precisions": list(native_precisions(device)),
             "auto_inference": choose_precision(AUTO, device, "inference").precision,
             "auto_training": choose_precision(AUTO, device, "training").precision,
             "prepacked_linear_dtypes": [str(d).removeprefix("torch.") for d in packed_linear_dtypes(device)],
-            "torch_compile": compile_support(device)[1] if compile_support(device)[0] else f"no: {compile_support(device)[1]}",
+            "torch_compile": why if compiles else f"no: {why}",
         }
     return summary
 
@@ -209,6 +210,14 @@ def _warn_once(message: str) -> None:
         logger.warning(message)
 
 
+def check_precision(requested: str, purpose: str = "inference") -> str:
+    """`requested` when it names a precision for `purpose` (or is `auto`), else the ValueError that lists them."""
+    known = PRECISIONS if purpose == "inference" else TRAINING_PRECISIONS
+    if requested != AUTO and requested not in known:
+        raise ValueError(f"Unknown precision {requested!r}: choose one of {', '.join(known)} (or auto).")
+    return requested
+
+
 def choose_precision(requested: str | None, device: str | torch.device = "cpu", purpose: str = "inference") -> Choice:
     """Resolve a requested precision (`auto`, or one of `PRECISIONS` / `TRAINING_PRECISIONS` for `purpose` "training")
     on `device`.
@@ -216,10 +225,7 @@ def choose_precision(requested: str | None, device: str | torch.device = "cpu", 
     `auto`: bf16 where it is native (see `native_bf16`), fp32 otherwise (fp16 is never chosen: untested with xlm-hf).
     An explicit precision is kept, also where it is slow; bf16 without native support runs (emulated) after one
     warning that names the cost and the alternative. Unknown names raise ValueError."""
-    requested = AUTO if requested is None else requested
-    known = PRECISIONS if purpose == "inference" else TRAINING_PRECISIONS
-    if requested != AUTO and requested not in known:
-        raise ValueError(f"Unknown precision {requested!r}: choose one of {', '.join(known)} (or auto).")
+    requested = check_precision(AUTO if requested is None else requested, purpose)
     kind = torch.device(device).type
     where = describe(device)
     if requested == AUTO:

@@ -94,10 +94,13 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, model, tokenizer, precision: str = "fp32"):
+    def __init__(self, model, tokenizer, precision: str = "auto"):
+        from .hardware import choose_precision
         from .pipeline_translation import translation_pipeline
 
-        self.precision = precision
+        choice = choose_precision(precision, "cpu", purpose="inference")
+        logger.info("Precision %s (%s).", choice.precision, choice.reason)
+        self.precision = precision = choice.precision
         self.tokenizer = tokenizer
         self.pipe = translation_pipeline(model, tokenizer, precision=precision)
         self.model = self.pipe.model
@@ -159,7 +162,7 @@ class CTranslate2Engine:
     name = "ctranslate2"
     COMPUTE_TYPES = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}
 
-    def __init__(self, folder: str | Path, precision: str = "fp32"):
+    def __init__(self, folder: str | Path, precision: str = "auto"):
         from transformers import AutoTokenizer
 
         from .export_ctranslate2 import METADATA_FILE, import_ctranslate2
@@ -214,14 +217,11 @@ def load_engine(model_dir: str | Path, engine: str = "torch", precision: str = "
                 trust_remote_code: bool = False):
     """The engine serving `model_dir`: a model folder (`torch`) or a CTranslate2 export (`ctranslate2`), in
     `precision` (`auto`: `hardware.choose_precision` for the CPU both engines run on)."""
-    from .hardware import choose_precision
+    from .hardware import check_precision
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if engine == "torch" or precision not in ("auto", "bf16"):  # CTranslate2's bf16: its own kernels decide
-        choice = choose_precision(precision, "cpu", purpose="inference")  # unknown names: ValueError
-        logger.info("Precision %s (%s).", choice.precision, choice.reason)
-        precision = choice.precision
+    check_precision(precision)  # before any loading; each engine resolves `auto` for its own kernels
     folder = Path(model_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder: pass a model folder (or a CTranslate2 export)")
