@@ -6,10 +6,15 @@ an upstream rename fails loudly instead of silently bypassing the override.
 
 - `_prepare_text_encoder_decoder_kwargs_for_generation`: the source's padding mask becomes the cross-attention mask
   once per generation instead of at every step.
-- `_reorder_cache` (a hook beam search looks up, not a method): beam search moves only the decoder's self-attention cache (cross-attention keys are per sentence).
+- `_prepare_cache_for_generation`: the cache generate makes is an `XLMEncoderDecoderCache` (below).
+- `_reorder_cache` (a hook beam search looks up, not a method): beam search moves only the decoder's self-attention
+  cache (cross-attention keys are per sentence), and the language the cache carries.
 - `_get_top_k_continuations`: beam search's top-k found block by block on CPUs (`topk_by_blocks`).
 - `_beam_search`: transformers compiles the steps of greedy search and sampling only; with a compile config
   (`inference.enable_compiled_decoding`) beam search's steps are compiled too.
+
+It also holds the decoder's cache, `XLMEncoderDecoderCache`, and the helpers that read and move the language a cache
+carries (here, not in modeling_xlm_hf.py, because both files use them and that one imports this one).
 
 This file is shipped with saved models as remote code: it imports only torch, transformers and single-dot siblings.
 """
@@ -25,12 +30,81 @@ from .inference import compiled_forward
 # installed transformers by the tests).
 OVERRIDDEN_PRIVATE_METHODS = (
     "_prepare_text_encoder_decoder_kwargs_for_generation",
+    "_prepare_cache_for_generation",
     "_get_top_k_continuations",
     "_beam_search",
 )
 CALLED_PRIVATE_METHODS = ("_gather_beams", "_valid_auto_compile_criteria")
 # Hooks that transformers' beam search looks up on the model (`hasattr(self, "_reorder_cache")`) instead of defining.
 BEAM_SEARCH_HOOKS = ("_reorder_cache",)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The decoder's language, carried by its cache
+
+
+def carried_langs(cache: Cache) -> torch.Tensor | None:
+    """(B,) language id of the last position `cache` holds, per row (-1: none), or None when it carries none (a cache
+    the decoder has not run with, or one reset since)."""
+    return getattr(cache, "carried_langs", None)
+
+
+def carry_langs(cache: Cache, langs: torch.Tensor) -> None:
+    """Record in `cache` the language of the last of the positions just fed, langs (B, T): the next chunk's tokens
+    before their first language tag take it (`modeling_xlm_hf.derive_langs`). Any EncoderDecoderCache can carry it (an
+    attribute); an `XLMEncoderDecoderCache` also moves it with its rows."""
+    cache.carried_langs = langs[:, -1]  # (B,)
+
+
+def move_carried_langs(cache: Cache, rows) -> None:
+    """Apply `rows` (a function of a (B,) tensor: reorder, repeat, select) to the language `cache` carries, if any."""
+    langs = carried_langs(cache)
+    if langs is not None:
+        cache.carried_langs = rows(langs)
+
+
+def reorder_carried_langs(cache: Cache, beam_idx: torch.LongTensor) -> None:
+    """Row i of the carried language becomes row beam_idx[i] of the old one (as `Cache.reorder_cache` does)."""
+    move_carried_langs(cache, lambda langs: langs.index_select(0, beam_idx.to(langs.device)))
+
+
+class XLMEncoderDecoderCache(EncoderDecoderCache):
+    """The `EncoderDecoderCache` the decoder (and generate) makes: it also carries the decoder's language,
+    `carried_langs` (B,), the language id of each row's last cached position (-1: none yet). The decoder fed without
+    `decoder_langs` starts each chunk from it (`derive_langs`), so a loop feeding tokens one at a time (or in chunks)
+    with the returned cache gets the logits of one full forward. Its batch methods move the language with the rows;
+    `reset` forgets it.
+
+    `crop(n)` (assisted decoding, a user's rollback) keeps the language of the last position before the crop: right
+    unless the cropped tokens held a language tag (generate passes the languages of every step explicitly, so its
+    assisted decoding is unaffected). A plain `EncoderDecoderCache` passed in by the user carries the language too,
+    but its own batch methods leave it where it was: reorder it with `model._reorder_cache` (the decoder refuses a
+    carried language whose rows no longer match the input's).
+
+    Static caches and torch.compile: the language is a small tensor attribute, read and replaced inside the compiled
+    step without a graph break or a recompile (`tests/test_cached_decoding.py`)."""
+
+    carried_langs: torch.Tensor | None = None
+
+    def reset(self):
+        super().reset()
+        self.carried_langs = None
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        super().reorder_cache(beam_idx)
+        reorder_carried_langs(self, beam_idx)
+
+    def batch_repeat_interleave(self, repeats: int):
+        super().batch_repeat_interleave(repeats)
+        move_carried_langs(self, lambda langs: langs.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        super().batch_select_indices(indices)
+        move_carried_langs(self, lambda langs: langs[indices])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Generation
 
 
 def topk_by_blocks(scores: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,12 +147,22 @@ class XLMGenerationMixin(GenerationMixin):
             )  # broadcasts over any number of decoder positions
         return model_kwargs
 
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        """transformers makes the cache (dynamic or static); ours holds the same caches in an `XLMEncoderDecoderCache`,
+        so the cache generate returns moves its carried language with its rows. A cache the user passed is theirs."""
+        prepared = super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        cache = model_kwargs.get("cache")
+        if type(cache) is EncoderDecoderCache and not getattr(cache, "_is_user_defined", False):
+            model_kwargs["cache"] = XLMEncoderDecoderCache(cache.self_attention_cache, cache.cross_attention_cache)
+        return prepared
+
     def _reorder_cache(self, cache: Cache, beam_idx: torch.LongTensor) -> Cache:
-        """Beam search keeps the best beams of each sentence: only the decoder's own keys and values move. The
-        cross-attention keys and values are the same for every beam of a sentence (beams never change sentence), so
-        they stay where they are instead of being copied at every step."""
+        """Beam search keeps the best beams of each sentence: only the decoder's own keys and values move, with the
+        language the cache carries. The cross-attention keys and values are the same for every beam of a sentence
+        (beams never change sentence), so they stay where they are instead of being copied at every step."""
         if isinstance(cache, EncoderDecoderCache):
             cache.self_attention_cache.reorder_cache(beam_idx)
+            reorder_carried_langs(cache, beam_idx)
         else:
             cache.reorder_cache(beam_idx)
         return cache

@@ -4,7 +4,8 @@ Reads top to bottom in dependency order: helpers, attention, blocks, the embeddi
 the bare model, the translation head. Shapes: B batch, T / S target / source length, H heads, Dh head dim, D d_model.
 
 What is XLM here and not in Marian/BART:
-- language embeddings (`lang_embeddings`) added per token, derived from the tokenizer's language tags when not given;
+- language embeddings (`lang_embeddings`) added per token, derived from the tokenizer's language tags when not given
+  (the decoder's cache carries the language of its last position: `generation_xlm_hf.XLMEncoderDecoderCache`);
 - post-norm blocks with a LayerNorm on the summed embeddings (pre-norm on request), exact GELU, learned positions;
 - one embedding matrix for encoder, decoder and output layer, with an output bias (XLM's `pred_layer`).
 
@@ -41,7 +42,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_xlm_hf import IGNORE_INDEX, REMOTE_CODE_FILES, XLMConfig, check_local_folder, custom_pipelines_entry
-from .generation_xlm_hf import XLMGenerationMixin
+from .generation_xlm_hf import XLMEncoderDecoderCache, XLMGenerationMixin, carried_langs, carry_langs
 from .inference import apply_dropout, cross_attention_dtype, eager_is_faster
 
 
@@ -60,11 +61,18 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill_(shifted == IGNORE_INDEX, pad_token_id)
 
 
-def derive_langs(input_ids: torch.LongTensor, lang_token_ids: torch.LongTensor) -> torch.LongTensor:
-    """Language id of every token: that of the most recent language tag at or before it, -1 before the first tag.
+def derive_langs(
+    input_ids: torch.LongTensor,  # (B, T)
+    lang_token_ids: torch.LongTensor,  # (n_langs,)
+    carried: torch.LongTensor | None = None,  # (B,) the language before the first token, -1 for none
+) -> torch.LongTensor:
+    """Language id of every token: that of the most recent language tag at or before it; before the first tag, the
+    `carried` language (-1, none, when not given).
 
-    The rule is causal, so a decoder fed one token at a time sees the same languages as a full forward (given the
-    whole prefix, see `XLMForSeq2SeqLM.prepare_inputs_for_generation`).
+    The rule is causal and its only state is the last language, so a decoder fed in chunks sees the languages of a full
+    forward when each chunk carries on from the previous chunk's last language: the decoder's cache carries it
+    (`generation_xlm_hf.XLMEncoderDecoderCache`); generate passes the languages of the whole prefix instead
+    (`XLMForSeq2SeqLM.prepare_inputs_for_generation`).
     """
     batch, length = input_ids.shape
     match = input_ids.unsqueeze(-1) == lang_token_ids  # (B, T, n_langs)
@@ -73,7 +81,8 @@ def derive_langs(input_ids: torch.LongTensor, lang_token_ids: torch.LongTensor) 
     positions = torch.arange(length, device=input_ids.device).expand(batch, length)
     last_tag = torch.where(is_tag, positions, -1).cummax(dim=1).values  # (B, T)
     langs = tag_lang.gather(1, last_tag.clamp(min=0))
-    return langs.masked_fill(last_tag < 0, -1)
+    before = -1 if carried is None else carried.unsqueeze(1)  # (B, 1)
+    return torch.where(last_tag < 0, before, langs)
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.LongTensor | None, label_smoothing: float = 0.0) -> torch.Tensor | None:
@@ -535,7 +544,10 @@ class XLMStack(XLMPreTrainedModel):
         position_ids: torch.LongTensor | None,
         langs: torch.LongTensor | None,
         past_length: int = 0,
-    ) -> torch.Tensor:
+        carried: torch.LongTensor | None = None,
+    ) -> tuple[torch.Tensor, torch.LongTensor | None]:
+        """(hidden states (B, T, D), the language ids (B, T) they got: `langs`, else derived from the tags after the
+        `carried` language (B,) of a decoder's cache; None when there are no language embeddings to add)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids and inputs_embeds.")
         if inputs_embeds is None:
@@ -556,29 +568,42 @@ class XLMStack(XLMPreTrainedModel):
                 f"({self.config.max_position_embeddings}): truncate the input (tokenizer truncation=True)."
             )
         hidden_states = inputs_embeds + self.embed_positions(position_ids)
-        if self.lang_embeddings is not None:
-            if langs is None and self.lang_token_ids is not None:
-                tagged = input_ids if input_ids is not None else self._tags_in_embeds(inputs_embeds)
-                langs = derive_langs(tagged, self.lang_token_ids)
-            if langs is not None:
-                lang_emb = self.lang_embeddings(langs.clamp(min=0))  # (B, T, D)
-                hidden_states = hidden_states + lang_emb * (langs >= 0).unsqueeze(-1).to(lang_emb.dtype)
+        langs = self._languages(input_ids, inputs_embeds, langs, carried)
+        if langs is not None:
+            lang_emb = self.lang_embeddings(langs.clamp(min=0))  # (B, T, D)
+            hidden_states = hidden_states + lang_emb * (langs >= 0).unsqueeze(-1).to(lang_emb.dtype)
         if self.layernorm_embedding is not None:
             hidden_states = self.layernorm_embedding(hidden_states)
-        return apply_dropout(hidden_states, self.dropout, self.training)
+        return apply_dropout(hidden_states, self.dropout, self.training), langs
 
-    def _tags_in_embeds(self, inputs_embeds: torch.Tensor) -> torch.LongTensor:
+    def _languages(self, input_ids, inputs_embeds, langs, carried) -> torch.LongTensor | None:
+        """The language ids (B, T) to embed: `langs` when given, else derived from the tags (`derive_langs`), after
+        the `carried` language (B,); None without language embeddings (or without tags to derive them from)."""
+        if self.lang_embeddings is None:
+            return None
+        if langs is not None or self.lang_token_ids is None:
+            return langs
+        if carried is not None and carried.shape[0] != inputs_embeds.shape[0]:
+            raise ValueError(
+                f"The cache carries the language of {carried.shape[0]} rows but the decoder input has "
+                f"{inputs_embeds.shape[0]}: resize a plain EncoderDecoderCache with model._reorder_cache, or decode "
+                f"with the cache the model makes (XLMEncoderDecoderCache), whose batch methods move its language too."
+            )
+        tagged = input_ids if input_ids is not None else self._tags_in_embeds(inputs_embeds, carried)
+        return derive_langs(tagged, self.lang_token_ids, carried)
+
+    def _tags_in_embeds(self, inputs_embeds: torch.Tensor, carried: torch.LongTensor | None) -> torch.LongTensor:
         """Where `inputs_embeds` (given without `langs`) hold a language tag's embedding exactly (as
         `get_input_embeddings()(input_ids)` gives), that tag's id, else -1: the languages then follow from the tags
-        as on the `input_ids` path. Embeddings holding no tag at all cannot tell their language: an error, not a
-        silent loss of the language embeddings."""
+        as on the `input_ids` path. Embeddings holding no tag at all, with no language `carried` by a cache, cannot
+        tell their language: an error, not a silent loss of the language embeddings."""
         tag_embeds = self.embed_tokens(self.lang_token_ids)  # (n_langs, D)
         if self.embed_scale != 1.0:
             tag_embeds = tag_embeds * self.embed_scale
         tags = torch.full(inputs_embeds.shape[:2], -1, dtype=torch.long, device=inputs_embeds.device)  # (B, T)
         for tag_id, tag_embed in zip(self.lang_token_ids, tag_embeds.to(inputs_embeds.dtype)):
             tags.masked_fill_((inputs_embeds == tag_embed).all(-1), tag_id)
-        if not torch.compiler.is_compiling() and bool((tags < 0).all()):
+        if carried is None and not torch.compiler.is_compiling() and bool((tags < 0).all()):
             raise ValueError(
                 "inputs_embeds were given without langs, and they hold no language-tag embedding to take the languages "
                 "from: pass langs= (a (batch, length) tensor of language ids from config.lang2id, -1 for none), or "
@@ -655,7 +680,7 @@ class XLMEncoder(XLMStack):
         causal: bool = False,  # XLM's CLM objective runs the encoder stack left-to-right
         **kwargs,
     ) -> BaseModelOutput:
-        hidden_states = self.embed(input_ids, inputs_embeds, position_ids, langs)
+        hidden_states, _ = self.embed(input_ids, inputs_embeds, position_ids, langs)
         self._check_mask(attention_mask, hidden_states)
         if causal:  # an explicit mask even without padding: our attention modules say is_causal=False
             attention_mask = create_causal_mask(
@@ -702,11 +727,12 @@ class XLMDecoder(XLMStack):
         if encoder_hidden_states is None:
             raise ValueError("The decoder needs encoder_hidden_states (run the encoder first, or call XLMModel).")
         if use_cache and cache is None:
-            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+            cache = XLMEncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         past_length = cache.get_seq_length() if cache is not None else 0
         if cache is not None:
             self._check_static_cache(cache)
-        hidden_states = self.embed(input_ids, inputs_embeds, None, langs, past_length)
+        carried = self._carried_langs(cache, past_length) if langs is None else None  # (B,)
+        hidden_states, langs = self.embed(input_ids, inputs_embeds, None, langs, past_length, carried)
         if hidden_states.shape[0] != encoder_hidden_states.shape[0]:
             raise ValueError(
                 f"The decoder input has batch size {hidden_states.shape[0]} but the source has "
@@ -719,6 +745,8 @@ class XLMDecoder(XLMStack):
                 f"{(hidden_states.shape[0], past_length + hidden_states.shape[1])} (batch, length): pass the mask that "
                 f"goes with decoder_input_ids."
             )
+        if cache is not None and langs is not None:
+            carry_langs(cache, langs)  # the next chunk's language before its first tag
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=hidden_states,
@@ -736,6 +764,16 @@ class XLMDecoder(XLMStack):
                 hidden_states, causal_mask, encoder_hidden_states, encoder_attention_mask, cache=cache, **kwargs
             )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.finish(hidden_states), cache=cache)
+
+    @staticmethod
+    def _carried_langs(cache: Cache | None, past_length) -> torch.LongTensor | None:
+        """(B,) the language of the last position `cache` holds (-1: none), or None when it holds no position. A
+        static cache's length is a tensor (no sync): there, a cache reset by hand (a plain EncoderDecoderCache keeps
+        its carried language) counts as empty through `torch.where`."""
+        carried = carried_langs(cache) if cache is not None else None
+        if carried is None or isinstance(past_length, int) and past_length == 0:
+            return None
+        return carried if isinstance(past_length, int) else torch.where(past_length > 0, carried, -1)
 
     def _check_static_cache(self, cache: Cache) -> None:
         """A static cache's size bounds the positions (checked without a device sync); dynamic caches have none (and a
