@@ -64,7 +64,7 @@ def main(argv=None) -> None:
 
     from xlm_hf.documents import translate_documents
     from xlm_hf.evaluation import compute_translation_metrics
-    from xlm_hf.folders import load_model_and_tokenizer
+    from xlm_hf.serving.folders import load_model_and_tokenizer
     from xlm_hf.pipeline_translation import translation_pipeline
 
     model, tokenizer = load_model_and_tokenizer(str(args.model_dir))

@@ -251,7 +251,7 @@ def test_from_pretrained_overrides_are_validated(saved, override, message):
 
 
 def test_a_missing_folder_is_not_called_a_bad_repo_id(tmp_path):
-    from xlm_hf.pipeline_translation import translate
+    from xlm_hf import translate
 
     missing = str(tmp_path / "nonexistent")
     for call in (lambda: translate("Hello", model=missing, src_lang="en", tgt_lang="fr"),

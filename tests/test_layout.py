@@ -16,13 +16,16 @@ PACKAGE = REPO / "xlm_hf"
 
 # A module may import only modules of earlier layers (modules of one layer do not import each other).
 LAYERS = [
-    ["configuration_xlm_hf", "hardware", "atomic", "resources", "sampling", "placeholders", "gettext_catalogs"],
+    ["_moved", "configuration_xlm_hf", "hardware", "atomic", "resources", "sampling", "placeholders", "gettext_catalogs"],
     ["inference", "plotting", "documents"],
     ["generation_xlm_hf"],
     ["modeling_xlm_hf", "tokenization_xlm_hf"],
     ["pipeline_translation", "data", "presets", "evaluation", "collators", "denoising"],
-    ["folders"],
+    ["serving.options", "serving.folders"],
     ["tokenizer_training", "convert", "export_ctranslate2", "hub", "lora"],
+    ["serving.decoders", "serving.batcher"],
+    ["serving.translator"],
+    ["serving"],
     ["training.arguments", "training.recipes", "training.process", "training.checkpoints",
      "training.publish"],
     ["training.datasets", "training.models", "training.loop"],
@@ -31,9 +34,8 @@ LAYERS = [
     ["training"],
     ["pretraining", "back_translation"],
     ["unsupervised"],
-    ["serving"],
-    ["server"],
-    ["", "commands"],  # the package's __init__ (registration), and the commands package
+    ["serving.app"],
+    ["", "commands", "folders", "server"],  # the package's __init__ (registration), and the commands package
     ["cli"],
     ["commands.*", "__main__"],
 ]

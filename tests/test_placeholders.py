@@ -7,7 +7,7 @@ import pytest
 
 from test_pipeline import EN, FR, run_without_xlm_hf, trained  # noqa: F401 (fixture)
 from xlm_hf.cli import main
-from xlm_hf.pipeline_translation import translate, translation_pipeline
+from xlm_hf import translate, translation_pipeline
 from xlm_hf.placeholders import find_placeholders, placeholder_multiset, properly_nested, protect
 
 KINDS = [
@@ -126,13 +126,14 @@ print(json.dumps([fr({EN[0]!r}, bad_words_ids={drop_percent(tokenizer)!r}, prote
 
 def test_cli_protects_by_default_and_no_protect_turns_it_off(trained, tmp_path, capsys, monkeypatch):
     _, tokenizer, folder = trained
-    import xlm_hf.commands.translate as command
+    from dataclasses import replace
+
+    from xlm_hf.serving.decoders import TorchDecoder
 
     banned = drop_percent(tokenizer)
-    real = command.translate_lines
-    monkeypatch.setattr(command, "translate_lines",
-                        lambda pipe, lines, batch_size, kwargs: real(pipe, lines, batch_size,
-                                                                      {**kwargs, "bad_words_ids": banned}))
+    real = TorchDecoder.decode
+    monkeypatch.setattr(TorchDecoder, "decode", lambda self, texts, src, tgt, options: real(
+        self, texts, src, tgt, replace(options, generate_kwargs={"bad_words_ids": banned})))
     out = tmp_path / "out.txt"
     assert main(["translate", str(folder), "--src", "en", "--tgt", "fr", "--no-progress", "-o", str(out), EN[0]]) == 0
     assert placeholder_multiset(out.read_text()) == {"%s": 1}

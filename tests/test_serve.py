@@ -24,9 +24,9 @@ from serve_helpers import REPO, TEXTS, Server, model_dir  # noqa: E402,F401  (mo
 def reference(model_dir):
     """Offline greedy translation of every TEXTS sentence in every direction, one sentence at a time."""
     from xlm_hf import translate
-    from xlm_hf.serving import load_model_folder
+    from xlm_hf.serving.folders import load_model_and_tokenizer
 
-    model, tokenizer = load_model_folder(model_dir)
+    model, tokenizer = load_model_and_tokenizer(model_dir)
     found = {}
     for src, tgt in itertools.permutations(TEXTS, 2):
         for text in TEXTS[src]:
@@ -210,7 +210,7 @@ def test_sigterm_answers_what_is_in_flight_and_refuses_new_work(model_dir, tmp_p
 def test_ctranslate2_engine_serves_an_export_through_the_same_api(model_dir, tmp_path, reference):
     pytest.importorskip("ctranslate2")
     from xlm_hf.export_ctranslate2 import export_ctranslate2
-    from xlm_hf.serving import Options, load_engine
+    from xlm_hf.serving import DecodingOptions, Translator
 
     export = export_ctranslate2(model_dir, tmp_path / "ct2", "en", "fr")
     with Server(export, "--engine", "ctranslate2", log=tmp_path / "server.log") as server:
@@ -222,8 +222,8 @@ def test_ctranslate2_engine_serves_an_export_through_the_same_api(model_dir, tmp
                               "scores": True}).json()["translations"][0]["n_best"]
         assert len(nbest) == 2 and all(h["score"] <= 0 for h in nbest)
         scored = post(server, {"text": TEXTS["en"], "src": "en", "tgt": "fr", "beams": 1, "scores": True}).json()
-        torch_engine = load_engine(model_dir, precision="fp32")  # the same score: mean log-probability per token
-        expected = torch_engine.translate(TEXTS["en"], "en", "fr", Options(beams=1, scores=True))
+        translator = Translator.from_folder(model_dir, precision="fp32")  # the same score: logprob per token
+        expected = translator.translate(TEXTS["en"], "en", "fr", DecodingOptions(beams=1, scores=True))
         assert [t["score"] for t in scored["translations"]] == pytest.approx([h[0].score for h in expected], rel=1e-3)
         wrong = post(server, {"text": "a", "src": "fr", "tgt": "en"})
         assert wrong.status_code == 422 and "choose one of en-fr" in wrong.json()["error"]
@@ -234,13 +234,13 @@ def test_ctranslate2_engine_runs_bf16_only_where_ctranslate2_has_it(model_dir, t
     bf16 it cannot run is served in float32 after one warning, instead of failing to start."""
     ctranslate2 = pytest.importorskip("ctranslate2")
     from xlm_hf.export_ctranslate2 import export_ctranslate2
-    from xlm_hf.serving import load_engine
+    from xlm_hf.serving import load_decoder
 
     export = export_ctranslate2(model_dir, tmp_path / "ct2", "en", "fr")
     native = "bfloat16" in ctranslate2.get_supported_compute_types("cpu")
     with caplog.at_level("WARNING", logger="xlm_hf.serving"):
-        assert load_engine(export, "ctranslate2", "auto").precision == ("bf16" if native else "fp32")
-        assert load_engine(export, "ctranslate2", "bf16").precision == ("bf16" if native else "fp32")
+        assert load_decoder(export, "ctranslate2", "auto").precision == ("bf16" if native else "fp32")
+        assert load_decoder(export, "ctranslate2", "bf16").precision == ("bf16" if native else "fp32")
     assert sum("no bfloat16 kernels" in r.getMessage() for r in caplog.records) == (0 if native else 1)
 
 
@@ -250,7 +250,7 @@ def test_cli_errors_are_one_line(tmp_path, model_dir):
                               text=True, timeout=120)
 
     missing = serve(str(tmp_path / "nowhere"))
-    assert missing.returncode == 2 and "is not a folder" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and "is not a model folder (no such folder)" in missing.stderr and "Traceback" not in missing.stderr
     not_export = serve(str(model_dir), "--engine", "ctranslate2")
     assert not_export.returncode == 2 and "xlm-hf export" in not_export.stderr
     bad_flag = serve(str(model_dir), "--max-batch-size", "0")
@@ -265,10 +265,10 @@ def test_without_the_serve_extra_the_error_says_what_to_install(model_dir):
     assert "fastapi is missing" in result.stderr and "Traceback" not in result.stderr
 
 
-class FlakyEngine:
+class FlakyTranslator:
     """Fails every text containing 'boom' (the whole group it is decoded in), echoes the others upper-cased."""
 
-    def translate(self, texts, src, tgt, options):
+    def translate(self, texts, src, tgt, options, allow_zero_shot=False, batch_size=16):
         from xlm_hf.serving import Hypothesis
 
         if any("boom" in text for text in texts):
@@ -277,10 +277,10 @@ class FlakyEngine:
 
 
 def test_an_engine_failure_fails_its_group_only_and_the_worker_goes_on():
-    from xlm_hf.serving import Batcher, Options
+    from xlm_hf.serving import Batcher, DecodingOptions as Options
 
     async def main():
-        batcher = Batcher(FlakyEngine(), max_batch_size=8, max_wait_ms=50)
+        batcher = Batcher(FlakyTranslator(), max_batch_size=8, max_wait_ms=50)
         batcher.start()
         try:
             failing = batcher.translate(["boom", "x"], "en", "fr", Options(beams=2))

@@ -12,7 +12,8 @@ from . import hardware
 from .configuration_xlm_hf import XLMConfig
 from .data import load_translation_dataset, load_translation_datasets
 from .modeling_xlm_hf import XLMForPreTraining, XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel
-from .pipeline_translation import XLMTranslationPipeline, translate, translation_pipeline
+from .pipeline_translation import XLMTranslationPipeline, translation_pipeline
+from .serving import Translator, translate
 from .presets import config_from_preset, list_presets
 from .tokenization_xlm_hf import XLMHFTokenizer, XLMTokenizerFast
 from .tokenizer_training import train_tokenizer
@@ -49,6 +50,7 @@ __all__ = [
     "load_translation_datasets",
     "XLMTranslationPipeline",
     "translate",
+    "Translator",
     "translation_pipeline",
     "config_from_preset",
     "list_presets",

@@ -87,25 +87,12 @@ def fit_to_limit(sentence: str, count_tokens, limit: int) -> list[tuple[str, str
     return parts
 
 
-def translate_document(pipe, text: str, src_lang: str, tgt_lang: str, batch_size: int = 16,
-                       **generate_kwargs) -> str:
-    """The translation of `text` (any length, paragraphs and newlines kept; see the module's docstring) with the
-    translation pipeline `pipe`."""
-    return translate_documents(pipe, [text], src_lang, tgt_lang, batch_size, **generate_kwargs)[0]
-
-
-def translate_documents(pipe, texts: list[str], src_lang: str, tgt_lang: str, batch_size: int = 16,
-                        sentences: bool = True, **generate_kwargs) -> list[str]:
-    """`translate_document` of each text, all their sentences translated together in batches. With
-    `sentences=False` each line is translated whole, and only lines longer than the model takes are split into
-    sentences (software strings: the model learned them whole)."""
-    tokenizer = pipe.tokenizer
-    limit = pipe.max_source_tokens - 2  # the language tag and </s>
-
-    def count_tokens(part: str) -> int:
-        return len(tokenizer(part, add_special_tokens=False)["input_ids"])
-
-    layouts, sentences_todo = [], []
+def lay_out(texts: list[str], src_lang: str, count_tokens, limit: int, sentences: bool = True) -> tuple[list, list]:
+    """The pieces to translate in `texts` and how to put each text back: `(layouts, pieces)`, a layout being a list
+    of whitespace strings (kept) and indices into `pieces` (each at most `limit` tokens by `count_tokens`). With
+    `sentences=False` each line is one piece, and only lines over the limit are split into sentences (software
+    strings: the model learned them whole)."""
+    layouts, pieces_todo = [], []
     for text in texts:
         layout = []
         pieces = []  # (text, is it a sentence to translate)
@@ -125,17 +112,33 @@ def translate_documents(pipe, texts: list[str], src_lang: str, tgt_lang: str, ba
                                f"{limit}: translated in {len(parts)} parts split at spaces. It starts: "
                                f"{piece[:60]!r}")
             for part, gap in parts:
-                layout += [len(sentences_todo), gap]
-                sentences_todo.append(part)
+                layout += [len(pieces_todo), gap]
+                pieces_todo.append(part)
         layouts.append(layout)
-    outputs = pipe(sentences_todo, src_lang=src_lang, tgt_lang=tgt_lang, batch_size=batch_size, **generate_kwargs)
+    return layouts, pieces_todo
+
+
+def translate_document(pipe, text: str, src_lang: str, tgt_lang: str, batch_size: int = 16,
+                       **generate_kwargs) -> str:
+    """The translation of `text` (any length, paragraphs and newlines kept; see the module's docstring) with the
+    translation pipeline `pipe`."""
+    return translate_documents(pipe, [text], src_lang, tgt_lang, batch_size, **generate_kwargs)[0]
+
+
+def translate_documents(pipe, texts: list[str], src_lang: str, tgt_lang: str, batch_size: int = 16,
+                        sentences: bool = True, **generate_kwargs) -> list[str]:
+    """`translate_document` of each text with the translation pipeline `pipe`, all their pieces (`lay_out`)
+    translated together in batches. (`xlm_hf.serving.Translator.translate_documents` is the same with the service's
+    options, scores and engines.)"""
+    tokenizer = pipe.tokenizer
+
+    def count_tokens(part: str) -> int:
+        return len(tokenizer(part, add_special_tokens=False)["input_ids"])
+
+    layouts, pieces = lay_out(texts, src_lang, count_tokens, pipe.max_source_tokens - 2, sentences)
+    outputs = pipe(pieces, src_lang=src_lang, tgt_lang=tgt_lang, batch_size=batch_size, **generate_kwargs)
     translated = [(out[0] if isinstance(out, list) else out)["translation_text"] for out in outputs]
     return ["".join(translated[item] if isinstance(item, int) else item for item in layout) for layout in layouts]
 
 
-def too_long(pipe, text: str) -> bool:
-    """Whether `text` has more tokens than the model takes (a line `xlm-hf translate` splits into sentences)."""
-    return len(pipe.tokenizer(text, add_special_tokens=False)["input_ids"]) > pipe.max_source_tokens - 2
-
-
-__all__ = ["fit_to_limit", "split_sentences", "too_long", "translate_document", "translate_documents"]
+__all__ = ["fit_to_limit", "lay_out", "split_sentences", "translate_document", "translate_documents"]

@@ -249,7 +249,7 @@ def export_ctranslate2(model_dir: str | Path, output_dir: str | Path, src_lang: 
 
     from .atomic import folders_overlap
     from .configuration_xlm_hf import direction_route
-    from .folders import check_model_type, load_model_and_tokenizer, read_config
+    from .serving.folders import check_model_type, load_model_and_tokenizer, read_config
 
     folder = Path(model_dir)
     if folders_overlap(folder, output_dir):  # --force would delete the model the export is made from

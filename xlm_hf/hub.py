@@ -155,7 +155,7 @@ def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str
 
     The staging folder must not be the model folder or hold it (or lie inside it), and an existing one that holds
     other files than a staging writes is replaced only with `overwrite`: nothing of the user's is deleted unasked."""
-    from .folders import load_model_and_tokenizer
+    from .serving.folders import load_model_and_tokenizer
     from .plotting import has_training_curves, plot_training_curves
 
     info.check()

@@ -11,7 +11,7 @@ transformers and its sibling `configuration_xlm_hf`.
 """
 
 import torch
-from transformers import GenerationConfig, Pipeline
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, Pipeline
 from transformers.utils import logging
 
 from .configuration_xlm_hf import TRANSLATION_TASK, custom_pipelines_entry, direction_route
@@ -35,10 +35,10 @@ def sequence_log_probs(model, output) -> tuple[torch.Tensor, torch.Tensor]:
     and temperature / top-k / top-p when sampling). The pipeline's `score` is this sum divided by the token count
     (the mean log-probability per token), so that hypotheses of different lengths compare."""
     beam_indices = getattr(output, "beam_indices", None)
-    steps = len(output.scores)
     transition = model.compute_transition_scores(output.sequences, output.scores, beam_indices,
-                                                 normalize_logits=beam_indices is None)
-    generated = output.sequences[:, -steps:]
+                                                 normalize_logits=beam_indices is None)  # (N, generated steps)
+    # beam search may run more steps than its returned hypotheses hold: the columns are the sequences' last tokens
+    generated = output.sequences[:, -transition.shape[1]:]
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos])
     is_eos = torch.zeros_like(generated, dtype=torch.bool)
@@ -48,6 +48,32 @@ def sequence_log_probs(model, output) -> tuple[torch.Tensor, torch.Tensor]:
     transition = transition[:, : generated.shape[1]].masked_fill(after, 0.0)
     transition = torch.nan_to_num(transition, neginf=0.0) if beam_indices is not None else transition
     return transition.sum(dim=1).float(), (~after).sum(dim=1)
+
+
+def output_length_caps(source_lengths: torch.Tensor, max_length_ratio: float, room: int) -> torch.Tensor:
+    """The most tokens each sentence's translation may have, its end of sentence included: `max_length_ratio` x its
+    source tokens (tag and `</s>` included) + 10, at most `room`. (B,) -> (B,)"""
+    return (source_lengths * max_length_ratio).long().add(10).clamp(max=room)
+
+
+class EndAtLength(LogitsProcessor):
+    """Ends each row at its own cap: once a row has generated `caps[sentence] - 1` tokens, end-of-sentence is its only
+    choice (log-probability 0, as transformers' ForcedEOSTokenLogitsProcessor). A sentence batched with longer ones
+    stops where it would alone (rows are sentences x beams or x returned sequences, sentence-major)."""
+
+    def __init__(self, caps: torch.Tensor, prompt_length: int, eos_token_id):
+        self.caps, self.prompt_length = caps, prompt_length
+        self.eos = eos_token_id[0] if isinstance(eos_token_id, (list, tuple)) else eos_token_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows = input_ids.shape[0]
+        caps = self.caps.to(input_ids.device).repeat_interleave(rows // self.caps.shape[0])  # (rows,)
+        done = (input_ids.shape[1] - self.prompt_length) >= caps - 1  # (rows,)
+        if not bool(done.any()):
+            return scores
+        forced = torch.full_like(scores, -float("inf"))
+        forced[:, self.eos] = 0.0
+        return torch.where(done[:, None], forced, scores)
 
 
 class XLMTranslationPipeline(Pipeline):
@@ -165,11 +191,15 @@ class XLMTranslationPipeline(Pipeline):
         overrides = {}
         user_set = {**self._generate_kwargs, **generate_kwargs}
         if not {"max_new_tokens", "max_length", "generation_config"} & user_set.keys():
-            # Translations are about as long as their source: bound the output by it (max_length_ratio x the source's
-            # tokens + 10: a repetition guard too), within the model's positions.
+            # Translations are about as long as their source: each sentence's output is bounded by its own length
+            # (a repetition guard too), whatever it is batched with.
             room = self.model.config.max_position_embeddings - prefix.shape[1]
-            default = min(self.model.generation_config.max_new_tokens or room, room)
-            overrides["max_new_tokens"] = min(default, int(max_length_ratio * input_ids.shape[1]) + 10)
+            caps = output_length_caps(attention_mask.sum(dim=1), max_length_ratio,
+                                      min(self.model.generation_config.max_new_tokens or room, room))  # (B,)
+            overrides["max_new_tokens"] = int(caps.max())
+            processors = list(user_set.get("logits_processor") or [])
+            overrides["logits_processor"] = LogitsProcessorList(
+                [*processors, EndAtLength(caps, prefix.shape[1], self.model.generation_config.eos_token_id)])
         if return_scores:
             overrides.update(return_dict_in_generate=True, output_scores=True)
         generate_kwargs = self._prepare_generate_kwargs(generate_kwargs, **overrides)
@@ -194,7 +224,9 @@ class XLMTranslationPipeline(Pipeline):
             record = {}
             if "logprobs" in model_outputs:  # see sequence_log_probs
                 logprob, length = float(model_outputs["logprobs"][0][k]), int(model_outputs["lengths"][0][k])
-                record["logprob"], record["score"] = logprob, logprob / max(length, 1)
+                if blank:  # nothing to translate: the empty translation, for certain
+                    logprob, length = 0.0, 0
+                record["logprob"], record["score"], record["tokens"] = logprob, logprob / max(length, 1), length
             if return_tensors:
                 record["translation_token_ids"] = output_ids
             if return_text or not return_tensors:
@@ -278,37 +310,4 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", compile: boo
                     **kwargs)
 
 
-def translate(texts, model, tokenizer=None, src_lang=None, tgt_lang=None, trust_remote_code: bool = False,
-              precision: str = "auto", compile: bool = False, **kwargs):
-    """Translate a string or a list of strings; returns a string or a list of strings.
-
-    `model` is a model object (then pass `tokenizer`) or a folder / Hub id (the tokenizer is loaded from it unless
-    given). With xlm_hf imported, folders load through its registered classes; `trust_remote_code=True` runs the
-    folder's own code instead, and is never assumed. `precision`: fp32, bf16 or int8 (`xlm_hf.inference`), or `auto`
-    (the default): a folder loads in bf16 where the hardware runs it natively, else fp32, and a model object is used in
-    its own dtype (never converted behind the caller's back); `compile=True`: static
-    cache + torch.compile'd decoding (see `translation_pipeline`). Extra kwargs go to the pipeline call (`num_beams`, `max_new_tokens`, `batch_size`, ...).
-    """
-    if isinstance(model, str):
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-        from .configuration_xlm_hf import check_local_folder
-
-        check_local_folder(model)
-
-        if tokenizer is None or isinstance(tokenizer, str):
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer or model, trust_remote_code=trust_remote_code)
-        model = AutoModelForSeq2SeqLM.from_pretrained(model, trust_remote_code=trust_remote_code).eval()
-    else:
-        if tokenizer is None:
-            raise ValueError("translate(model=<object>) needs tokenizer= as well.")
-        if precision == "auto":
-            precision = "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "fp32"
-    pipe = translation_pipeline(model, tokenizer, precision=precision, compile=compile)
-    results = pipe(texts, src_lang=src_lang, tgt_lang=tgt_lang, **kwargs)
-    if isinstance(texts, str):
-        return results[0]["translation_text"]
-    return [r["translation_text"] for r in results]
-
-
-__all__ = ["XLMTranslationPipeline", "translation_pipeline", "translate"]
+__all__ = ["XLMTranslationPipeline", "translation_pipeline"]

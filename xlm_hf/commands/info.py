@@ -20,7 +20,8 @@ def summarise(model_dir: str | Path) -> dict:
     """Config summary and parameter count of a saved model, read from its files without building the model."""
     from safetensors import safe_open
 
-    from .. import folders, modeling_xlm_hf
+    from .. import modeling_xlm_hf
+    from ..serving import folders
     from ..cli import CLIError
 
     folder = Path(model_dir)

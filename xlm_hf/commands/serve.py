@@ -62,18 +62,19 @@ def run(args) -> int:
     try:
         import uvicorn
 
-        from ..server import Limits, create_app
+        from ..serving.app import Limits, create_app
     except ImportError as err:
         raise CLIError(f"xlm-hf serve needs FastAPI and uvicorn ({err.name} is missing): {INSTALL_HINT}") from None
     from .. import __version__
-    from ..serving import load_engine
+    from ..serving import Translator
 
     try:
-        engine = load_engine(args.model_dir, args.engine, args.precision, trust_remote_code=args.trust_remote_code)
+        translator = Translator.from_folder(args.model_dir, args.engine, args.precision,
+                                            trust_remote_code=args.trust_remote_code)
     except ImportError as err:  # ctranslate2 missing: the message says what to install
         raise CLIError(str(err)) from None
     limits = Limits(max_chars=args.max_chars, max_texts=args.max_texts, max_queue=args.max_queue)
-    app = create_app(engine, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, limits=limits,
+    app = create_app(translator, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, limits=limits,
                      version=__version__)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
                             timeout_graceful_shutdown=args.drain_timeout)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import itertools
 import json
 import math
@@ -102,10 +101,11 @@ def _probability(value: str) -> float:
     return number
 
 
-def generation_options(args) -> dict:
-    """The pipeline-call kwargs of the command's decoding flags (and its refusals of combinations that make no
-    sense, as CLIError)."""
+def decoding_options(args):
+    """The service's `DecodingOptions` of the command's decoding flags, after the refusals of combinations the output
+    format cannot hold (CLIError); the service checks the rest."""
     from ..cli import CLIError
+    from ..serving import DecodingOptions
 
     if args.format == "text":
         for flag, given in (("--n-best N>1", args.n_best > 1), ("--scores", args.scores),
@@ -125,17 +125,10 @@ def generation_options(args) -> dict:
         raise CLIError("--sample draws one token at a time: leave out --beams (or use --beams without --sample)")
     if args.beams and args.n_best > args.beams:
         raise CLIError(f"--n-best {args.n_best} needs at least as many beams: --beams {args.n_best} or more")
-    options = {"num_beams": args.beams, "max_new_tokens": args.max_new_tokens,
-               "no_repeat_ngram_size": args.no_repeat_ngram_size, "max_length_ratio": args.max_length_ratio}
-    if args.sample:
-        options.update(do_sample=True, num_beams=1, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature)
-    elif args.n_best > 1 and not args.beams:
-        options["num_beams"] = max(args.n_best, 4)
-    if args.n_best > 1:
-        options["num_return_sequences"] = args.n_best
-    if args.scores:
-        options["return_scores"] = True
-    return {k: v for k, v in options.items() if v is not None}
+    return DecodingOptions(beams=args.beams, n_best=args.n_best, scores=args.scores, alignments=args.alignments,
+                           max_new_tokens=args.max_new_tokens, max_length_ratio=args.max_length_ratio,
+                           no_repeat_ngram_size=args.no_repeat_ngram_size, sample=args.sample, top_k=args.top_k,
+                           top_p=args.top_p, temperature=args.temperature, seed=args.seed)
 
 
 def _read_lines(args):
@@ -175,25 +168,13 @@ def _lines_of(stream):
         yield line.rstrip("\r\n")
 
 
-def load(model_dir: str, precision: str = AUTO, compile: bool = False, trust_remote_code: bool = False):
-    """Model and tokenizer of a folder, through the Auto classes (our registered classes; a folder's own code only
-    with `trust_remote_code`, and transformers never prompts), checked by `xlm_hf.folders`, with the weights in
-    `precision` and, with `compile`, compiled static-cache decoding (xlm_hf.inference)."""
-    from ..folders import load_model_and_tokenizer
-    from ..inference import prepare_for_inference
-
-    model, tokenizer = load_model_and_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-    model = prepare_for_inference(model, precision, compile=compile, pack=False)  # the pipeline sets up the kernels
-    return model, tokenizer
-
-
 def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..cli import CLIError
-    from ..pipeline_translation import translation_pipeline
+    from ..serving import Translator
 
-    generate_kwargs = generation_options(args)
+    options = decoding_options(args)
     for flag, path in (("--output", args.output), ("--plot-attention", args.plot_attention)):
         _check_writable(flag, path)  # before any work: a bad path is not found out after translating everything
     lines, total = _read_lines(args)
@@ -201,27 +182,15 @@ def run(args) -> int:
         args.precision = {"float32": "fp32", "bfloat16": "bf16"}[args.dtype]
     if args.compile and args.precision == "int8":
         raise CLIError("--compile works with --precision fp32 or bf16, not int8")
-    model, tokenizer = load(args.model_dir, args.precision, compile=args.compile,
-                            trust_remote_code=args.trust_remote_code)
-    for code in (args.src, args.tgt):
-        if code not in tokenizer.languages:
-            raise CLIError(f"unknown language {code!r}: this model knows {', '.join(tokenizer.languages)}")
-    pipe = translation_pipeline(model, tokenizer, src_lang=args.src, tgt_lang=args.tgt, protect=not args.no_protect)
-    from ..configuration_xlm_hf import direction_route
-
-    pivot = direction_route(model.config, args.src, args.tgt, args.allow_zero_shot)  # refused here: before any output
+    translator = Translator.from_folder(args.model_dir, precision=args.precision, compile=args.compile,
+                                        trust_remote_code=args.trust_remote_code, protect=not args.no_protect)
+    translator.check(options)
+    pivot = translator.route(args.src, args.tgt, args.allow_zero_shot)  # refused here: before any output
     if pivot is not None:
         print(f"xlm-hf translate: {args.src}->{args.tgt} was not trained: translating through {pivot}", file=sys.stderr)
-    generate_kwargs["allow_zero_shot"] = args.allow_zero_shot
-    if args.seed is not None:
-        from transformers import set_seed
 
-        set_seed(args.seed)
-    align = None  # (source, translation) -> Pharaoh pairs, with --alignments
-    if args.alignments:
-        from ..plotting import word_alignment
-
-        align = functools.partial(word_alignment, model, tokenizer, src_lang=args.src, tgt_lang=args.tgt)
+    def translate(chunk: list[str]) -> list[list]:
+        return translator.translate(chunk, args.src, args.tgt, options, args.allow_zero_shot, args.batch_size)
 
     progress = tqdm(total=total, unit="line", desc="translating", disable=args.no_progress or total is None,
                     file=sys.stderr)
@@ -229,24 +198,19 @@ def run(args) -> int:
     number = 0
     with progress, _open_output(args.output) as out:  # a file appears complete, or not at all
         if args.document:
-            from ..documents import translate_document
-
             lines = list(lines)
             text = "\n".join(lines) + ("\n" if args.input or not args.text else "")
-            out.write(translate_document(pipe, text, args.src, args.tgt, args.batch_size, **generate_kwargs))
+            out.write(translator.translate_documents([text], args.src, args.tgt, options=options,
+                                                     allow_zero_shot=args.allow_zero_shot,
+                                                     batch_size=args.batch_size)[0])
             progress.update(len(lines))
             first_line = next((l for l in lines if l.strip()), None)
             lines = iter(())
         while chunk := list(itertools.islice(lines, CHUNK_LINES)):
             first_line = first_line if first_line is not None else next((l for l in chunk if l.strip()), None)
-            if args.format == "text":
-                for translation in translate_lines(pipe, chunk, args.batch_size, generate_kwargs):
-                    out.write(translation + "\n")
-            else:
-                for source, hypotheses in zip(chunk, translate_hypotheses(pipe, chunk, args.batch_size,
-                                                                           generate_kwargs)):
-                    number += 1
-                    out.write(format_record(args.format, number, source, hypotheses, align))
+            for source, hypotheses in zip(chunk, translate(chunk)):
+                number += 1
+                out.write(format_record(args.format, number, source, hypotheses))
             out.flush()
             progress.update(len(chunk))
     if args.plot_attention:
@@ -254,55 +218,33 @@ def run(args) -> int:
             raise CLIError("--plot-attention needs at least one non-empty line")
         from ..plotting import plot_attention
 
-        plot_kwargs = {k: generate_kwargs[k] for k in ("num_beams", "max_new_tokens") if k in generate_kwargs}
-        path = plot_attention(model, tokenizer, first_line, args.src, args.tgt, args.plot_attention, **plot_kwargs)
+        decoder = translator.decoder
+        plot_kwargs = {"num_beams": options.num_beams(decoder.default_beams)}
+        if options.max_new_tokens:
+            plot_kwargs["max_new_tokens"] = options.max_new_tokens
+        path = plot_attention(decoder.model, decoder.tokenizer, first_line, args.src, args.tgt, args.plot_attention,
+                              **plot_kwargs)
         print(f"attention heatmap written to {path}", file=sys.stderr)
     return 0
 
 
-def translate_hypotheses(pipe, lines: list[str], batch_size: int, generate_kwargs: dict) -> list[list[dict]]:
-    """For each line, its hypotheses (`{"translation": ..., "logprob": ..., "score": ...}`, best first; none for a
-    blank line)."""
-    todo = [i for i, line in enumerate(lines) if line.strip()]
-    results = [[] for _ in lines]
-    if todo:
-        outputs = pipe([lines[i] for i in todo], batch_size=batch_size, **generate_kwargs)
-        for i, output in zip(todo, outputs):
-            for record in output if isinstance(output, list) else [output]:
-                hypothesis = {"translation": " ".join(record["translation_text"].split("\n"))}
-                hypothesis.update({k: record[k] for k in ("logprob", "score", "pivot") if k in record})
-                results[i].append(hypothesis)
-    return results
-
-
-def translate_lines(pipe, lines: list[str], batch_size: int, generate_kwargs: dict) -> list[str]:
-    """Translations of `lines` in order; blank lines stay blank and cost nothing. A line longer than the model takes
-    is split into sentences and translated as a document (`xlm_hf.documents`), never truncated."""
-    from ..documents import too_long, translate_documents
-
-    long = [i for i, line in enumerate(lines) if line.strip() and too_long(pipe, line)]
-    results = [hypotheses[0]["translation"] if hypotheses else ""
-               for hypotheses in translate_hypotheses(pipe, [l if i not in long else "" for i, l in enumerate(lines)],
-                                                      batch_size, generate_kwargs)]
-    if long:
-        documents = translate_documents(pipe, [lines[i] for i in long], pipe.src_lang, pipe.tgt_lang, batch_size,
-                                        **generate_kwargs)
-        for i, document in zip(long, documents):
-            results[i] = " ".join(document.split("\n"))
-    return results
-
-
-def format_record(kind: str, number: int, source: str, hypotheses: list[dict], align=None) -> str:
-    """The output lines of one input line: a JSON object (jsonl), or source<TAB>translation per hypothesis (tsv: tabs
-    inside either side become spaces, a blank source gives no line)."""
+def format_record(kind: str, number: int, source: str, hypotheses: list) -> str:
+    """The output lines of one input line and its `Hypothesis` list: its best translation (text: newlines inside it
+    become spaces, one line per input line), a JSON object (jsonl), or source<TAB>translation per hypothesis (tsv:
+    tabs inside either side become spaces, a blank source gives no line)."""
+    texts = [" ".join(h.text.split("\n")) for h in hypotheses]
+    if kind == "text":
+        return (texts[0] if texts else "") + "\n"
     if kind == "tsv":
         clean = source.replace("\t", " ")
-        return "".join(f"{clean}\t{h['translation'].replace(chr(9), ' ')}\n" for h in hypotheses if clean.strip())
-    if align is not None:
-        for hypothesis in hypotheses:
-            hypothesis["alignment"] = align(source, hypothesis["translation"]) if hypothesis["translation"] else ""
-    record = {"line": number, "source": source, "translation": hypotheses[0]["translation"] if hypotheses else "",
-              "hypotheses": hypotheses}
+        return "".join(f"{clean}\t{text.replace(chr(9), ' ')}\n" for text in texts if clean.strip())
+    records = []
+    for text, h in zip(texts, hypotheses):
+        record = {"translation": text}
+        record.update({k: getattr(h, k) for k in ("logprob", "score", "pivot", "alignment")
+                       if getattr(h, k) is not None})
+        records.append(record)
+    record = {"line": number, "source": source, "translation": texts[0] if texts else "", "hypotheses": records}
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 

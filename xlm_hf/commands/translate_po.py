@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..cli import positive_int
+from ..hardware import AUTO, PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -28,6 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --output file")
     p.add_argument("--beams", type=positive_int, default=None, help="beam size (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="strings per batch (default 16)")
+    p.add_argument("--precision", choices=(AUTO, *PRECISIONS), default=AUTO,
+                   help="weights for decoding (see xlm-hf translate --precision; default auto)")
     p.add_argument("--no-protect", action="store_true", help="do not protect placeholders and markup")
     p.add_argument("--allow-zero-shot", action="store_true", help="see xlm-hf translate --allow-zero-shot")
     p.add_argument("--trust-remote-code", action="store_true",
@@ -40,11 +43,8 @@ def run(args) -> int:
 
     from ..atomic import atomic_open
     from ..cli import CLIError
-    from ..configuration_xlm_hf import direction_route
     from ..gettext_catalogs import check_language, translate_catalog
-    from ..pipeline_translation import translation_pipeline
-    from ..documents import translate_documents
-    from ..folders import load_model_and_tokenizer
+    from ..serving import DecodingOptions, Translator
 
     source = Path(args.catalog)
     if not source.is_file():
@@ -61,18 +61,16 @@ def run(args) -> int:
         raise CLIError(f"{source} is not a readable gettext catalog ({' '.join(str(err).split())}): check it with "
                        f"msgfmt --check") from None
     check_language(catalog, args.tgt, source)  # refused before the model is loaded
-    model, tokenizer = load_model_and_tokenizer(args.model_dir, trust_remote_code=args.trust_remote_code)
-    model.eval()
-    for code in (args.src, args.tgt):
-        if code not in tokenizer.languages:
-            raise CLIError(f"unknown language {code!r}: this model knows {', '.join(tokenizer.languages)}")
-    direction_route(model.config, args.src, args.tgt, args.allow_zero_shot)
-    pipe = translation_pipeline(model, tokenizer, src_lang=args.src, tgt_lang=args.tgt, protect=not args.no_protect)
-    kwargs = {"allow_zero_shot": args.allow_zero_shot, **({"num_beams": args.beams} if args.beams else {})}
-    # As documents: a msgid's newlines (and the one msgfmt wants at the end of both or neither) are kept exactly.
+    translator = Translator.from_folder(args.model_dir, precision=args.precision, trust_remote_code=args.trust_remote_code,
+                                        protect=not args.no_protect)
+    options = DecodingOptions(beams=args.beams)
+    translator.check(options)
+    translator.route(args.src, args.tgt, args.allow_zero_shot)  # refused before any work
+    # As documents of lines: a msgid's newlines (and the one msgfmt wants at the end of both or neither) are kept.
     filled = translate_catalog(
-        catalog, lambda texts: translate_documents(pipe, texts, args.src, args.tgt, args.batch_size,
-                                           sentences=False, **kwargs),
+        catalog, lambda texts: translator.translate_documents(texts, args.src, args.tgt, sentences=False,
+                                                              options=options, allow_zero_shot=args.allow_zero_shot,
+                                                              batch_size=args.batch_size),
         args.tgt, overwrite=args.overwrite, path=source)
     with atomic_open(target) as out:
         out.write(str(catalog))

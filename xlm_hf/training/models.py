@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import DataCollatorForSeq2Seq
 
 from ..configuration_xlm_hf import IGNORE_INDEX
-from ..folders import check_model_type, read_config
+from ..serving.folders import check_model_type, read_config
 
 if TYPE_CHECKING:
     from ..tokenization_xlm_hf import XLMTokenizerFast
