@@ -24,13 +24,13 @@ import torch
 from bench_model import add_shape_options, build_case, make_batch, xlm_model  # benchmarks/ is sys.path[0]
 from common import add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved
 
-from xlm_hf.hardware import native_bf16
+from xlm_hf.model.hardware import native_bf16
 
 
 BASELINE = "marian/fp32"
 MODES = {"greedy": 1, "beam4": 4}  # mode -> beam size
 # case -> (model, bench_model mode suffix) for the torch cases, or the CTranslate2 compute type.
-# xlm/bf16 only where bf16 is native (`xlm_hf.hardware`): emulated bf16 on an AVX2-only CPU is not a mode to compare.
+# xlm/bf16 only where bf16 is native (`xlm_hf.model.hardware`): emulated bf16 on an AVX2-only CPU is not a mode to compare.
 TORCH_CASES = {"marian/fp32": ("marian", ""), "xlm/fp32": ("xlm", ""), "xlm/int8": ("xlm", "-int8"),
                **({"xlm/bf16": ("xlm", "-bf16")} if native_bf16("cpu") else {})}
 CT2_CASES = {"ct2/fp32": "float32", "ct2/int8": "int8"}
@@ -40,7 +40,7 @@ def ct2_case(compute_type: str, mode: str, args):
     """Export `xlm_model(args)` to a temporary folder and time `translate_batch` on the benchmark batch."""
     import ctranslate2
 
-    from xlm_hf.export_ctranslate2 import build_spec, converter
+    from xlm_hf.interop.export_ctranslate2 import build_spec, converter
 
     torch.manual_seed(0)  # the weights of the xlm cases (bench_model.build_case seeds the same way)
     model = xlm_model(args).eval()

@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import torch
 
 from common import machine_line, markdown_table  # benchmarks/ is sys.path[0]
-from xlm_hf.generation_xlm_hf import topk_by_blocks
-from xlm_hf.modeling_xlm_hf import eager_attention_forward
+from xlm_hf.model.generation_xlm_hf import topk_by_blocks
+from xlm_hf.model.modeling_xlm_hf import eager_attention_forward
 
 
 def paired_medians(default: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:

@@ -46,11 +46,11 @@ def build_model(folder: Path, preset: str = "small", tokenizer=None, *, vocab_si
     import torch
 
     from xlm_hf import XLMForSeq2SeqLM, config_from_preset
-    from xlm_hf.convert import save_atomically
+    from xlm_hf.interop.convert import save_atomically
 
     if tokenizer is None:
-        from xlm_hf.data import load_translation_datasets, texts_by_language
-        from xlm_hf.tokenizer_training import train_tokenizer
+        from xlm_hf.data.readers import load_translation_datasets, texts_by_language
+        from xlm_hf.data.tokenizer_training import train_tokenizer
 
         texts = texts_by_language(load_translation_datasets("bundled"), split="train")
         tokenizer = train_tokenizer(texts, languages=sorted(texts), vocab_size=vocab_size, src_lang="en", tgt_lang="fr",
@@ -74,7 +74,7 @@ def write_input(path: Path, n_lines: int, *, empty_share: float = 0.05, seed: in
     longest, so each chunk's largest batch, which sets its working memory, is the same; empty lines never replace
     those. (Cycling the whole corpus instead, later chunks meet longer sentences than the first 2,000 lines had.)"""
     from xlm_hf.commands.translate import CHUNK_LINES
-    from xlm_hf.data import load_translation_datasets
+    from xlm_hf.data.readers import load_translation_datasets
 
     block = block or CHUNK_LINES
     sentences = [pair["en"] for split in load_translation_datasets("bundled")["en-fr"].values()

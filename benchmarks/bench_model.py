@@ -34,8 +34,8 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 from xlm_hf import XLMForSeq2SeqLM, config_from_preset
-from xlm_hf.hardware import choose_precision
-from xlm_hf.inference import prepare_for_inference
+from xlm_hf.model.hardware import choose_precision
+from xlm_hf.model.inference import prepare_for_inference
 from xlm_hf.training import reuse_freed_memory
 
 from common import (  # benchmarks/ is sys.path[0]
@@ -97,7 +97,7 @@ MODELS: dict[str, Callable] = {"xlm": xlm_model, "marian": marian_model}
 def train_step(model, batch, args, *, autocast_dtype: torch.dtype | str | None = None,
                compile: bool = False) -> Callable[[], None]:
     """Forward with labels (+ loss) under optional autocast ("auto": what the training scripts' `--precision auto`
-    picks on this CPU, `xlm_hf.hardware`), backward, AdamW step, zero_grad. The AdamW is --optim
+    picks on this CPU, `xlm_hf.model.hardware`), backward, AdamW step, zero_grad. The AdamW is --optim
     (the same for both models; by default the fused one, Seq2SeqTrainer's default and both our scripts').
     `compile`: the model wrapped in `torch.compile` (what `--torch_compile` does in Seq2SeqTrainer, and accelerate's
     `--dynamo_backend inductor`); the compilation happens in the warmup steps. --reuse-freed-memory: which sides
@@ -124,8 +124,8 @@ def train_step(model, batch, args, *, autocast_dtype: torch.dtype | str | None =
 def generate_step(model, batch, args, *, num_beams: int = 1, precision: str = "fp32",
                   compile: bool = False) -> Callable[[], None]:
     """generate() with the cache, producing exactly --tgt-len new tokens (see `never_end`), with the weights in
-    `precision` (xlm_hf.inference: fp32, bf16 or int8; applied alike to both models), and with `compile`, a static
-    cache and the torch.compile'd decoding step (xlm_hf.inference; ours only). Ours also gets what our pipeline and
+    `precision` (xlm_hf.model.inference: fp32, bf16 or int8; applied alike to both models), and with `compile`, a static
+    cache and the torch.compile'd decoding step (xlm_hf.model.inference; ours only). Ours also gets what our pipeline and
     CLI do by default on a CPU, weights prepacked for oneDNN (`pack_linear_weights`); Marian runs as its users run
     it."""
     never_end(model)

@@ -58,7 +58,7 @@ from common import (  # noqa: E402
 )
 
 from xlm_hf import XLMForSeq2SeqLM, XLMTokenizerFast, config_from_preset, train_tokenizer  # noqa: E402
-from xlm_hf.pipeline_translation import translation_pipeline  # noqa: E402
+from xlm_hf.model.pipeline_translation import translation_pipeline  # noqa: E402
 from xlm_hf.presets import preset_kwargs  # noqa: E402
 
 

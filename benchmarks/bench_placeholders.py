@@ -1,4 +1,4 @@
-"""Placeholder fidelity with and without protection (`xlm_hf.placeholders`), next to the references' rate, and BLEU /
+"""Placeholder fidelity with and without protection (`xlm_hf.model.placeholders`), next to the references' rate, and BLEU /
 chrF both ways, on the shared test splits.
 
 Fidelity: of the test lines whose source holds placeholders (printf, `%(name)s`, `{name}`, options, tags, entities,
@@ -23,7 +23,7 @@ from fast_mode_quality import read_pairs
 
 def fidelity(sources: list[str], outputs: list[str]) -> tuple[int, int]:
     """(lines keeping exactly the source's placeholders, lines whose source holds any)."""
-    from xlm_hf.placeholders import placeholder_multiset
+    from xlm_hf.model.placeholders import placeholder_multiset
 
     held = [(placeholder_multiset(s), placeholder_multiset(o)) for s, o in zip(sources, outputs)]
     return sum(s == o for s, o in held if s), sum(1 for s, _ in held if s)
@@ -62,10 +62,10 @@ def main(argv=None) -> None:
     parser.add_argument("--paragraph", type=int, default=3, help="test lines per paragraph of the document mode")
     args = parser.parse_args(argv)
 
-    from xlm_hf.documents import translate_documents
+    from xlm_hf.text.documents import translate_documents
     from xlm_hf.evaluation import compute_translation_metrics
-    from xlm_hf.serving.folders import load_model_and_tokenizer
-    from xlm_hf.pipeline_translation import translation_pipeline
+    from xlm_hf.folders import load_model_and_tokenizer
+    from xlm_hf.model.pipeline_translation import translation_pipeline
 
     model, tokenizer = load_model_and_tokenizer(str(args.model_dir))
     pipe = translation_pipeline(model, tokenizer)

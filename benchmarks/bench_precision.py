@@ -21,7 +21,7 @@ from pathlib import Path
 from bench_model import add_shape_options, add_training_options, build_case, train_tokens  # benchmarks/ is sys.path[0]
 from common import add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved
 
-from xlm_hf.hardware import choose_precision
+from xlm_hf.model.hardware import choose_precision
 
 MODES = ("train-fp32", "train-bf16", "train-auto")
 

@@ -116,7 +116,7 @@ def train_shared_tokenizer(corpus: Path, work: Path, vocab_size: int, sample_siz
     if (out / "tokenizer.json").is_file():
         return out
     pairs = xlm_hf.load_translation_datasets(str(corpus), splits=["train"])
-    texts = xlm_hf.data.texts_by_language(pairs, split="train")
+    texts = xlm_hf.data.readers.texts_by_language(pairs, split="train")
     xlm_hf.train_tokenizer(texts, vocab_size=vocab_size, sample_size=sample_size, seed=seed, output_dir=out,
                            show_progress=False)
     return out

@@ -212,7 +212,7 @@ def pair_tokenizer(corpus: Path, pair: str, work: Path, vocab_size: int) -> Path
     folder = work / f"tokenizer-{pair}-{vocab_size}"
     if not (folder / "tokenizer.json").is_file():
         from xlm_hf import train_tokenizer
-        from xlm_hf.data import load_translation_datasets, split_pair
+        from xlm_hf.data.readers import load_translation_datasets, split_pair
 
         train = load_translation_datasets(str(corpus), pairs=[pair], splits=["train"])[pair]["train"]
         src, tgt = split_pair(pair)
@@ -336,7 +336,7 @@ def fertility_rows(tokenizer_folder: Path, corpus: Path, pair: str) -> list[list
     fall back. Both models read these same ids, so the tokenizer cannot make a per-step gap between them here; it
     bounds what either can do on a language."""
     from xlm_hf import XLMTokenizerFast
-    from xlm_hf.data import load_translation_datasets, split_pair
+    from xlm_hf.data.readers import load_translation_datasets, split_pair
 
     tokenizer = XLMTokenizerFast.from_pretrained(str(tokenizer_folder))
     byte_ids = {i for t, i in tokenizer.get_vocab().items() if t.startswith("<0x") and t.endswith(">")}

@@ -133,7 +133,7 @@ async def drive(url: str, sentences: list[str], clients: int, seconds: float, bo
 
 
 def offline(model_dir: Path, sentences: list[str], args) -> dict:
-    from xlm_hf.serving.folders import load_model_and_tokenizer as load_model_folder
+    from xlm_hf.folders import load_model_and_tokenizer as load_model_folder
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model_folder(model_dir)

@@ -35,7 +35,7 @@ from transformers import MarianTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
 from common import SHARED_CORPUS, Meter, machine_info, markdown_table  # noqa: E402  (benchmarks/ is sys.path[0])
 
-from xlm_hf.tokenizer_training import train_tokenizer  # noqa: E402
+from xlm_hf.data.tokenizer_training import train_tokenizer  # noqa: E402
 
 
 QUIET = 0.10  # other processes' share of the CPUs under which a run starts

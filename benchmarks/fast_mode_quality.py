@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from xlm_hf.evaluation import compute_translation_metrics  # (importing xlm_hf registers the Auto classes)
-    from xlm_hf.pipeline_translation import translation_pipeline
+    from xlm_hf.model.pipeline_translation import translation_pipeline
 
     sources, references = read_pairs(args.test)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)

@@ -49,7 +49,7 @@ import torch
 import transformers
 
 from xlm_hf import XLMForSeq2SeqLM, config_from_preset, hardware
-from xlm_hf.inference import restore_gelu, unpack_linear_weights
+from xlm_hf.model.inference import restore_gelu, unpack_linear_weights
 
 from bench_model import generate_step, make_batch, marian_model, xlm_model  # benchmarks/ is sys.path[0]
 from common import PeakRSS, markdown_table

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import xlm_hf
-from xlm_hf.data import load_translation_dataset
+from xlm_hf.data.readers import load_translation_dataset
 from xlm_hf.evaluation import compute_translation_metrics
 from xlm_hf.plotting import plot_training_curves
 from xlm_hf.atomic import atomic_open
@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
     tokenizer_dir = train_vocabulary(out / "tokenizer", budget["vocab_size"])
 
     print(f"== 2/5 training (Seq2SeqTrainer on the CPU, --precision {args.precision}) ==")
-    print(f"   {xlm_hf.hardware.describe('cpu')}")
+    print(f"   {xlm_hf.model.hardware.describe('cpu')}")
     model_dir = out / "model"
     train_args = [
         "--preset", budget["preset"], "--tokenizer_name_or_path", str(tokenizer_dir), "--dataset", "bundled",

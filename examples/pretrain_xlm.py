@@ -14,12 +14,12 @@
     # then: encoder AND decoder of a translation model from the LM (cross-attention fresh)
     XLMForSeq2SeqLM.from_pretrained_lm("lm")
 
-Data comes from `xlm_hf.data` (the fine-tuning scripts' loader): `--objectives mlm` (or `clm`) reads the monolingual
+Data comes from `xlm_hf.data.readers` (the fine-tuning scripts' loader): `--objectives mlm` (or `clm`) reads the monolingual
 sides of `--pairs` (plus plain-text files from `--monolingual_files en=news.en.txt`), `tlm` reads the pairs
-themselves; `--parallel_limit en-de=2000` keeps a low-resource pair small. `xlm_hf.pretraining` builds the
-alpha-sampled mix, `xlm_hf.collators` masks it. Logging, recipes, resume and the atomic final save are those of
+themselves; `--parallel_limit en-de=2000` keeps a low-resource pair small. `xlm_hf.training.pretraining` builds the
+alpha-sampled mix, `xlm_hf.data.collators` masks it. Logging, recipes, resume and the atomic final save are those of
 `xlm_hf.training` (the model: `create_model` with `AutoModelForMaskedLM`); the pretraining arguments and data are in
-`xlm_hf.pretraining`. `main(argv)` returns the
+`xlm_hf.training.pretraining`. `main(argv)` returns the
 metrics.
 """
 
@@ -27,8 +27,8 @@ import logging
 
 from transformers import AutoModelForMaskedLM, Trainer, set_seed
 
-from xlm_hf.collators import CLMCollator, XLMPretrainingCollator
-from xlm_hf.pretraining import (
+from xlm_hf.data.collators import CLMCollator, XLMPretrainingCollator
+from xlm_hf.training.pretraining import (
     PretrainingArguments,
     PretrainingDataArguments,
     build_pretraining_dataset,

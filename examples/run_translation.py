@@ -23,9 +23,9 @@ import logging
 from transformers import EarlyStoppingCallback, set_seed
 
 from xlm_hf.atomic import atomic_open
-from xlm_hf.configuration_xlm_hf import record_trained_directions
+from xlm_hf.model.configuration_xlm_hf import record_trained_directions
 from xlm_hf.evaluation import format_metrics_table, postprocess_generated
-from xlm_hf.lora import is_lora_model, save_lora_model
+from xlm_hf.training.lora import is_lora_model, save_lora_model
 from xlm_hf.training import (
     DataArguments,
     ModelArguments,
@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
     if data_args.streaming:
         # Each rank tokenizes its own stream; dispatching batches from rank 0 would concatenate unequal lengths.
         training_args.accelerator_config.dispatch_batches = False
-    # The Trainer's own Hub push needs the network at init; publishing goes through xlm_hf.hub after training.
+    # The Trainer's own Hub push needs the network at init; publishing goes through xlm_hf.interop.hub after training.
     push, training_args.push_to_hub = training_args.push_to_hub, False
 
     checkpoint = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir) \

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from xlm_hf.configuration_xlm_hf import record_trained_directions
+from xlm_hf.model.configuration_xlm_hf import record_trained_directions
 from xlm_hf.training import (
     LOOP_STATE,
     DataArguments,

@@ -17,7 +17,7 @@ monolingual text (plus supervised steps when some parallel pairs are given), fro
 
 The arguments are those of `run_translation_no_trainer.py` (`ModelArguments`, `DataArguments`, `LoopArguments`:
 `--dataset`/`--pairs`/`--both_directions` name the parallel data evaluated, and trained on by `--mt_steps`) plus the
-objectives of `xlm_hf.unsupervised.UnsupervisedArguments`. Every optimizer step draws one batch per objective whose
+objectives of `xlm_hf.training.unsupervised.UnsupervisedArguments`. Every optimizer step draws one batch per objective whose
 lambda is not 0 (`StepBatches`: the examples of a step depend only on the step and the rank, so a resume restores
 the model, optimizer, scheduler and RNG states and continues at its step), back-translates the BT batches with the
 current weights (no gradient, eval mode, in the run's --precision), and takes one optimizer step on the weighted sum of
@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from xlm_hf.back_translation import BackTranslationStep
-from xlm_hf.denoising import DenoisingCollator
+from xlm_hf.training.back_translation import BackTranslationStep
+from xlm_hf.data.denoising import DenoisingCollator
 from xlm_hf.training import (
     LOOP_STATE,
     DataArguments,
@@ -71,7 +71,7 @@ from xlm_hf.training import (
 )
 from xlm_hf.training.datasets import load_raw_pairs
 from xlm_hf.training.loop import StepBatches
-from xlm_hf.unsupervised import UnsupervisedArguments, load_monolingual
+from xlm_hf.training.unsupervised import UnsupervisedArguments, load_monolingual
 
 logger = logging.getLogger(__name__)
 

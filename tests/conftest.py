@@ -20,15 +20,15 @@ TOKENIZER_VOCAB_SIZE = 2000
 @pytest.fixture(scope="session")
 def bundled_pairs():
     """`{pair: DatasetDict}` of the whole bundled corpus."""
-    from xlm_hf.data import load_translation_datasets
+    from xlm_hf.data.readers import load_translation_datasets
 
     return load_translation_datasets("bundled")
 
 
 @pytest.fixture(scope="session")
 def tokenizer(bundled_pairs):
-    from xlm_hf.data import texts_by_language
-    from xlm_hf.tokenizer_training import train_tokenizer
+    from xlm_hf.data.readers import texts_by_language
+    from xlm_hf.data.tokenizer_training import train_tokenizer
 
     texts = texts_by_language(bundled_pairs, split="train")
     return train_tokenizer(

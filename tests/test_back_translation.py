@@ -1,11 +1,11 @@
-"""xlm_hf.back_translation: the generation pass leaves no gradient and restores train mode, the synthetic pairs run in
+"""xlm_hf.training.back_translation: the generation pass leaves no gradient and restores train mode, the synthetic pairs run in
 the right direction (synthetic tgt-language source, real labels), and the options reach generate."""
 
 import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from xlm_hf.back_translation import BackTranslationStep
+from xlm_hf.training.back_translation import BackTranslationStep
 from xlm_hf.presets import config_from_preset
 
 SENTENCES = ["the file was not found", "cannot open the directory %s"]
@@ -79,7 +79,7 @@ def test_back_translation_trainer_trains_on_synthetic_pairs(model, tokenizer, tm
     from datasets import Dataset
     from transformers import Seq2SeqTrainingArguments
 
-    from xlm_hf.back_translation import BackTranslationTrainer
+    from xlm_hf.training.back_translation import BackTranslationTrainer
 
     train = Dataset.from_dict({"input_ids": tokenizer(SENTENCES * 4, src_lang="en")["input_ids"]})
     args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,

@@ -22,8 +22,8 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 import xlm_hf
 from xlm_hf import XLMConfig, XLMForSeq2SeqLM, load_translation_dataset, train_tokenizer
 from xlm_hf.cli import main
-from xlm_hf.hub import CardInfo, HubError, stage_for_hub
-from xlm_hf.pipeline_translation import translation_pipeline
+from xlm_hf.interop.hub import CardInfo, HubError, stage_for_hub
+from xlm_hf.model.pipeline_translation import translation_pipeline
 
 
 EN = ["Save the file", "Open the file", "Close the window"]
@@ -353,7 +353,7 @@ def test_malformed_data_line_is_reported_with_its_number(tmp_path, caplog, conte
     path = data_file(tmp_path, content)
     with pytest.raises(ValueError, match=f"1 malformed line\\(s\\) of 2 \\({message}\\).*on_error='skip'"):
         load_translation_dataset(path, pairs="en-fr", on_error="fail")
-    with caplog.at_level(logging.WARNING, logger="xlm_hf.data"):
+    with caplog.at_level(logging.WARNING, logger="xlm_hf.data.readers"):
         data = load_translation_dataset(path, pairs="en-fr")
     assert data["train"]["translation"] == [{"en": "Hello", "fr": "Bonjour"}]
     assert "skipped" in caplog.text

@@ -7,7 +7,7 @@ import pytest
 
 from test_bad_inputs import model, tok  # noqa: F401 (fixtures: an untrained model, whose near-uniform logits make
 # any numerical difference between batch shapes show as another token)
-from xlm_hf.pipeline_translation import translation_pipeline
+from xlm_hf.model.pipeline_translation import translation_pipeline
 
 CORPUS = Path(__file__).resolve().parent.parent / "examples" / "data" / "po-mini" / "en-fr.test.tsv"
 

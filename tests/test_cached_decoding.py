@@ -11,7 +11,7 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache, StaticCache
 
 from test_model import EOS, PAD, TAGS, tiny_model
-from xlm_hf.modeling_xlm_hf import derive_langs
+from xlm_hf.model.modeling_xlm_hf import derive_langs
 
 
 EN, FR, DE = TAGS["en"], TAGS["fr"], TAGS["de"]
@@ -161,7 +161,7 @@ def _static_cache(model, cls, target_len, source_len):
 def test_a_static_cache_carries_the_language_and_forgets_it_on_reset(model, cls):
     """Static caches (compiled decoding's); after `reset()` the cache is reused for another batch, whose first token
     has no language: a plain cache keeps its old carried language, but the decoder sees that the cache is empty."""
-    from xlm_hf.generation_xlm_hf import XLMEncoderDecoderCache
+    from xlm_hf.model.generation_xlm_hf import XLMEncoderDecoderCache
 
     cls = XLMEncoderDecoderCache if cls == "XLMEncoderDecoderCache" else cls
     src, mask = sources()
@@ -181,7 +181,7 @@ def test_a_static_cache_carries_the_language_and_forgets_it_on_reset(model, cls)
 def test_the_cache_generate_returns_carries_the_language(model, cache_implementation):
     """generate passes the languages of the whole prefix at every step; its cache records them, so a hand-written
     step after generate (here: feeding the last generated token) equals the full forward."""
-    from xlm_hf.generation_xlm_hf import XLMEncoderDecoderCache
+    from xlm_hf.model.generation_xlm_hf import XLMEncoderDecoderCache
 
     src, mask = sources()
     room = {"max_cache_len": 8} if cache_implementation else {}  # a static cache with room for one more step
@@ -295,8 +295,8 @@ def test_a_compiled_step_reads_and_records_the_language_without_recompiling(mode
     passed: one graph for all the one-token steps (the carried language is read and recorded inside it)."""
     from torch._dynamo.utils import counters
 
-    from xlm_hf.generation_xlm_hf import XLMEncoderDecoderCache
-    from xlm_hf.hardware import compile_support
+    from xlm_hf.model.generation_xlm_hf import XLMEncoderDecoderCache
+    from xlm_hf.model.hardware import compile_support
 
     supported, why = compile_support("cpu")
     if not supported:

@@ -4,7 +4,7 @@ loss that falls through the collator and the Trainer."""
 import pytest
 import torch
 
-from xlm_hf.collators import IGNORE_INDEX, CLMCollator, MLMCollator, TLMCollator, XLMPretrainingCollator
+from xlm_hf.data.collators import IGNORE_INDEX, CLMCollator, MLMCollator, TLMCollator, XLMPretrainingCollator
 
 
 SENTENCES = {

@@ -14,7 +14,7 @@ from transformers import XLMWithLMHeadModel
 
 import xlm_hf
 from xlm_hf.cli import main as cli
-from xlm_hf.convert import ConversionError, convert_xlm_checkpoint
+from xlm_hf.interop.convert import ConversionError, convert_xlm_checkpoint
 
 
 LANGS = {"en": 0, "fr": 1, "de": 2}

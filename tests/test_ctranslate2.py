@@ -17,7 +17,7 @@ from xlm_hf.cli import main
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 
-from xlm_hf.export_ctranslate2 import export_model, source_tokens, translate_ctranslate2  # noqa: E402
+from xlm_hf.interop.export_ctranslate2 import export_model, source_tokens, translate_ctranslate2  # noqa: E402
 
 
 N_SENTENCES = 8

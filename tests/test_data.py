@@ -1,4 +1,4 @@
-"""xlm_hf.data: the bundled corpus, TSV / JSONL folders, local HF datasets, malformed lines, streaming."""
+"""xlm_hf.data.readers: the bundled corpus, TSV / JSONL folders, local HF datasets, malformed lines, streaming."""
 
 import json
 import logging
@@ -6,7 +6,7 @@ import logging
 import pytest
 from datasets import Dataset, DatasetDict
 
-from xlm_hf.data import (
+from xlm_hf.data.readers import (
     bundled_data_dir,
     load_translation_dataset,
     load_translation_datasets,
@@ -75,7 +75,7 @@ def write(path, text):
 def test_tsv_folder_with_malformed_lines_skip_reports_line_numbers(tmp_path, caplog):
     write(tmp_path / "en-fr.train.tsv", "Hello\tBonjour\nno tab here\nYes\t\n\tOui\na\tb\tc\nThanks\tMerci\n")
     write(tmp_path / "en-fr.valid.tsv", "One\tUn\n")
-    with caplog.at_level(logging.WARNING, logger="xlm_hf.data"):
+    with caplog.at_level(logging.WARNING, logger="xlm_hf.data.readers"):
         data = load_translation_dataset(tmp_path)
     assert data["train"]["translation"] == [{"en": "Hello", "fr": "Bonjour"}, {"en": "Thanks", "fr": "Merci"}]
     assert list(data) == ["train", "validation"]

@@ -1,10 +1,10 @@
-"""xlm_hf.denoising: XLM's noise functions honour their rates, keep words whole and bound the shuffle's moves; the DAE
+"""xlm_hf.data.denoising: XLM's noise functions honour their rates, keep words whole and bound the shuffle's moves; the DAE
 collator noises sources only, and trains through Seq2SeqTrainer."""
 
 import pytest
 import torch
 
-from xlm_hf.denoising import DenoisingCollator, split_words, word_blank, word_dropout, word_shuffle, word_start_table
+from xlm_hf.data.denoising import DenoisingCollator, split_words, word_blank, word_dropout, word_shuffle, word_start_table
 
 SENTENCE = ("The quick brown fox jumps over the lazy dog while unbelievably sleepy programmers recompile "
             "their configuration files and reinstall dependencies")

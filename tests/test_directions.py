@@ -9,8 +9,8 @@ import pytest
 
 from test_pipeline import DE, EN, trained  # noqa: F401 (fixture)
 from xlm_hf.cli import main
-from xlm_hf.configuration_xlm_hf import direction_route, record_trained_directions
-from xlm_hf.pipeline_translation import translation_pipeline
+from xlm_hf.model.configuration_xlm_hf import direction_route, record_trained_directions
+from xlm_hf.model.pipeline_translation import translation_pipeline
 
 
 class Config:

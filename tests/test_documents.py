@@ -7,8 +7,8 @@ import pytest
 
 from test_pipeline import EN, FR, trained  # noqa: F401 (fixture)
 from xlm_hf.cli import main
-from xlm_hf.documents import fit_to_limit, split_sentences, translate_document
-from xlm_hf.pipeline_translation import translation_pipeline
+from xlm_hf.text.documents import fit_to_limit, split_sentences, translate_document
+from xlm_hf.model.pipeline_translation import translation_pipeline
 
 DOCUMENTS = [
     "Dr. Smith opened the file. It failed!  Then what?\nNew line here.",

@@ -37,7 +37,7 @@ def server(folder, tmp_path_factory):
 
 def by_pipeline(folder, case):
     import xlm_hf
-    from xlm_hf.serving.folders import load_model_and_tokenizer
+    from xlm_hf.folders import load_model_and_tokenizer
 
     pipe = xlm_hf.translation_pipeline(*load_model_and_tokenizer(folder), src_lang="en", tgt_lang="fr")
     kwargs = {"num_return_sequences": case["n_best"]} if case["n_best"] > 1 else {}
@@ -91,7 +91,7 @@ def test_an_untrained_direction_is_refused_the_same_way_everywhere(folder, serve
     import xlm_hf
     from xlm_hf.cli import main
     from xlm_hf.serving import UntrainedDirection
-    from xlm_hf.serving.folders import load_model_and_tokenizer
+    from xlm_hf.folders import load_model_and_tokenizer
 
     message = "not trained to translate fr->de"
     pipe = xlm_hf.translation_pipeline(*load_model_and_tokenizer(folder), src_lang="fr", tgt_lang="de")

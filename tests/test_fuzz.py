@@ -13,7 +13,7 @@ from tokenizers import normalizers
 
 import xlm_hf
 from xlm_hf import XLMForSeq2SeqLM, train_tokenizer
-from xlm_hf.pipeline_translation import translation_pipeline
+from xlm_hf.model.pipeline_translation import translation_pipeline
 
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

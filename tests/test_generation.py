@@ -1,4 +1,4 @@
-"""xlm_hf.generation_xlm_hf: the generation hooks (block-wise top-k of beam search), and the private transformers
+"""xlm_hf.model.generation_xlm_hf: the generation hooks (block-wise top-k of beam search), and the private transformers
 methods they override or call, checked against the installed transformers so that an upstream rename fails here."""
 
 import copy
@@ -9,7 +9,7 @@ import torch
 from transformers import GenerationMixin
 
 from test_model import TAGS, batch, tiny_model
-from xlm_hf.generation_xlm_hf import (
+from xlm_hf.model.generation_xlm_hf import (
     BEAM_SEARCH_HOOKS,
     CALLED_PRIVATE_METHODS,
     OVERRIDDEN_PRIVATE_METHODS,
@@ -47,7 +47,7 @@ def test_every_called_private_method_still_exists_upstream(name):
 def test_topk_by_blocks_finds_what_torch_topk_finds(rows, n, k):
     """The same sorted values and indices as torch.topk, with a tail that fills no block, with fewer blocks than k
     (torch.topk itself), and with ties (then the values, as tied indices are in no defined order)."""
-    from xlm_hf.generation_xlm_hf import topk_by_blocks
+    from xlm_hf.model.generation_xlm_hf import topk_by_blocks
 
     torch.manual_seed(0)
     scores = torch.randn(rows, n)

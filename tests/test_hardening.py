@@ -201,7 +201,7 @@ def test_saved_and_staged_files_all_have_the_ordinary_mode(tmp_path):
     """model.safetensors was written 0600 (the safetensors writer's temp file) beside 0644 files, in staged Hub
     folders too."""
     from test_bad_inputs import small_tokenizer
-    from xlm_hf.hub import CardInfo, stage_for_hub
+    from xlm_hf.interop.hub import CardInfo, stage_for_hub
 
     tok = small_tokenizer()
     model = XLMForSeq2SeqLM(xlm_hf.config_from_preset("tiny", tokenizer=tok))
@@ -291,7 +291,7 @@ def test_model_arguments_are_checked_with_the_fix(saved, call, message):
 
 
 def test_pipeline_num_beams_0_and_decoding_bad_ids_are_clear_errors(saved):
-    from xlm_hf.pipeline_translation import translation_pipeline
+    from xlm_hf.model.pipeline_translation import translation_pipeline
 
     _, model, tok = saved
     with pytest.raises(ValueError, match="num_beams must be a positive integer, got 0"):

@@ -1,4 +1,4 @@
-"""`xlm_hf.hardware`: the probes, the precision each kind of machine gets, and every fast path's fallback on faked
+"""`xlm_hf.model.hardware`: the probes, the precision each kind of machine gets, and every fast path's fallback on faked
 hardware (an AMX machine must not hide what crashes on an AVX2-only one)."""
 
 import dataclasses
@@ -12,7 +12,7 @@ import torch
 
 from test_model import batch, tiny_model
 from xlm_hf import hardware
-from xlm_hf.hardware import AcceleratorFeatures, CPUFeatures
+from xlm_hf.model.hardware import AcceleratorFeatures, CPUFeatures
 
 # The kinds of machine users run on, as torch's probes describe them.
 CPUS = {
@@ -72,7 +72,7 @@ def test_each_cpu_gets_its_precisions_and_kernels(fake, cpu, caplog):
     assert (torch.bfloat16 in packed) is (native and CPUS[cpu].x86)  # bf16 prepacking crashes without support
     assert (torch.float32 in packed) is (CPUS[cpu].onednn and CPUS[cpu].capability == "AVX512")  # measured faster
     assert hardware.compile_support("cpu")[0] is CPUS[cpu].cpp_compiler
-    with caplog.at_level(logging.WARNING, logger="xlm_hf.hardware"):
+    with caplog.at_level(logging.WARNING, logger="xlm_hf.model.hardware"):
         assert hardware.choose_precision("bf16", "cpu", "training").precision == "bf16"  # explicit: kept
         hardware.choose_precision("bf16", "cpu", "training")
     warnings = [r.getMessage() for r in caplog.records]
@@ -113,12 +113,12 @@ def test_bf16_inference_on_a_cpu_without_native_bf16_never_prepacks_bf16(fake, c
     """On an AVX2-only CPU oneDNN's bf16 prepacking raises ("bf16 path needs the cpu support avx_ne_convert or
     avx512bw..."): faked here, the bf16 model decodes with the default kernels, after one warning, to the same
     tokens as with packing off; fp32 layers still use their packs."""
-    from xlm_hf.inference import prepare_for_inference
+    from xlm_hf.model.inference import prepare_for_inference
 
     fake("avx2")
     b = batch()
     reference = tiny_model().to(torch.bfloat16).eval()
-    with caplog.at_level(logging.WARNING, logger="xlm_hf.hardware"):
+    with caplog.at_level(logging.WARNING, logger="xlm_hf.model.hardware"):
         model = prepare_for_inference(tiny_model(), "bf16")
     assert sum("no native bf16" in r.getMessage() for r in caplog.records) == 1
     assert not hasattr(model.lm_head, "_xlm_pack")  # AVX2: no prepacking at all (slower there)
@@ -138,7 +138,7 @@ def test_bf16_inference_on_a_cpu_without_native_bf16_never_prepacks_bf16(fake, c
 
 
 def test_compiled_decoding_says_what_is_missing(fake):
-    from xlm_hf.inference import prepare_for_inference
+    from xlm_hf.model.inference import prepare_for_inference
 
     fake("avx2")  # no C++ compiler on this fake machine
     with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
@@ -153,7 +153,7 @@ def test_compiled_decoding_says_what_is_missing(fake):
 def test_training_scripts_choose_their_precision(fake, cpu, bf16, tmp_path, monkeypatch):
     """`--precision auto` (the default) of the three argument classes: bf16 autocast where native, else fp32; --bf16
     and an explicit bf16 are kept (with the warning elsewhere), and a contradiction is refused."""
-    from xlm_hf.pretraining import PretrainingArguments
+    from xlm_hf.training.pretraining import PretrainingArguments
     from xlm_hf.training import LoopArguments, TranslationTrainingArguments
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
@@ -178,7 +178,7 @@ def test_an_avx2_only_cpu_really_runs_bf16(tmp_path):
     code = """
 import logging, torch, xlm_hf
 from xlm_hf import hardware
-from xlm_hf.inference import prepare_for_inference
+from xlm_hf.model.inference import prepare_for_inference
 from test_model import batch, tiny_model
 logging.basicConfig(level=logging.WARNING)
 assert not torch.ops.mkldnn._is_mkldnn_bf16_supported()

@@ -11,7 +11,7 @@ import yaml
 
 import xlm_hf
 from xlm_hf import XLMForSeq2SeqLM, train_tokenizer
-from xlm_hf.hub import CardInfo, HubError, push, stage_for_hub, verify_staged
+from xlm_hf.interop.hub import CardInfo, HubError, push, stage_for_hub, verify_staged
 
 
 EXPECTED_FILES = {

@@ -1,4 +1,4 @@
-"""xlm_hf.inference: precision modes, static-cache and compiled decoding, prepacked weights, and the CPU kernel routing
+"""xlm_hf.model.inference: precision modes, static-cache and compiled decoding, prepacked weights, and the CPU kernel routing
 the model uses (dropout bits, the eager path of bf16 attention, fp32 cross-attention keys)."""
 
 import copy
@@ -33,7 +33,7 @@ def test_static_cache_longer_than_the_positions_is_refused():
 
 
 def test_compiled_decoding_is_refused_for_int8():
-    from xlm_hf.inference import prepare_for_inference
+    from xlm_hf.model.inference import prepare_for_inference
 
     with pytest.raises(ValueError, match="fp32 and bf16"):
         prepare_for_inference(tiny_model(), "int8", compile=True)
@@ -44,8 +44,8 @@ def test_compiled_decoding_is_refused_for_int8():
 def test_compiled_greedy_equals_eager_greedy():
     """`prepare_for_inference(..., compile=True)`: static cache + torch.compile'd decoding step (fullgraph), on the
     CPU too; the same tokens and scores as eager decoding. Deselected by default (`make test`: -m "not compile")."""
-    from xlm_hf.hardware import compile_support
-    from xlm_hf.inference import disable_compiled_decoding, prepare_for_inference
+    from xlm_hf.model.hardware import compile_support
+    from xlm_hf.model.inference import disable_compiled_decoding, prepare_for_inference
 
     supported, why = compile_support("cpu")
     if not supported:
@@ -86,7 +86,7 @@ def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams, prepack
     """`pack_linear_weights` (the pipeline's default on a CPU): the decoder's Linear layers and the output layer run
     oneDNN's kernel on prepacked weights. Same tokens, scores equal to float rounding; `unpack_linear_weights` undoes
     it."""
-    from xlm_hf.inference import pack_linear_weights, unpack_linear_weights
+    from xlm_hf.model.inference import pack_linear_weights, unpack_linear_weights
 
     model = tiny_model()
     b = {k: v.repeat(4, 1) for k, v in batch(padded=True).items()}  # 8 rows: the packed kernel's minimum here
@@ -115,8 +115,8 @@ def test_prepacked_weights_decode_exactly_like_the_plain_ones(num_beams, prepack
 def test_prepacked_weights_follow_weight_changes_and_leave_autograd_alone(prepacking_cpu):
     """A pack is rebuilt when its weight changes (an optimizer step, load_state_dict, a dtype change), and calls with
     autograd take the plain path: training after packing is untouched, and decoding never uses stale weights."""
-    from xlm_hf.hardware import packed_linear_dtypes
-    from xlm_hf.inference import pack_linear_weights
+    from xlm_hf.model.hardware import packed_linear_dtypes
+    from xlm_hf.model.inference import pack_linear_weights
 
     model, reference = tiny_model(), tiny_model(seed=1)
     pack_linear_weights(model)
@@ -156,7 +156,7 @@ def test_small_input_gelu_takes_aten_kernel_for_small_inputs_only_and_decodes_th
     import torch.nn.functional as F
     from transformers.activations import GELUActivation
 
-    from xlm_hf.inference import MAX_NATIVE_GELU, SmallInputGELU, restore_gelu, use_small_input_gelu
+    from xlm_hf.model.inference import MAX_NATIVE_GELU, SmallInputGELU, restore_gelu, use_small_input_gelu
 
     model = tiny_model()
     b = {k: v.repeat(4, 1) for k, v in batch(padded=True).items()}
@@ -224,7 +224,7 @@ def test_bf16_cpu_inference_attends_to_the_source_in_fp32():
 
 
 def test_cpu_dropout_keeps_the_expected_share_and_scales():
-    from xlm_hf.inference import apply_dropout as dropout
+    from xlm_hf.model.inference import apply_dropout as dropout
 
     x = torch.ones(999, 1001, requires_grad=True)  # numel not a multiple of 4: the tail of the random words
     torch.manual_seed(0)
@@ -243,7 +243,7 @@ def test_cpu_dropout_keeps_the_expected_share_and_scales():
 
 def test_the_model_file_lets_transformers_switch_its_attention():
     """transformers decides from the model module's source whether set_attn_implementation() may switch it (it looks
-    for the attention interface call); the CPU kernel routing in xlm_hf.inference must not take that call away."""
+    for the attention interface call); the CPU kernel routing in xlm_hf.model.inference must not take that call away."""
     model = tiny_model()
     model.set_attn_implementation("eager")
     stacks = [model.model.encoder, model.model.decoder]

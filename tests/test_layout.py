@@ -2,43 +2,34 @@
 exactly the remote-code files, and no tracked file names one machine's paths."""
 
 import ast
+import importlib
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import xlm_hf
-from xlm_hf.configuration_xlm_hf import REMOTE_CODE_FILES
+from xlm_hf.model.configuration_xlm_hf import REMOTE_CODE_FILES
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "xlm_hf"
 
-# A module may import only modules of earlier layers (modules of one layer do not import each other).
+# The package's layers are its folders (and a few cross-cutting modules at its top). A module imports from its own
+# folder and from the layers below, never above: the folder a file sits in says what it may use.
 LAYERS = [
-    ["_moved", "configuration_xlm_hf", "hardware", "atomic", "resources", "sampling", "placeholders", "gettext_catalogs"],
-    ["inference", "plotting", "documents"],
-    ["generation_xlm_hf"],
-    ["modeling_xlm_hf", "tokenization_xlm_hf"],
-    ["pipeline_translation", "data", "presets", "evaluation", "collators", "denoising"],
-    ["serving.options", "serving.folders"],
-    ["tokenizer_training", "convert", "export_ctranslate2", "hub", "lora"],
-    ["serving.decoders", "serving.batcher"],
-    ["serving.translator"],
-    ["serving"],
-    ["training.arguments", "training.recipes", "training.process", "training.checkpoints",
-     "training.publish"],
-    ["training.datasets", "training.models", "training.loop"],
-    ["training.evaluation"],
-    ["training.trainer"],
-    ["training"],
-    ["pretraining", "back_translation"],
-    ["unsupervised"],
-    ["serving.app"],
-    ["", "commands", "folders", "server"],  # the package's __init__ (registration), and the commands package
-    ["cli"],
-    ["commands.*", "__main__"],
+    ["atomic", "resources", "_moved"],  # no xlm_hf imports at all
+    ["model/"],  # the remote code a saved folder carries (REMOTE_CODE_FILES, nothing else)
+    ["folders", "presets", "plotting", "evaluation"],  # loading folders, presets, pictures, metrics
+    ["data/"],  # readers, sampling, collators, noise, tokenizer training
+    ["text/"],  # documents, gettext catalogs
+    ["interop/"],  # original XLM checkpoints, CTranslate2, the Hub
+    ["training/"],  # translation training, pretraining, unsupervised, back-translation, LoRA
+    ["serving/"],  # the translation service, its decoders, the batcher, the app
+    ["", "cli", "__main__", "commands/"],  # registration, the CLI and its commands
 ]
+FOLDERS = [entry[:-1] for layer in LAYERS for entry in layer if entry.endswith("/")]
 
 
 def module_name(path: Path) -> str:
@@ -76,10 +67,11 @@ def imports_of(path: Path, relative_only: bool = False) -> set[str]:
 
 
 def layer_of(name: str) -> int | None:
+    """The layer of a module name: its folder's, or its own entry's for a top-level module."""
+    head = name.split(".")[0]
     for index, layer in enumerate(LAYERS):
-        for entry in layer:
-            if name == entry or (entry.endswith(".*") and name.startswith(entry[:-1])):
-                return index
+        if f"{head}/" in layer or name in layer:
+            return index
     return None
 
 
@@ -90,22 +82,43 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "metrics" not in p.relative
 def test_imports_go_down_the_layers_only(path):
     name = module_name(path)
     layer = layer_of(name)
-    assert layer is not None, f"{name or 'xlm_hf'} has no layer: add it to LAYERS in tests/test_layout.py"
-    upward = {m: layer_of(m) for m in imports_of(path) if layer_of(m) is None or layer_of(m) >= layer}
-    assert not upward, f"{name or 'xlm_hf'} (layer {layer}) imports from its own layer or above: {upward}"
+    assert layer is not None, f"{name or 'xlm_hf'} has no layer: put it in a folder of LAYERS in tests/test_layout.py"
+    upward = {m: layer_of(m) for m in imports_of(path) if layer_of(m) is None or layer_of(m) > layer}
+    assert not upward, f"{name or 'xlm_hf'} (layer {layer}) imports from a layer above: {upward}"
 
 
-def test_the_model_does_not_import_the_pipeline_and_data_knows_nothing_of_training():
-    assert "pipeline_translation" not in imports_of(PACKAGE / "modeling_xlm_hf.py")
-    assert not {m for m in imports_of(PACKAGE / "data.py") if m.startswith("training")}
+def test_every_folder_of_the_package_is_a_layer_and_the_top_holds_only_named_modules():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} - {"metrics"}
+    assert folders == set(FOLDERS)
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert top == {entry for layer in LAYERS for entry in layer if entry and not entry.endswith("/")}
+
+
+def test_the_model_folder_is_what_a_saved_model_carries():
+    assert sorted(p.name for p in (PACKAGE / "model").glob("*.py") if p.name != "__init__.py") == \
+        sorted(REMOTE_CODE_FILES)
+
+
+def test_old_import_paths_work_for_one_release_with_a_warning():
+    from xlm_hf._moved import MOVED
+
+    for old, new in MOVED.items():
+        sys.modules.pop(f"xlm_hf.{old}", None)  # imported by an earlier test: ask again
+        with pytest.warns(DeprecationWarning, match=f"xlm_hf.{old} moved to xlm_hf.{new}"):
+            module = importlib.import_module(f"xlm_hf.{old}")
+        assert module is importlib.import_module(f"xlm_hf.{new}") and module.__spec__.name == f"xlm_hf.{new}"
+
+
+def test_the_model_does_not_import_the_pipeline():
+    assert "model.pipeline_translation" not in imports_of(PACKAGE / "model" / "modeling_xlm_hf.py")
 
 
 @pytest.mark.parametrize("name", REMOTE_CODE_FILES)
 def test_remote_code_imports_only_remote_code(name):
     """Relative imports must resolve in a saved folder; an absolute `xlm_hf` import is the installed package's,
     optional there (modeling's atomic save falls back to a plain one without it)."""
-    shipped = {Path(f).stem for f in REMOTE_CODE_FILES}
-    assert imports_of(PACKAGE / name, relative_only=True) <= shipped, f"{name} imports a file a folder lacks"
+    shipped = {f"model.{Path(f).stem}" for f in REMOTE_CODE_FILES}
+    assert imports_of(PACKAGE / "model" / name, relative_only=True) <= shipped, f"{name} imports a file a folder lacks"
 
 
 def test_a_saved_folder_carries_exactly_the_remote_code_files(tmp_path):

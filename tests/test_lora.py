@@ -9,7 +9,7 @@ import torch
 
 import xlm_hf
 from xlm_hf import XLMForSeq2SeqLM
-from xlm_hf.lora import ADAPTER_SUBFOLDER, apply_lora, lora_config
+from xlm_hf.training.lora import ADAPTER_SUBFOLDER, apply_lora, lora_config
 
 peft = pytest.importorskip("peft", reason="LoRA needs PEFT (pip install 'xlm-hf[peft]')")
 

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 import xlm_hf
 from xlm_hf import XLMConfig, XLMForSeq2SeqLM, XLMModel
-from xlm_hf.modeling_xlm_hf import derive_langs
+from xlm_hf.model.modeling_xlm_hf import derive_langs
 
 
 PAD, BOS, EOS = 2, 0, 1

@@ -9,8 +9,8 @@ import torch
 
 from test_pipeline import EN, FR, trained  # noqa: F401 (fixture)
 from xlm_hf.cli import main
-from xlm_hf.data import load_translation_dataset
-from xlm_hf.pipeline_translation import translation_pipeline
+from xlm_hf.data.readers import load_translation_dataset
+from xlm_hf.model.pipeline_translation import translation_pipeline
 
 PHARAOH = re.compile(r"^(\d+-\d+)( \d+-\d+)*$")
 

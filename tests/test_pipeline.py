@@ -19,7 +19,7 @@ from transformers import AutoConfig, DataCollatorForSeq2Seq, pipeline
 import xlm_hf
 from xlm_hf import XLMForSeq2SeqLM, train_tokenizer
 from xlm_hf.cli import main
-from xlm_hf.pipeline_translation import XLMTranslationPipeline, translation_pipeline
+from xlm_hf.model.pipeline_translation import XLMTranslationPipeline, translation_pipeline
 from xlm_hf.plotting import attention_figure_size
 
 
@@ -143,7 +143,7 @@ def test_translate_convenience(trained):
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_fast_precisions_give_the_same_translations(trained, precision, capsys):
-    """bf16 weights and int8 dynamic quantisation (xlm_hf.inference) keep the memorised translations, through the
+    """bf16 weights and int8 dynamic quantisation (xlm_hf.model.inference) keep the memorised translations, through the
     convenience function and the CLI's --precision."""
     _, _, folder = trained
     assert xlm_hf.translate(EN, model=str(folder), src_lang="en", tgt_lang="fr", precision=precision) == FR
@@ -189,7 +189,7 @@ def test_static_cache_gives_the_same_translations(trained, num_beams):
 def test_compile_option_sets_up_static_cache_decoding(trained, capsys, tmp_path):
     """`compile=True` / `--compile` configure generate (static cache, compile_config allowed on the CPU) without
     compiling anything yet; int8 is refused."""
-    from xlm_hf.hardware import compile_support
+    from xlm_hf.model.hardware import compile_support
 
     model, tokenizer, _ = trained
     supported, why = compile_support("cpu")
@@ -205,7 +205,7 @@ def test_compile_option_sets_up_static_cache_decoding(trained, capsys, tmp_path)
         assert "cache_implementation" not in json.loads((tmp_path / "generation_config.json").read_text())
         assert model.generation_config.cache_implementation == "static"
     finally:
-        from xlm_hf.inference import disable_compiled_decoding
+        from xlm_hf.model.inference import disable_compiled_decoding
 
         disable_compiled_decoding(model)
     with pytest.raises(ValueError, match="fp32 and bf16"):
@@ -235,8 +235,8 @@ def test_pipeline_sets_up_the_cpu_decoding_kernels_without_changing_outputs(trai
     """Every way in (here the in-memory one) prepacks the decoder's Linear weights for oneDNN on a CPU and computes
     small GELUs with ATen's kernel; `pack_weights=False` keeps the default kernels. The translations are the same,
     token for token."""
-    from xlm_hf.hardware import packed_linear_dtypes
-    from xlm_hf.inference import SmallInputGELU, restore_gelu, unpack_linear_weights
+    from xlm_hf.model.hardware import packed_linear_dtypes
+    from xlm_hf.model.inference import SmallInputGELU, restore_gelu, unpack_linear_weights
 
     model, tokenizer, _ = trained
     unpack_linear_weights(restore_gelu(model))

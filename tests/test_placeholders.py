@@ -8,7 +8,7 @@ import pytest
 from test_pipeline import EN, FR, run_without_xlm_hf, trained  # noqa: F401 (fixture)
 from xlm_hf.cli import main
 from xlm_hf import translate, translation_pipeline
-from xlm_hf.placeholders import find_placeholders, placeholder_multiset, properly_nested, protect
+from xlm_hf.model.placeholders import find_placeholders, placeholder_multiset, properly_nested, protect
 
 KINDS = [
     ('"%s" is a directory', [("printf", "%s")]),

@@ -1,4 +1,4 @@
-"""examples/pretrain_xlm.py and its data module xlm_hf.pretraining: the alpha mix, streams, TLM rows, a run that
+"""examples/pretrain_xlm.py and its data module xlm_hf.training.pretraining: the alpha mix, streams, TLM rows, a run that
 saves an LM the translation model can start from, resume, CLM."""
 
 import importlib.util
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from transformers import AutoModelForMaskedLM
 
 import xlm_hf
-from xlm_hf.pretraining import (
+from xlm_hf.training.pretraining import (
     PretrainingCorpus,
     build_pretraining_dataset,
     corpus_from_datasets,

@@ -44,7 +44,7 @@ def test_onednn_linear_ops_of_the_prepacked_weights_exist():
     """inference.pack_linear_weights multiplies by oneDNN-packed weights; without these ops it quietly keeps the
     default (slower) kernel, so a torch build with oneDNN must still have them."""
     for name in ("_linear_pointwise", "_reorder_linear_weight"):
-        assert hasattr(torch.ops.mkldnn, name), f"torch.ops.mkldnn.{name} is gone: update xlm_hf/inference.py"
+        assert hasattr(torch.ops.mkldnn, name), f"torch.ops.mkldnn.{name} is gone: update xlm_hf/model/inference.py"
     assert isinstance(torch._C._get_mkldnn_enabled(), bool)  # inference.SmallInputGELU
 
 

@@ -1,9 +1,9 @@
-"""xlm_hf.sampling: XLM's alpha sampling of languages, directions and pretraining sources."""
+"""xlm_hf.data.sampling: XLM's alpha sampling of languages, directions and pretraining sources."""
 
 import pytest
 from datasets import Dataset
 
-from xlm_hf.sampling import interleave_pairs, language_sampling_probabilities, sample_counts
+from xlm_hf.data.sampling import interleave_pairs, language_sampling_probabilities, sample_counts
 
 
 def test_sampling_probabilities_follow_xlm_formula():

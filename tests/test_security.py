@@ -12,8 +12,8 @@ import torch
 
 import xlm_hf
 from xlm_hf import XLMForSeq2SeqLM, train_tokenizer
-from xlm_hf.configuration_xlm_hf import REMOTE_CODE_FILES
-from xlm_hf.pipeline_translation import translation_pipeline
+from xlm_hf.model.configuration_xlm_hf import REMOTE_CODE_FILES
+from xlm_hf.model.pipeline_translation import translation_pipeline
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from xlm_hf.hardware import choose_precision  # noqa: E402
+from xlm_hf.model.hardware import choose_precision  # noqa: E402
 from serve_helpers import REPO, TEXTS, Server, model_dir  # noqa: E402,F401  (model_dir: a fixture)
 
 
@@ -24,7 +24,7 @@ from serve_helpers import REPO, TEXTS, Server, model_dir  # noqa: E402,F401  (mo
 def reference(model_dir):
     """Offline greedy translation of every TEXTS sentence in every direction, one sentence at a time."""
     from xlm_hf import translate
-    from xlm_hf.serving.folders import load_model_and_tokenizer
+    from xlm_hf.folders import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(model_dir)
     found = {}
@@ -209,7 +209,7 @@ def test_sigterm_answers_what_is_in_flight_and_refuses_new_work(model_dir, tmp_p
 
 def test_ctranslate2_engine_serves_an_export_through_the_same_api(model_dir, tmp_path, reference):
     pytest.importorskip("ctranslate2")
-    from xlm_hf.export_ctranslate2 import export_ctranslate2
+    from xlm_hf.interop.export_ctranslate2 import export_ctranslate2
     from xlm_hf.serving import DecodingOptions, Translator
 
     export = export_ctranslate2(model_dir, tmp_path / "ct2", "en", "fr")
@@ -233,7 +233,7 @@ def test_ctranslate2_engine_runs_bf16_only_where_ctranslate2_has_it(model_dir, t
     """CTranslate2 has no emulated bf16: `auto` picks bfloat16 only where its kernels exist on this CPU, and an explicit
     bf16 it cannot run is served in float32 after one warning, instead of failing to start."""
     ctranslate2 = pytest.importorskip("ctranslate2")
-    from xlm_hf.export_ctranslate2 import export_ctranslate2
+    from xlm_hf.interop.export_ctranslate2 import export_ctranslate2
     from xlm_hf.serving import load_decoder
 
     export = export_ctranslate2(model_dir, tmp_path / "ct2", "en", "fr")

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 
 from conftest import TOKENIZER_LANGUAGES
 from xlm_hf import XLMConfig, XLMTokenizerFast
-from xlm_hf.tokenization_xlm_hf import XLMHFTokenizer, lang_tag
+from xlm_hf.model.tokenization_xlm_hf import XLMHFTokenizer, lang_tag
 
 
 def nfkc(text):

@@ -15,9 +15,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from xlm_hf.cli import main
-from xlm_hf.data import bundled_data_dir
-from xlm_hf.sampling import language_sampling_probabilities
-from xlm_hf.tokenizer_training import (
+from xlm_hf.data.readers import bundled_data_dir
+from xlm_hf.data.sampling import language_sampling_probabilities
+from xlm_hf.data.tokenizer_training import (
     BYTE_TOKENS,
     _pre_split,
     _with_byte_fallback,
@@ -79,7 +79,7 @@ def test_alpha_one_sample_is_the_corpus_and_sample_size_scales_it(text_files):
 
 
 def test_dedupe_counts_each_sentence_of_a_language_once(bundled_pairs):
-    from xlm_hf.data import texts_by_language
+    from xlm_hf.data.readers import texts_by_language
 
     english = texts_by_language(bundled_pairs)["en"]  # the English side of the five pairs
     all_lines = [row["en"] for part in english for row in part["translation"]]
@@ -122,7 +122,7 @@ def test_training_is_deterministic_for_a_fixed_seed(text_files):
     assert train_small(texts, alpha=0.5, seed=7).backend_tokenizer.to_str() == first
     # and in another process (Rust hash maps are seeded per process)
     code = (
-        "import sys; from pathlib import Path; from xlm_hf.tokenizer_training import train_tokenizer; "
+        "import sys; from pathlib import Path; from xlm_hf.data.tokenizer_training import train_tokenizer; "
         f"t = train_tokenizer({{k: Path(v) for k, v in {json.dumps({k: str(v) for k, v in texts.items()})}.items()}}, "
         "vocab_size=800, show_progress=False, seed=7, alpha=0.5); sys.stdout.write(t.backend_tokenizer.to_str())"
     )
@@ -184,7 +184,7 @@ def _tiny_trained():
 
 
 def test_parallelism_is_set_for_the_call_and_restored(monkeypatch):
-    from xlm_hf.tokenizer_training import _tokenizers_parallelism
+    from xlm_hf.data.tokenizer_training import _tokenizers_parallelism
 
     monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 2)

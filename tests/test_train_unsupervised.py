@@ -12,7 +12,7 @@ from training_scripts import (
     run_script, same_state, saved_weights_digest,
 )
 from xlm_hf.training import find_last_state
-from xlm_hf.unsupervised import LambdaSchedule, UnsupervisedArguments
+from xlm_hf.training.unsupervised import LambdaSchedule, UnsupervisedArguments
 
 SCRIPT = REPO / "examples" / "train_unsupervised.py"
 

@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 import xlm_hf
 from xlm_hf import XLMConfig, XLMForSeq2SeqLM, XLMModel
 from xlm_hf import modeling_xlm_hf
-from xlm_hf.modeling_xlm_hf import derive_langs
+from xlm_hf.model.modeling_xlm_hf import derive_langs
 
 
 PAD, EOS = 2, 1
@@ -203,7 +203,7 @@ def test_tokenizer_honours_per_call_languages_without_changing_its_state(tokeniz
 
 
 def test_dry_run_push_of_a_run_that_logged_no_loss(tmp_path):
-    from xlm_hf.hub import CURVES_FILE, CardInfo, push
+    from xlm_hf.interop.hub import CURVES_FILE, CardInfo, push
 
     tok = xlm_hf.train_tokenizer({"en": ["Save the file", "Open"] * 3, "fr": ["Enregistrer le fichier", "Ouvrir"] * 3},
                                  vocab_size=300, languages=["en", "fr"], min_frequency=1, show_progress=False)

@@ -11,7 +11,7 @@ import pytest
 
 from test_pipeline import EN, FR, trained  # noqa: F401 (fixture)
 from xlm_hf.cli import main
-from xlm_hf.placeholders import placeholder_multiset
+from xlm_hf.model.placeholders import placeholder_multiset
 
 CORPUS = Path(__file__).resolve().parent.parent / "examples" / "data" / "po-mini" / "en-fr.test.tsv"
 HEADER = {"Project-Id-Version": "demo 1.0", "Report-Msgid-Bugs-To": "bugs@example.org", "Language": "fr",

@@ -145,7 +145,7 @@ class XLMModelTester:
         next_input_ids = torch.cat([input_ids, next_tokens], dim=-1)
         langs = None
         if self.tags:  # the tag is in the prefix only: the cached step gets the prefix's languages (as generate does)
-            from xlm_hf.modeling_xlm_hf import derive_langs
+            from xlm_hf.model.modeling_xlm_hf import derive_langs
 
             langs = derive_langs(next_input_ids, torch.tensor(self.tags))[:, -3:]
         no_past = decoder(next_input_ids, attention_mask=next_attention_mask,
@@ -158,7 +158,7 @@ class XLMModelTester:
     def check_encoder_decoder_model_standalone(self, config, inputs_dict):
         import tempfile
 
-        from xlm_hf.modeling_xlm_hf import XLMDecoder, XLMEncoder
+        from xlm_hf.model.modeling_xlm_hf import XLMDecoder, XLMEncoder
 
         model = XLMModel(config).eval()
         outputs = model(**inputs_dict)

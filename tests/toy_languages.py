@@ -36,7 +36,7 @@ def write_toy_corpus(folder: Path, *, monolingual: int = 400, evaluation: int = 
 
 
 def toy_tokenizer(paths: dict):
-    from xlm_hf.tokenizer_training import train_tokenizer
+    from xlm_hf.data.tokenizer_training import train_tokenizer
 
     texts = {lang: path.read_text(encoding="utf-8").splitlines() for lang, path in paths.items()}
     return train_tokenizer(texts, languages=["en", "fr"], vocab_size=300, src_lang="en", tgt_lang="fr", seed=0,

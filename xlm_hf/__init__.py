@@ -8,15 +8,18 @@ __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from . import hardware
-from .configuration_xlm_hf import XLMConfig
-from .data import load_translation_dataset, load_translation_datasets
-from .modeling_xlm_hf import XLMForPreTraining, XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel
-from .pipeline_translation import XLMTranslationPipeline, translation_pipeline
+from . import _moved
+from .model import hardware
+from .model.configuration_xlm_hf import XLMConfig
+from .data.readers import load_translation_dataset, load_translation_datasets
+from .model.modeling_xlm_hf import XLMForPreTraining, XLMForSeq2SeqLM, XLMModel, XLMPreTrainedModel
+from .model.pipeline_translation import XLMTranslationPipeline, translation_pipeline
 from .serving import Translator, translate
 from .presets import config_from_preset, list_presets
-from .tokenization_xlm_hf import XLMHFTokenizer, XLMTokenizerFast
-from .tokenizer_training import train_tokenizer
+from .model.tokenization_xlm_hf import XLMHFTokenizer, XLMTokenizerFast
+from .data.tokenizer_training import train_tokenizer
+
+_moved.install()  # old import paths (xlm_hf.modeling_xlm_hf, ...) for one release
 
 # --- Auto classes -----------------------------------------------------------------------------------------------------
 # Our config is called XLMConfig like transformers' own (encoder-only) one; the Auto mappings key on the class object,

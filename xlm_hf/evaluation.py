@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .configuration_xlm_hf import IGNORE_INDEX  # the Trainer also pads gathered predictions with it
+from .model.configuration_xlm_hf import IGNORE_INDEX  # the Trainer also pads gathered predictions with it
 
 if TYPE_CHECKING:
     import evaluate

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import resources
-from .configuration_xlm_hf import XLMConfig
+from .model.configuration_xlm_hf import XLMConfig
 
 PRESET_FOLDER = "models"
 

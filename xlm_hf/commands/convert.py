@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..convert import convert_xlm_checkpoint
+    from ..interop.convert import convert_xlm_checkpoint
 
     model = convert_xlm_checkpoint(args.src_dir, args.out_dir, seq2seq=args.seq2seq, languages=args.languages,
                                    tokenizer=args.tokenizer)

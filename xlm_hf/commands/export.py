@@ -10,7 +10,7 @@ def register(subparsers) -> None:
         description="Export a saved XLMForSeq2SeqLM folder (model + tokenizer) to CTranslate2 for one direction: the "
         "source and target language embeddings are folded into the position tables, so greedy outputs are identical "
         "to the model's. The tokenizer is saved beside the CTranslate2 files; pass the target tag as target_prefix "
-        "(xlm_hf.export_ctranslate2.translate_ctranslate2 does). Needs `pip install ctranslate2`.",
+        "(xlm_hf.interop.export_ctranslate2.translate_ctranslate2 does). Needs `pip install ctranslate2`.",
     )
     parser.add_argument("model_dir", help="model folder written by save_pretrained (model + tokenizer)")
     parser.add_argument("--ctranslate2", metavar="OUT_DIR", required=True,
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..cli import CLIError
-    from ..export_ctranslate2 import export_ctranslate2
+    from ..interop.export_ctranslate2 import export_ctranslate2
 
     try:
         out = export_ctranslate2(args.model_dir, args.ctranslate2, args.src, args.tgt,

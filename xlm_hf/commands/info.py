@@ -1,5 +1,5 @@
 """`xlm-hf info MODEL_DIR`: what a saved model is: its config summary, parameter count and languages.
-`xlm-hf info` alone: what this machine runs fast (`xlm_hf.hardware`)."""
+`xlm-hf info` alone: what this machine runs fast (`xlm_hf.model.hardware`)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def summarise(model_dir: str | Path) -> dict:
     """Config summary and parameter count of a saved model, read from its files without building the model."""
     from safetensors import safe_open
 
-    from .. import modeling_xlm_hf
-    from ..serving import folders
+    from ..model import modeling_xlm_hf
+    from .. import folders
     from ..cli import CLIError
 
     folder = Path(model_dir)
@@ -74,7 +74,7 @@ def _numel(shape) -> int:
 
 def run(args) -> int:
     if args.model_dir is None:
-        from .. import hardware
+        from ..model import hardware
 
         if args.json:
             print(json.dumps(hardware.report(), indent=2))

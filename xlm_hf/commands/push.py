@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..cli import CLIError
-    from ..hub import CardInfo, HubError, push
+    from ..interop.hub import CardInfo, HubError, push
 
     info = CardInfo(repo_id=args.repo_id, license=args.license, base_model=args.base_model)
     if args.datasets:

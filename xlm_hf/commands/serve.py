@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..hardware import AUTO, PRECISIONS
+from ..model.hardware import AUTO, PRECISIONS
 
 INSTALL_HINT = "pip install 'xlm-hf[serve]'"
 
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch",
                    help="torch: our model (default); ctranslate2: a CTranslate2 export (one direction)")
     p.add_argument("--precision", choices=(AUTO, *PRECISIONS), default=AUTO,
-                   help="weights for decoding (torch: xlm_hf.inference; ctranslate2: its compute type); auto (default): "
+                   help="weights for decoding (torch: xlm_hf.model.inference; ctranslate2: its compute type); auto (default): "
                    "bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--max-batch-size", type=_at_least(int, 1), default=32, help="sentences per batch (default 32)")
     p.add_argument("--max-wait-ms", type=_at_least(float, 0), default=10.0,

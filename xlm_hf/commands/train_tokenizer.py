@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..atomic import check_replaceable
-    from ..tokenizer_training import TOKENIZER_FILES, train_tokenizer
+    from ..data.tokenizer_training import TOKENIZER_FILES, train_tokenizer
 
     check_replaceable(args.output_dir, TOKENIZER_FILES, overwrite=args.overwrite)  # before reading any text
 
@@ -81,7 +81,7 @@ def _texts(args: argparse.Namespace) -> dict:
     if bool(args.text) == bool(args.data):
         raise CLIError("give the text either as --text LANG=FILE (repeatable) or as --data bundled|DIR, not both.")
     if args.data:
-        from ..data import load_translation_datasets, texts_by_language
+        from ..data.readers import load_translation_datasets, texts_by_language
 
         pairs = load_translation_datasets(args.data, pairs=_csv(args.pairs), splits=[args.split])
         return texts_by_language(pairs, split=args.split)

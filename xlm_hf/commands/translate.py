@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..atomic import atomic_open
 from ..cli import positive_int
-from ..hardware import AUTO, PRECISIONS
+from ..model.hardware import AUTO, PRECISIONS
 
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays flat on any file size
@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     out.add_argument("--format", choices=["text", "jsonl", "tsv"], default="text",
                      help="text: one translation per input line; jsonl: one JSON object per input line with the "
                      "source, the translation and its hypotheses (scores, alignments); tsv: source<TAB>translation "
-                     "lines (a parallel corpus as xlm_hf.data reads it; blank lines are skipped, one line per "
+                     "lines (a parallel corpus as xlm_hf.data.readers reads it; blank lines are skipped, one line per "
                      "hypothesis with --n-best)")
     out.add_argument("--n-best", type=positive_int, default=1, metavar="N",
                      help="return the N best hypotheses (beam search with at least N beams, or N samples); needs "
@@ -77,7 +77,7 @@ def register(subparsers) -> None:
                    "pivot language trained with both sides, or is refused with the list of trained directions)")
     p.add_argument("--no-protect", action="store_true",
                    help="do not protect placeholders and markup (printf %%s, {name}, --options, <tags>, &entities;, "
-                   "URLs, paths, accelerators): by default the output holds exactly the source's (xlm_hf.placeholders)")
+                   "URLs, paths, accelerators): by default the output holds exactly the source's (xlm_hf.model.placeholders)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a folder that is not an xlm-hf model to run its own Python code (never assumed)")

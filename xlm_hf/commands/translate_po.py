@@ -1,4 +1,4 @@
-"""`xlm-hf translate-po MODEL_DIR CATALOG.po`: fill a gettext catalog's untranslated entries (xlm_hf.gettext_catalogs)."""
+"""`xlm-hf translate-po MODEL_DIR CATALOG.po`: fill a gettext catalog's untranslated entries (xlm_hf.text.gettext_catalogs)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..cli import positive_int
-from ..hardware import AUTO, PRECISIONS
+from ..model.hardware import AUTO, PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -43,7 +43,7 @@ def run(args) -> int:
 
     from ..atomic import atomic_open
     from ..cli import CLIError
-    from ..gettext_catalogs import check_language, translate_catalog
+    from ..text.gettext_catalogs import check_language, translate_catalog
     from ..serving import DecodingOptions, Translator
 
     source = Path(args.catalog)

@@ -1,11 +1,10 @@
-"""Translation for every entry point: the service, its decoders, safe folder loading, and the server.
+"""Translation for every entry point: the service, its decoders, and the server.
 
 - `options`: decoding options, hypotheses, and the errors a caller can fix;
 - `translator`: `Translator`, the one translation service (languages, directions and pivots, options, placeholders,
   blank and long texts, n-best, scores, alignments) behind `xlm_hf.translate`, `xlm-hf translate`,
   `xlm-hf translate-po` and `xlm-hf serve`;
 - `decoders`: what it decodes with, the PyTorch model (`pipeline("translation")`) or a CTranslate2 export;
-- `folders`: loading a local model folder with one-line errors (no prompt, no foreign code unasked);
 - `batcher`: the server's dynamic batching onto one decoding thread;
 - `app`: the FastAPI app of `xlm-hf serve` (needs `pip install 'xlm-hf[serve]'`; not imported here).
 """

@@ -188,7 +188,7 @@ def create_app(translator: Translator, max_batch_size: int = 32, max_wait_ms: fl
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
-        return HTMLResponse(resources.files("xlm_hf").joinpath("static/index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(resources.files("xlm_hf.serving").joinpath("static/index.html").read_text(encoding="utf-8"))
 
     return app
 

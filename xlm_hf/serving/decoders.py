@@ -1,12 +1,12 @@
 """Decoders: what the translation service (`serving.translator`) decodes with.
 
-- `TorchDecoder`: our model through `pipeline("translation")` (`xlm_hf.pipeline_translation`), in any precision of
-  `xlm_hf.inference`;
+- `TorchDecoder`: our model through `pipeline("translation")` (`xlm_hf.model.pipeline_translation`), in any precision of
+  `xlm_hf.model.inference`;
 - `CTranslate2Decoder`: a folder written by `xlm-hf export --ctranslate2` (one direction).
 
 A decoder takes non-blank texts that fit the model, already protected, and returns each one's n-best
 `Hypothesis` list; languages, directions, placeholders, blank and long texts are the service's. Model folders are
-loaded by `load_decoder` only, through `serving.folders` (one place for the folder checks).
+loaded by `load_decoder` only, through `xlm_hf.folders` (one place for the folder checks).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..hardware import AUTO
+from ..model.hardware import AUTO
 from .options import DecodingOptions, Hypothesis, InvalidOptions
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ ENGINES = ("torch", "ctranslate2")
 
 class TorchDecoder:
     """The PyTorch model through the translation pipeline. `precision`: `auto` (what the device runs natively; with
-    `keep_dtype`, the model's own dtype) or one of `xlm_hf.inference.PRECISIONS`; `compile`: static cache and
+    `keep_dtype`, the model's own dtype) or one of `xlm_hf.model.inference.PRECISIONS`; `compile`: static cache and
     compiled decoding steps."""
 
     name = "torch"
@@ -33,8 +33,8 @@ class TorchDecoder:
     def __init__(self, model, tokenizer, precision: str = AUTO, compile: bool = False, keep_dtype: bool = False):
         import torch
 
-        from ..hardware import choose_precision
-        from ..pipeline_translation import translation_pipeline
+        from ..model.hardware import choose_precision
+        from ..model.pipeline_translation import translation_pipeline
 
         if precision == AUTO and keep_dtype:
             precision = "bf16" if next(model.parameters()).dtype == torch.bfloat16 else "fp32"
@@ -99,7 +99,7 @@ class CTranslate2Decoder:
     def __init__(self, folder: str | Path, precision: str = AUTO):
         from transformers import AutoTokenizer
 
-        from ..export_ctranslate2 import METADATA_FILE, import_ctranslate2
+        from ..interop.export_ctranslate2 import METADATA_FILE, import_ctranslate2
 
         ctranslate2 = import_ctranslate2()
         folder = Path(folder)
@@ -130,7 +130,7 @@ class CTranslate2Decoder:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def decode(self, texts: list[str], src: str, tgt: str, options: DecodingOptions) -> list[list[Hypothesis]]:
-        from ..export_ctranslate2 import translate_batch_ctranslate2
+        from ..interop.export_ctranslate2 import translate_batch_ctranslate2
 
         if options.sample or options.no_repeat_ngram_size or options.max_length_ratio:
             raise InvalidOptions("the ctranslate2 engine decodes with beams only: sampling, no_repeat_ngram_size and "
@@ -175,11 +175,11 @@ def card_metadata(folder: Path) -> dict:
 
 def load_decoder(folder: str | Path, engine: str = "torch", precision: str = AUTO, compile: bool = False,
                  trust_remote_code: bool = False):
-    """The decoder of a model folder (`torch`, checked by `serving.folders`) or a CTranslate2 export (`ctranslate2`),
+    """The decoder of a model folder (`torch`, checked by `xlm_hf.folders`) or a CTranslate2 export (`ctranslate2`),
     in `precision`; `.folder` and `.card` (the model card's metadata) set."""
-    from ..configuration_xlm_hf import check_local_folder
-    from ..hardware import check_precision
-    from .folders import load_model_and_tokenizer
+    from ..model.configuration_xlm_hf import check_local_folder
+    from ..model.hardware import check_precision
+    from ..folders import load_model_and_tokenizer
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")

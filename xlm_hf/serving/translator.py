@@ -2,7 +2,7 @@
 `xlm-hf translate-po` and `xlm-hf serve`.
 
     from xlm_hf.serving import DecodingOptions, Translator
-    translator = Translator.from_folder("my-model")            # checked by serving.folders, precision "auto"
+    translator = Translator.from_folder("my-model")            # checked by xlm_hf.folders, precision "auto"
     translator.translate(["Save the file"], "en", "fr", DecodingOptions(beams=4, n_best=2, scores=True))
     # -> [[Hypothesis(text="Enregistrer le fichier", logprob=-0.05, score=-0.003, tokens=17), Hypothesis(...)]]
 
@@ -11,9 +11,9 @@ The service owns, once for every entry point:
   (`config.trained_directions`) goes through a pivot language trained with both sides, or is `UntrainedDirection`
   (listing the trained ones) unless `allow_zero_shot`;
 - **options**: `DecodingOptions.check` refuses what makes no sense (`InvalidOptions`);
-- **placeholders** (`xlm_hf.placeholders`): protected before decoding, restored in every hypothesis;
+- **placeholders** (`xlm_hf.model.placeholders`): protected before decoding, restored in every hypothesis;
 - **blank texts**: no hypotheses, nothing decoded;
-- **texts longer than the model takes**: split into sentences (`xlm_hf.documents`), translated, joined; one
+- **texts longer than the model takes**: split into sentences (`xlm_hf.text.documents`), translated, joined; one
   hypothesis, its log-probability the sum of its parts';
 - **score**: one definition, `logprob` = the sum of the generated tokens' log-probabilities under the decoding
   distribution (end of sentence included, the forced target tag excluded), `score` = `logprob / tokens`;
@@ -31,7 +31,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from ..hardware import AUTO
+from ..model.hardware import AUTO
 from .options import (MAX_BEAMS, DecodingOptions, Hypothesis, InvalidOptions, TranslationError, UnknownLanguage,
                       UntrainedDirection)
 
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 class Translator:
     """Translation with a decoder (`serving.decoders`); see the module docstring. `protect`: placeholders and markup
-    come back exactly (`xlm_hf.placeholders`)."""
+    come back exactly (`xlm_hf.model.placeholders`)."""
 
     def __init__(self, decoder, protect: bool = True):
         self.decoder = decoder
@@ -52,7 +52,7 @@ class Translator:
     @classmethod
     def from_folder(cls, folder: str | Path, engine: str = "torch", precision: str = AUTO, compile: bool = False,
                     trust_remote_code: bool = False, protect: bool = True) -> "Translator":
-        """The service over a model folder (`engine="torch"`, checked by `serving.folders`) or a CTranslate2 export
+        """The service over a model folder (`engine="torch"`, checked by `xlm_hf.folders`) or a CTranslate2 export
         (`engine="ctranslate2"`), in `precision` (`auto`: what this machine runs natively)."""
         from .decoders import load_decoder
 
@@ -86,7 +86,7 @@ class Translator:
 
     def route(self, src: str, tgt: str, allow_zero_shot: bool = False) -> str | None:
         """None to translate src -> tgt directly, or the pivot language; `UnknownLanguage` / `UntrainedDirection`."""
-        from ..configuration_xlm_hf import direction_route
+        from ..model.configuration_xlm_hf import direction_route
 
         for role, code in (("source", src), ("target", tgt)):
             if code not in self.decoder.languages:
@@ -132,7 +132,7 @@ class Translator:
         return [[h._replace(pivot=pivot) for h in hypotheses] for hypotheses in final]
 
     def _translate(self, texts, src, tgt, options, batch_size, progress=None) -> list[list[Hypothesis]]:
-        from ..documents import lay_out
+        from ..text.documents import lay_out
 
         limit = self.max_source_tokens - 2  # the language tag and </s>
         results: list[list[Hypothesis]] = [[] for _ in texts]
@@ -163,7 +163,7 @@ class Translator:
 
     def _decode(self, texts: list[str], src: str, tgt: str, options: DecodingOptions) -> list[list[Hypothesis]]:
         """The decoder on non-blank texts within the limit, placeholders protected and restored."""
-        from ..placeholders import protect
+        from ..model.placeholders import protect
 
         protected = [protect(text, tgt) for text in texts] if self.protect else None
         decoded = self.decoder.decode([p.text for p in protected] if protected else texts, src, tgt, options)
@@ -174,10 +174,10 @@ class Translator:
     def translate_documents(self, texts: list[str], src: str, tgt: str, sentences: bool = True,
                             options: DecodingOptions = DecodingOptions(), allow_zero_shot: bool = False,
                             batch_size: int = 16) -> list[str]:
-        """Each text as a document (`xlm_hf.documents`): split into sentences (with `sentences=False`, into lines,
+        """Each text as a document (`xlm_hf.text.documents`): split into sentences (with `sentences=False`, into lines,
         only over-long lines split into sentences), translated together in batches, joined back with the text's own
         whitespace, newlines and paragraphs."""
-        from ..documents import lay_out
+        from ..text.documents import lay_out
 
         if options.n_best != 1:
             raise InvalidOptions("a document is translated once: use n_best=1")
@@ -205,10 +205,10 @@ def translate(texts, model, tokenizer=None, src_lang: str | None = None, tgt_lan
               allow_zero_shot: bool = False, protect: bool = True, **kwargs):
     """Translate a string or a list of strings; returns a string or a list of strings (`Translator.translate`).
 
-    `model` is a model folder or Hub id (loaded and checked by `serving.folders`; the tokenizer is the folder's) or a
+    `model` is a model folder or Hub id (loaded and checked by `xlm_hf.folders`; the tokenizer is the folder's) or a
     model object (then pass `tokenizer`). With xlm_hf imported, folders load through its registered classes;
     `trust_remote_code=True` runs the folder's own code instead, and is never assumed. `precision`: fp32, bf16 or int8
-    (`xlm_hf.inference`), or `auto` (the default): a folder loads in bf16 where the hardware runs it natively, else
+    (`xlm_hf.model.inference`), or `auto` (the default): a folder loads in bf16 where the hardware runs it natively, else
     fp32, and a model object is used in its own dtype (never converted behind the caller's back); `compile=True`:
     static cache + torch.compile'd decoding. Keywords: `num_beams`, `max_new_tokens`, `max_length_ratio`,
     `no_repeat_ngram_size`, `do_sample` with `top_k` / `top_p` / `temperature` / `seed`, and any other `generate()`

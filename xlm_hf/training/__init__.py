@@ -29,7 +29,7 @@ taken from the labels (`target_prefix`), so a batch may mix target languages and
 is ever stored in the model's generation config.
 """
 
-from ..data import split_pair
+from ..data.readers import split_pair
 from .arguments import (
     DataArguments,
     LoopArguments,

@@ -9,8 +9,8 @@ from typing import Any
 
 from transformers import Seq2SeqTrainingArguments
 
-from ..data import split_pair
-from ..hardware import AUTO, TRAINING_PRECISIONS, choose_precision, training_device
+from ..data.readers import split_pair
+from ..model.hardware import AUTO, TRAINING_PRECISIONS, choose_precision, training_device
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,14 @@ class ModelArguments:
     lora_r: int = field(
         default=0,
         metadata={"help": "Fine-tune with LoRA of this rank (PEFT, pip install 'xlm-hf[peft]'); 0 trains every weight. "
-                  "The output folder holds the merged model, and the adapter in lora_adapter/ (see xlm_hf.lora)."},
+                  "The output folder holds the merged model, and the adapter in lora_adapter/ (see xlm_hf.training.lora)."},
     )
     lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling alpha (default 2 x lora_r)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA adapters' inputs."})
     lora_target_modules: list[str] | None = field(
         default=None,
         metadata={"help": "Layers to adapt (default: every attention projection, qkv_proj q_proj kv_proj out_proj; "
-                  "fc1 fc2 for the feed-forward). qkv_proj is the fused q/k/v projection: see xlm_hf.lora."},
+                  "fc1 fc2 for the feed-forward). qkv_proj is the fused q/k/v projection: see xlm_hf.training.lora."},
     )
 
 
@@ -151,7 +151,7 @@ def precision_field():
 
 def resolve_training_precision(args) -> None:
     """Turn `args.precision` (and `--bf16`) into the `bf16` flag the Trainer / Accelerator read, for the device the run
-    will use (`xlm_hf.hardware`); keep why in `args.precision_reason`. `auto` follows `accelerate launch
+    will use (`xlm_hf.model.hardware`); keep why in `args.precision_reason`. `auto` follows `accelerate launch
     --mixed_precision bf16|fp16` when the launcher asked for one ('no', its default, leaves the choice to the hardware).
     An explicit bf16 on hardware without native bf16 runs, after one warning."""
     requested = args.precision
@@ -283,7 +283,7 @@ class LoopArguments:
     )
     report_to: str = field(default="auto", metadata={"help": "'auto' (tensorboard when installed), 'tensorboard' or 'none'."})
     reuse_freed_memory: bool = reuse_freed_memory_field()
-    push_to_hub: bool = field(default=False, metadata={"help": "Publish the trained model (xlm_hf.hub) at the end."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Publish the trained model (xlm_hf.interop.hub) at the end."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository id 'user/name' for --push_to_hub."})
 
     def __post_init__(self):

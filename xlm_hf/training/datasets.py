@@ -1,9 +1,9 @@
 """The tokenized datasets of a translation run: directions, language tags, alpha-sampled training mixture.
 
-Each language pair (`en-fr`) is loaded by `xlm_hf.data`, optionally in both directions; each direction is tokenized
+Each language pair (`en-fr`) is loaded by `xlm_hf.data.readers`, optionally in both directions; each direction is tokenized
 with its own `src_lang` / `tgt_lang`, so every row carries its language tags, and keeps a `direction` column
-("en-fr") for per-direction BLEU/chrF. Training mixes the directions with XLM's sampling (`xlm_hf.sampling`). With
-`streaming=True` the corpus is read lazily (`xlm_hf.data.stream_translation_datasets`) with a shuffle buffer; the
+("en-fr") for per-direction BLEU/chrF. Training mixes the directions with XLM's sampling (`xlm_hf.data.sampling`). With
+`streaming=True` the corpus is read lazily (`xlm_hf.data.readers.stream_translation_datasets`) with a shuffle buffer; the
 data order is a function of the seed in both modes.
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..data import split_pair
-from ..sampling import interleave_pairs, language_sampling_probabilities
+from ..data.readers import split_pair
+from ..data.sampling import interleave_pairs, language_sampling_probabilities
 
 if TYPE_CHECKING:
     from .arguments import DataArguments
@@ -56,8 +56,8 @@ def check_tokenizer_languages(tokenizer, pairs: Sequence[str]) -> None:
 
 
 def load_raw_pairs(data_args: DataArguments, splits: Sequence[str]) -> dict[str, Any]:
-    """`{pair: DatasetDict}` of raw `{"translation": {...}}` rows through `xlm_hf.data`, only `splits`."""
-    from ..data import load_translation_datasets
+    """`{pair: DatasetDict}` of raw `{"translation": {...}}` rows through `xlm_hf.data.readers`, only `splits`."""
+    from ..data.readers import load_translation_datasets
 
     return load_translation_datasets(data_args.dataset, pairs=list(data_args.pairs), splits=list(splits),
                                      on_error=data_args.on_error)
@@ -135,7 +135,7 @@ def build_datasets(
             setattr(result, attribute, _build_eval_split(raw, split, directions, tokenizer, data_args))
     if train:
         if data_args.streaming:
-            from ..data import stream_translation_datasets
+            from ..data.readers import stream_translation_datasets
 
             sources, sizes = stream_translation_datasets(data_args.dataset, pairs=list(data_args.pairs), split="train",
                                                          on_error=data_args.on_error)
@@ -172,7 +172,7 @@ def _build_train_split(sources: Mapping[str, Any], sizes: Mapping[str, int], dir
     """The training mixture of the directions: `(dataset, {direction: probability})`.
 
     In memory, each direction is shuffled with the seed (which rows repeat when a small direction is oversampled),
-    tokenized, then alpha-sampled by `xlm_hf.sampling.interleave_pairs`; the trainer shuffles the mixture every epoch.
+    tokenized, then alpha-sampled by `xlm_hf.data.sampling.interleave_pairs`; the trainer shuffles the mixture every epoch.
     A stream is alpha-sampled with the probabilities of the directions' line counts, then shuffled in a buffer
     whose order depends on seed + epoch (`IterableDataset.set_epoch`).
     """
@@ -216,7 +216,7 @@ def _build_train_split(sources: Mapping[str, Any], sizes: Mapping[str, int], dir
 
 def _load_synthetic(data_args: DataArguments, directions) -> dict[str, Any]:
     """`{direction: raw train rows}` of `--synthetic_dataset`, one file per trained direction (SRC side synthetic)."""
-    from ..data import load_translation_datasets
+    from ..data.readers import load_translation_datasets
 
     wanted = [f"{s}-{t}" for _, s, t in directions]
     found = load_translation_datasets(data_args.synthetic_dataset, splits=["train"], on_error=data_args.on_error)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..configuration_xlm_hf import IGNORE_INDEX
+from ..model.configuration_xlm_hf import IGNORE_INDEX
 from ..evaluation import compute_translation_metrics, postprocess_generated
 from .datasets import DIRECTION_COLUMN
 

@@ -72,7 +72,7 @@ def make_accelerator(args):
     report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
     return Accelerator(
         cpu=args.use_cpu or launched_without_accelerator(),
-        # resolved by LoopArguments (xlm_hf.hardware): auto already followed `accelerate launch --mixed_precision`
+        # resolved by LoopArguments (xlm_hf.model.hardware): auto already followed `accelerate launch --mixed_precision`
         mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(args.precision, "no"),
         dynamo_backend="inductor" if args.torch_compile else None,  # None: as `accelerate launch --dynamo_backend`
         gradient_accumulation_steps=args.gradient_accumulation_steps,

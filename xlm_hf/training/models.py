@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import DataCollatorForSeq2Seq
 
-from ..configuration_xlm_hf import IGNORE_INDEX
-from ..serving.folders import check_model_type, read_config
+from ..model.configuration_xlm_hf import IGNORE_INDEX
+from ..folders import check_model_type, read_config
 
 if TYPE_CHECKING:
-    from ..tokenization_xlm_hf import XLMTokenizerFast
+    from ..model.tokenization_xlm_hf import XLMTokenizerFast
     from .arguments import ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def load_tokenizer(model_args: ModelArguments) -> XLMTokenizerFast:
     """The run's tokenizer: `tokenizer_name_or_path`, else the checkpoint's."""
-    from ..tokenization_xlm_hf import XLMTokenizerFast
+    from ..model.tokenization_xlm_hf import XLMTokenizerFast
 
     path = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if path is None:
@@ -53,7 +53,7 @@ def create_model(model_args: ModelArguments, tokenizer, *, auto_class=None):
         model = auto_class.from_pretrained(folder, trust_remote_code=False)
         check_model_matches_tokenizer(model.config, tokenizer)
     elif model_args.pretrained_lm:
-        from ..modeling_xlm_hf import XLMForSeq2SeqLM
+        from ..model.modeling_xlm_hf import XLMForSeq2SeqLM
 
         if model_args.preset:
             raise ValueError("Pass either --pretrained_lm (its architecture is the LM's) or --preset, not both.")
@@ -77,7 +77,7 @@ def create_model(model_args: ModelArguments, tokenizer, *, auto_class=None):
     if getattr(model_args, "lora_r", 0):
         if not model.can_generate():
             raise ValueError("--lora_r fine-tunes a translation model (AutoModelForSeq2SeqLM), not this one.")
-        from ..lora import apply_lora
+        from .lora import apply_lora
 
         model = apply_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
                            model_args.lora_target_modules)

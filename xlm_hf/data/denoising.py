@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .configuration_xlm_hf import IGNORE_INDEX
+from ..model.configuration_xlm_hf import IGNORE_INDEX
 
 WORD_START = "▁"  # Metaspace: the token begins a word
 

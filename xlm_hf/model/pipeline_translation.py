@@ -90,7 +90,7 @@ class XLMTranslationPipeline(Pipeline):
     length. An input longer than the model accepts is truncated with a warning, never silently.
 
     On a CPU the pipeline prepacks the weights of the decoder's Linear layers and of the output layer for oneDNN
-    (`xlm_hf.inference.pack_linear_weights`: the same outputs, faster decoding steps, that memory once more) and
+    (`xlm_hf.model.inference.pack_linear_weights`: the same outputs, faster decoding steps, that memory once more) and
     computes GELU on small activations with ATen's kernel (`use_small_input_gelu`); pass `pack_weights=False` to
     keep the default kernels.
     """
@@ -163,7 +163,7 @@ class XLMTranslationPipeline(Pipeline):
                 f"Translation needs a source and a target language: pass src_lang= and tgt_lang= (one of {known}) "
                 f"to pipeline() or to the call, or use a task name such as 'translation_en_to_fr'."
             )
-        # Placeholders, markup, accelerators and outer whitespace (xlm_hf.placeholders): repaired in postprocess.
+        # Placeholders, markup, accelerators and outer whitespace (xlm_hf.model.placeholders): repaired in postprocess.
         protected = protect_placeholders(text, tgt_lang) if (self.protect if protect is None else protect) else None
         text = protected.text if protected is not None else text
         inputs = self.tokenizer._build_translation_inputs(text, return_tensors="pt", src_lang=src_lang,
@@ -285,7 +285,7 @@ def translation_pipeline(model, tokenizer, precision: str = "fp32", compile: boo
                          **kwargs) -> XLMTranslationPipeline:
     """`pipeline("translation", ...)` for in-memory model and tokenizer objects.
 
-    `precision` ("fp32", "bf16", "int8") converts the model first with `xlm_hf.inference.prepare_for_inference`
+    `precision` ("fp32", "bf16", "int8") converts the model first with `xlm_hf.model.inference.prepare_for_inference`
     (bf16 converts `model` in place; int8 makes a quantised copy). On a CPU the pipeline prepacks the decoder's
     weights unless `pack_weights=False` is passed (see `XLMTranslationPipeline`). `compile=True` (fp32, bf16)
     decodes with a static cache and a torch.compile'd step (`prepare_for_inference(..., compile=True)`; the first

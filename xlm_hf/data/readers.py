@@ -3,7 +3,7 @@
 One language pair is one `DatasetDict` with the splits `train`, `validation` and `test`. Several pairs come as one
 `DatasetDict` per pair (`load_translation_datasets`), because the rows of different pairs have different language
 keys: a trainer tokenizes each pair with its own language tags, then samples the pairs with XLM's exponent alpha
-(`xlm_hf.sampling.interleave_pairs`), once their features agree. `stream_translation_datasets` reads the same sources
+(`xlm_hf.data.sampling.interleave_pairs`), once their features agree. `stream_translation_datasets` reads the same sources
 lazily, as `datasets.IterableDataset`s, for corpora larger than memory.
 
 Sources:
@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from .resources import resource_path
+from ..resources import resource_path
 
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Long inputs and documents: split into sentences, translated in batches, joined back with the input's own whitespace.
 
-    from xlm_hf.documents import translate_document
+    from xlm_hf.text.documents import translate_document
     translate_document(pipe, text, src_lang="en", tgt_lang="fr")
 
 The sentence splitter is `sentencex` (Wikimedia's, rules for about 300 languages with per-language abbreviation
@@ -27,10 +27,10 @@ _SOFT_BREAK = re.compile(r"(?<=[,;:，；：、])\s+|\s+")
 
 def _sentences_of_line(line: str, lang: str) -> list[str]:
     """sentencex's segments of one line, merged where a boundary falls inside a placeholder (`%.*s`, a URL, a path:
-    `xlm_hf.placeholders`), which must reach the model whole."""
+    `xlm_hf.model.placeholders`), which must reach the model whole."""
     from sentencex import segment
 
-    from .placeholders import find_placeholders
+    from ..model.placeholders import find_placeholders
 
     inside = {i for p in find_placeholders(line) for i in range(p.start + 1, p.end)}
     merged, offset = [], 0

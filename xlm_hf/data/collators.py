@@ -3,7 +3,7 @@
 Every collator turns a list of tokenized examples into one padded batch for `XLMForPreTraining`, so it works as the
 `data_collator` of a `Trainer` and as the `collate_fn` of a `DataLoader` in an Accelerate loop.
 
-Examples (what `xlm_hf.pretraining` produces from the data loader):
+Examples (what `xlm_hf.training.pretraining` produces from the data loader):
 
     monolingual   {"input_ids": [...], "lang": 0}                  a stream of sentences of one language
     parallel      {"input_ids": [...], "lang": 0,                  a translation pair (source side ...
@@ -24,7 +24,7 @@ Masking follows BERT/XLM: 15% of the maskable tokens are predicted; of those 80%
 regular token, 10% stay. Special tokens (`<s>`, `</s>`, `<pad>`, language tags, ...) are never masked or used as
 random replacements. With `frequency_smoothing=a > 0` (XLM's `--sample_alpha`), exactly 15% of the maskable tokens
 of a batch are drawn without replacement with probability proportional to `count(token) ** -a`, so frequent words
-are masked less often; `token_counts` (see `xlm_hf.pretraining.count_tokens`) gives the counts.
+are masked less often; `token_counts` (see `xlm_hf.training.pretraining.count_tokens`) gives the counts.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from .configuration_xlm_hf import IGNORE_INDEX
+from ..model.configuration_xlm_hf import IGNORE_INDEX
 
 
 @dataclass
@@ -147,13 +147,13 @@ class _MaskingCollator(_PretrainingCollator):
             if self.token_counts is None:
                 raise ValueError(
                     "frequency_smoothing needs token_counts (one count per vocabulary id): pass "
-                    "token_counts=xlm_hf.pretraining.count_tokens(dataset, len(tokenizer))."
+                    "token_counts=xlm_hf.training.pretraining.count_tokens(dataset, len(tokenizer))."
                 )
             counts = torch.as_tensor(self.token_counts, dtype=torch.float64)
             if counts.shape != (self.vocab_size,):
                 raise ValueError(
                     f"token_counts has shape {tuple(counts.shape)} but the tokenizer has {self.vocab_size} ids: count "
-                    f"the tokens with the same tokenizer (xlm_hf.pretraining.count_tokens)."
+                    f"the tokens with the same tokenizer (xlm_hf.training.pretraining.count_tokens)."
                 )
             self._mask_weights = counts.clamp(min=1) ** -self.frequency_smoothing
 
@@ -221,7 +221,7 @@ class TLMCollator(_MaskingCollator):
 class XLMPretrainingCollator(_MaskingCollator):
     """Mixed MLM+TLM batches: each example is laid out as TLM when it has `pair_input_ids`, else as MLM, and the
     batch is masked as one. The mix of languages and objectives is the dataset's (see
-    `xlm_hf.pretraining.build_pretraining_dataset`, which samples languages with XLM's alpha)."""
+    `xlm_hf.training.pretraining.build_pretraining_dataset`, which samples languages with XLM's alpha)."""
 
     def layout(self, example):
         if example.get("pair_input_ids") is not None:

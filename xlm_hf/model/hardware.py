@@ -37,7 +37,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8")  # inference precisions (`xlm_hf.inference`)
+PRECISIONS = ("fp32", "bf16", "int8")  # inference precisions (`xlm_hf.model.inference`)
 TRAINING_PRECISIONS = ("fp32", "bf16")  # training (autocast) precisions
 AUTO = "auto"
 

@@ -423,7 +423,7 @@ class XLMPreTrainedModel(PreTrainedModel):
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **auto_map}
         if self.can_generate():  # pipeline("translation") through config.custom_pipelines (the file is copied along)
             self.config.custom_pipelines = custom_pipelines_entry(self.config.languages)
-        # Compiled decoding (xlm_hf.inference.enable_compiled_decoding) is a runtime choice, like the precision: its
+        # Compiled decoding (xlm_hf.model.inference.enable_compiled_decoding) is a runtime choice, like the precision: its
         # static cache is not saved (transformers drops the compile config it goes with).
         generation_config = getattr(self, "generation_config", None)
         compiled = getattr(generation_config, "compile_config", None) is not None

@@ -5,7 +5,7 @@
 
 - `fp32`: the model as trained.
 - `bf16`: weights and activations in bfloat16 (AMX / AVX512-BF16 matmuls). Softmaxes stay fp32 inside attention.
-- `auto`: bf16 where the model's device runs it natively, else fp32 (`xlm_hf.hardware.choose_precision`); an
+- `auto`: bf16 where the model's device runs it natively, else fp32 (`xlm_hf.model.hardware.choose_precision`); an
   explicit bf16 elsewhere runs emulated after one warning.
 - `int8`: dynamic quantisation of every `nn.Linear`, output projection included (int8 weights per channel, activations
   quantised per batch on the fly; VNNI/AMX int8 GEMMs). Embeddings, LayerNorms and attention stay fp32.
@@ -13,7 +13,7 @@
 The same names are the `--precision` of `xlm-hf translate` and the `precision=` of `xlm_hf.translate` /
 `translation_pipeline`. Quality: `benchmarks/README.md` records BLEU per mode against fp32 on a trained model.
 
-Every kernel choice below asks `xlm_hf.hardware`, which knows the machine from torch's probes.
+Every kernel choice below asks `xlm_hf.model.hardware`, which knows the machine from torch's probes.
 
 Prepacked weights (`pack_linear_weights`, on by default in all of the above on x86 CPUs with AVX-512, fp32, and bf16
 where it is native; `hardware.packed_linear_dtypes`): the decoder's
@@ -190,7 +190,7 @@ def pack_linear_weights(model: nn.Module) -> int:
     dtypes = packed_linear_dtypes("cpu")
     if not dtypes:
         logger.info("Decoding weights are not prepacked on this CPU (no oneDNN Linear kernels, or not an AVX-512 x86 "
-                    "CPU, where the default kernels are faster): xlm_hf.hardware.packed_linear_dtypes.")
+                    "CPU, where the default kernels are faster): xlm_hf.model.hardware.packed_linear_dtypes.")
         return 0
     if getattr(getattr(model, "generation_config", None), "compile_config", None) is not None:
         return 0

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import staging_dir
-from .configuration_xlm_hf import XLMConfig
+from ..atomic import staging_dir
+from ..model.configuration_xlm_hf import XLMConfig
 
 
 logger = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def convert_tokenizer(src_dir: str | os.PathLike, src_config, languages: list[st
     its vocabulary (see the module docstring), or None when the files are missing."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    from .tokenization_xlm_hf import XLMTokenizerFast
+    from ..model.tokenization_xlm_hf import XLMTokenizerFast
 
     folder = Path(src_dir)
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
@@ -390,7 +390,7 @@ def convert_xlm_checkpoint(
     `config_overrides` set non-architectural fields (dropout, ...). The returned model carries the converted
     tokenizer as `model.converted_tokenizer` (None when the source has no vocab.json + merges.txt).
     """
-    from .modeling_xlm_hf import XLMForPreTraining, XLMForSeq2SeqLM
+    from ..model.modeling_xlm_hf import XLMForPreTraining, XLMForSeq2SeqLM
 
     if out_dir is not None:
         _check_output_folder(out_dir)

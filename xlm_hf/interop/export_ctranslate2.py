@@ -4,7 +4,7 @@ per export.
     xlm-hf export MODEL_DIR --ctranslate2 OUT_DIR --src en --tgt fr [--quantization int8]
 
     import ctranslate2
-    from xlm_hf.export_ctranslate2 import translate_ctranslate2
+    from xlm_hf.interop.export_ctranslate2 import translate_ctranslate2
     translator = ctranslate2.Translator(OUT_DIR, compute_type="int8")
     translate_ctranslate2(translator, tokenizer, ["Hello."], "en", "fr")
 
@@ -40,7 +40,7 @@ import logging
 import math
 from pathlib import Path
 
-from .atomic import staging_dir
+from ..atomic import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def export_model(model, tokenizer, output_dir: str | Path, src_lang: str, tgt_la
             "max_decoding_length": model.generation_config.max_new_tokens or model.config.max_position_embeddings - 1,
             "quantization": quantization,
             "usage": "source tokens: tokenizer(text) with src_lang, as token strings; pass target_prefix to "
-                     "translate_batch (xlm_hf.export_ctranslate2.translate_ctranslate2 does both)",
+                     "translate_batch (xlm_hf.interop.export_ctranslate2.translate_ctranslate2 does both)",
         }
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     logger.info("Wrote the CTranslate2 model (%s, %s -> %s) to %s", quantization, src_lang, tgt_lang, output_dir)
@@ -245,11 +245,11 @@ def export_ctranslate2(model_dir: str | Path, output_dir: str | Path, src_lang: 
     import_ctranslate2()
     from transformers import AutoConfig
 
-    from .modeling_xlm_hf import XLMForSeq2SeqLM
+    from ..model.modeling_xlm_hf import XLMForSeq2SeqLM
 
-    from .atomic import folders_overlap
-    from .configuration_xlm_hf import direction_route
-    from .serving.folders import check_model_type, load_model_and_tokenizer, read_config
+    from ..atomic import folders_overlap
+    from ..model.configuration_xlm_hf import direction_route
+    from ..folders import check_model_type, load_model_and_tokenizer, read_config
 
     folder = Path(model_dir)
     if folders_overlap(folder, output_dir):  # --force would delete the model the export is made from

@@ -5,7 +5,7 @@ The path from the loader to batches (`examples/pretrain_xlm.py` runs it):
     datasets = xlm_hf.load_translation_datasets(source, pairs=["en-fr", "en-de"])      # {pair: DatasetDict}
     corpus = corpus_from_datasets(datasets, split="train")                               # sentences per language, pairs
     dataset = build_pretraining_dataset(tokenizer, corpus, objectives=("mlm", "tlm"), alpha=0.7)
-    collator = XLMPretrainingCollator(tokenizer)                                         # xlm_hf.collators
+    collator = XLMPretrainingCollator(tokenizer)                                         # xlm_hf.data.collators
 
 - Monolingual text is every side of every pair (each sentence once per language, so English shared by five pairs
   counts once). MLM and CLM examples are streams as in XLM: sentences of one language, each `__lang__ w1 .. wn </s>`
@@ -36,9 +36,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainingArguments
 
-from .data import split_pair
-from .sampling import sample_counts
-from .training.arguments import precision_field, resolve_report_to, resolve_training_precision, reuse_freed_memory_field
+from ..data.readers import split_pair
+from ..data.sampling import sample_counts
+from .arguments import precision_field, resolve_report_to, resolve_training_precision, reuse_freed_memory_field
 
 
 logger = logging.getLogger(__name__)
@@ -336,8 +336,8 @@ class PretrainingArguments(TrainingArguments):
 
 
 def load_corpus(data_args: PretrainingDataArguments, split: str, *, seed: int) -> PretrainingCorpus:
-    """Monolingual sides and pairs of `split` through `xlm_hf.data`, plus the extra monolingual files (train only)."""
-    from .data import load_translation_datasets
+    """Monolingual sides and pairs of `split` through `xlm_hf.data.readers`, plus the extra monolingual files (train only)."""
+    from ..data.readers import load_translation_datasets
 
     raw = load_translation_datasets(data_args.dataset, pairs=data_args.pairs, splits=[split], on_error=data_args.on_error)
     corpus = corpus_from_datasets(raw, split=split, monolingual=bool({"mlm", "clm"} & set(data_args.objectives)),

@@ -4,9 +4,9 @@ the lambda schedules and the data of `examples/train_unsupervised.py`.
 One optimizer step draws one batch for every objective whose lambda is not 0 at that step, and minimises
 `sum_o lambda_o(step) * loss_o`:
 
-    ae  en        denoising auto-encoding of English monolingual text (`xlm_hf.denoising`)
+    ae  en        denoising auto-encoding of English monolingual text (`xlm_hf.data.denoising`)
     bt  en-fr-en  English monolingual text translated into French by the current model, then fr -> en learnt
-                  (`xlm_hf.back_translation`)
+                  (`xlm_hf.training.back_translation`)
     mt  en-fr     supervised steps on parallel pairs (when some are given: semi-supervised)
 
 A lambda schedule is XLM's: a constant (`1`) or `step:value` points, linear in between and constant after the last
@@ -20,8 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import split_pair
-from .denoising import check_noise_rates
+from ..data.readers import split_pair
+from ..data.denoising import check_noise_rates
 from .pretraining import key_value, tokenize_sentences
 
 logger = logging.getLogger(__name__)

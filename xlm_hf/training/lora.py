@@ -48,7 +48,7 @@ def lora_config(r: int, alpha: float | None = None, dropout: float = 0.0, target
     unknown = sorted(set(targets) - set(ALL_TARGET_MODULES))
     if unknown:
         raise ValueError(f"Unknown LoRA target module(s) {unknown}: use some of {', '.join(ALL_TARGET_MODULES)} "
-                         f"(qkv_proj is the fused q/k/v projection: see xlm_hf.lora).")
+                         f"(qkv_proj is the fused q/k/v projection: see xlm_hf.training.lora).")
     return peft.LoraConfig(r=r, lora_alpha=alpha if alpha is not None else 2 * r, lora_dropout=dropout,
                            target_modules=targets, task_type="SEQ_2_SEQ_LM")
 

@@ -58,9 +58,9 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 
-from .atomic import check_replaceable, staging_dir
+from ..atomic import check_replaceable, staging_dir
 from .sampling import language_sampling_probabilities
-from .tokenization_xlm_hf import SPECIAL_TOKENS, XLMTokenizerFast, _check_language_codes, lang_tag
+from ..model.tokenization_xlm_hf import SPECIAL_TOKENS, XLMTokenizerFast, _check_language_codes, lang_tag
 
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def _dataset_text_column(dataset, lang: str) -> str:
         return "text"
     raise ValueError(
         f"The Dataset given for language {lang!r} has columns {dataset.column_names}; it needs a 'text' column or a "
-        f"'translation' column of {{lang: sentence}} rows (the layout of xlm_hf.data.load_translation_dataset)."
+        f"'translation' column of {{lang: sentence}} rows (the layout of xlm_hf.data.readers.load_translation_dataset)."
     )
 
 

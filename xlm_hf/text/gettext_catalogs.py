@@ -2,7 +2,7 @@
 
 Untranslated entries are filled (every `msgstr[n]` of a plural entry, as many as the target's `Plural-Forms`
 says: `msgstr[0]` from `msgid`, the others from `msgid_plural`), with placeholders protected
-(`xlm_hf.placeholders`), and marked `fuzzy` as gettext tools expect of machine translations. `msgctxt`, comments,
+(`xlm_hf.model.placeholders`), and marked `fuzzy` as gettext tools expect of machine translations. `msgctxt`, comments,
 flags, references and the header are kept; translated (and fuzzy) entries are left alone unless `overwrite`; obsolete
 entries are never touched. A catalog whose `Language` header names another language than the target is refused.
 """

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .configuration_xlm_hf import IGNORE_INDEX
-from .training.evaluation import target_prefix
-from .training.trainer import TranslationTrainer
+from ..model.configuration_xlm_hf import IGNORE_INDEX
+from .evaluation import target_prefix
+from .trainer import TranslationTrainer
 
 logger = logging.getLogger(__name__)
 

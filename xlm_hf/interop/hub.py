@@ -20,9 +20,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import atomic
-from .data import split_pair
-from .resources import resource_path
+from .. import atomic
+from ..data.readers import split_pair
+from ..resources import resource_path
 
 
 logger = logging.getLogger(__name__)
@@ -155,8 +155,8 @@ def stage_for_hub(model_dir: str | os.PathLike, info: CardInfo, staging_dir: str
 
     The staging folder must not be the model folder or hold it (or lie inside it), and an existing one that holds
     other files than a staging writes is replaced only with `overwrite`: nothing of the user's is deleted unasked."""
-    from .serving.folders import load_model_and_tokenizer
-    from .plotting import has_training_curves, plot_training_curves
+    from ..folders import load_model_and_tokenizer
+    from ..plotting import has_training_curves, plot_training_curves
 
     info.check()
     model_dir = Path(model_dir)
