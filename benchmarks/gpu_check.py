@@ -231,7 +231,7 @@ def guarded(section: str, name: str, run: Callable[..., Row], *args) -> Row:
 @torch.no_grad()
 def check_cached_decoding(s: Setup) -> Row:
     """One token at a time through `prepare_inputs_for_generation` (which derives `decoder_langs` from the prefix's
-    tags, as generate does) and the cache, against one teacher-forced forward (tests/test_model.py)."""
+    tags, as generate does) and the cache, against one teacher-forced forward (tests/model/test_model.py)."""
     model, batch = s.model, to(s.batch, s.device)
     source = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(batch["labels"])

@@ -1,6 +1,6 @@
 """Every private transformers / torch name xlm-hf relies on, checked against the installed versions, so that an
 upstream rename fails here, loudly, instead of making xlm-hf silently slower or wrong. Each row says where we use it
-and why. (The generation hooks have their own checks in tests/test_generation.py.)"""
+and why. (The generation hooks have their own checks in tests/model/test_generation.py.)"""
 
 import argparse
 import inspect

@@ -10,7 +10,7 @@ The sdist ships `tests/test_modeling_common.py` and `tests/test_configuration_co
 import; these get small stand-ins, written here and never mistaken for the real ones:
 - `exporters/test_export.py`: `ExportTesterMixin` (torch.export tests) -> an empty mixin (no export tests run);
 - `generation/test_utils.py`: `GenerationTesterMixin` -> an empty mixin: the sdist has no `tests/generation/` (see
-  NOTES/README: the generation contract is covered by our own tests, `tests/test_model.py`, and not by upstream's);
+  NOTES/README: the generation contract is covered by our own tests, `tests/model/test_model.py`, and not by upstream's);
 - `utils/test_configuration_utils.py`: `config_common_kwargs`, a non-default value for every field of the installed
   `PreTrainedConfig` (upstream's list is the same idea, kept in a file the sdist lacks).
 """

@@ -23,7 +23,7 @@ _moved.install()  # old import paths (xlm_hf.modeling_xlm_hf, ...) for one relea
 
 # --- Auto classes -----------------------------------------------------------------------------------------------------
 # Our config is called XLMConfig like transformers' own (encoder-only) one; the Auto mappings key on the class object,
-# so `exist_ok=True` adds ours without touching the built-in `xlm` entries (tested in tests/test_model.py,
+# so `exist_ok=True` adds ours without touching the built-in `xlm` entries (tested in tests/model/test_model.py,
 # test_builtin_xlm_is_untouched_by_our_registration).
 AutoConfig.register(XLMConfig.model_type, XLMConfig)
 AutoModel.register(XLMConfig, XLMModel, exist_ok=True)

@@ -1,7 +1,7 @@
 """Generation hooks of the XLM translation model: `XLMGenerationMixin`, mixed into `XLMForSeq2SeqLM`.
 
 Every override of a private `GenerationMixin` method lives here, one per concept, each with the reason it is needed.
-`tests/test_generation.py` checks that each overridden upstream method still exists with the arguments we pass, so
+`tests/model/test_generation.py` checks that each overridden upstream method still exists with the arguments we pass, so
 an upstream rename fails loudly instead of silently bypassing the override.
 
 - `_prepare_text_encoder_decoder_kwargs_for_generation`: the source's padding mask becomes the cross-attention mask
@@ -82,7 +82,7 @@ class XLMEncoderDecoderCache(EncoderDecoderCache):
     carried language whose rows no longer match the input's).
 
     Static caches and torch.compile: the language is a small tensor attribute, read and replaced inside the compiled
-    step without a graph break or a recompile (`tests/test_cached_decoding.py`)."""
+    step without a graph break or a recompile (`tests/model/test_cached_decoding.py`)."""
 
     carried_langs: torch.Tensor | None = None
 

@@ -21,7 +21,7 @@ torch's own switches narrow the probes the way they narrow the kernels: `ATEN_CP
 `ONEDNN_MAX_CPU_ISA=AVX2` make an AMX machine answer (and compute) like an AVX2-only one, which is how the tests and
 benchmarks reproduce that CPU.
 
-Tests fake a machine by patching `cpu_features` / `accelerator_features` (`tests/test_hardware.py`), so the choices
+Tests fake a machine by patching `cpu_features` / `accelerator_features` (`tests/model/test_hardware.py`), so the choices
 and fallbacks of every fast path are checked whatever CPU runs the suite.
 """
 
@@ -299,7 +299,7 @@ def compile_support(device_type: str) -> tuple[bool, str]:
             return False, "torch.compile on a CPU needs a C++ compiler (install g++ or clang)"
         if cpu.x86 and not cpu.capability.startswith("AVX512"):
             # Found in issue 32 (ATEN_CPU_CAPABILITY=avx2 or default, torch 2.13): inductor's non-AVX-512 code for the
-            # compiled step stops with "index out of bounds" in the static cache update (tests/test_inference.py,
+            # compiled step stops with "index out of bounds" in the static cache update (tests/model/test_inference.py,
             # -m compile). Refused with a reason rather than crashing mid-translation.
             return False, (f"compiled decoding fails in inductor's code for this CPU ({cpu.capability}, no AVX-512) "
                            "with torch 2.13: decode without compile (int8 is the fast mode here)")

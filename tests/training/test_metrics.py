@@ -22,7 +22,7 @@ from xlm_hf.evaluation import (
     postprocess_generated,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Real references: French sides of po-parallel/en-fr.test.tsv (GNU gettext catalogs), with
 # hypotheses written as an imperfect system would.

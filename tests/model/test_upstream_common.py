@@ -5,11 +5,11 @@ the module skips, with the reason, when that is impossible. The tester follows t
 (tiny dims, random ids ending in </s>, masks from the padding), in two variants: one language, and two languages
 whose sources and targets start with a language tag (language embeddings on).
 
-Run: `PYTHONPATH=. python -m pytest -q -m upstream tests/test_upstream_common.py`
+Run: `PYTHONPATH=. python -m pytest -q -m upstream tests/model/test_upstream_common.py`
 
 Skips. This file skips nothing itself (Marian's own test file skips four tests); two mixins are not run:
 - GenerationTesterMixin: the sdist has no `tests/generation/test_utils.py` (a stand-in satisfies
-  `test_generation_tester_mixin_inheritance`); generation is covered by tests/test_model.py, tests/test_pipeline.py.
+  `test_generation_tester_mixin_inheritance`); generation is covered by tests/model/test_model.py, tests/model/test_pipeline.py.
 - ExportTesterMixin (torch.export): the sdist has no `tests/exporters/` (stand-in, as above).
 Upstream's own checks skip these (transformers 5.25.0; each once per variant):
 - needs an accelerator / CUDA / MPS / several devices: test_can_load_with_device_context_manager,
@@ -17,7 +17,7 @@ Upstream's own checks skip these (transformers 5.25.0; each once per variant):
   test_flex_attention_with_grads, test_kernels_can_load_without_crashing, test_kernels_can_run_without_crashing_inference,
   test_kernels_can_run_without_crashing_training, test_sdpa_can_compile_dynamic, test_sdpa_can_dispatch_on_flash,
   test_flash_attn_kernels_inference_equivalence, test_flash_attn_kernels_mps_inference_equivalence,
-  test_model_parallelism (CPU loading with device_map and disk offload: tests/test_device_map.py);
+  test_model_parallelism (CPU loading with device_map and disk offload: tests/model/test_device_map.py);
 - needs flash-attention 2/3/4 (a GPU): the 14 test_flash_attn_{2,3,4}_* tests;
 - needs DeepSpeed: the 4 test_resize_*_with_deepspeed* tests;
 - slow (RUN_SLOW=1) and an accelerator: test_torch_compile_for_training;

@@ -1,6 +1,6 @@
 """Hardening, round 2 (issue 21), through the Python API: saves that a kill cannot turn into a folder that no longer
 loads, configs validated on every path, and the model's and tokenizer's argument checks. The CLI's side is in
-`tests/test_hostile_cli.py`; both are catalogued in docs/bad-inputs.md."""
+`tests/commands/test_hostile_cli.py`; both are catalogued in docs/bad-inputs.md."""
 
 import os
 import signal

@@ -16,7 +16,7 @@ from xlm_hf.model.configuration_xlm_hf import REMOTE_CODE_FILES
 from xlm_hf.model.pipeline_translation import translation_pipeline
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIRS = [ROOT / "xlm_hf", ROOT / "examples"]
 
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "marshal", "shelve"}

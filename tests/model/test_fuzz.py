@@ -2,7 +2,7 @@
 (tokenizer with language tags, truncation to the model's limit, forced target tag), and the tokenizer's target side
 and its errors for values that are not text. Tokenizer source-side fuzzing lives in test_tokenizer.py.
 
-The default suite runs a few hundred examples; the `slow` tests run 10,000 (`pytest -m slow tests/test_fuzz.py`).
+The default suite runs a few hundred examples; the `slow` tests run 10,000 (`pytest -m slow tests/model/test_fuzz.py`).
 """
 
 import pytest

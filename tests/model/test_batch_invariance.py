@@ -9,7 +9,7 @@ from test_bad_inputs import model, tok  # noqa: F401 (fixtures: an untrained mod
 # any numerical difference between batch shapes show as another token)
 from xlm_hf.model.pipeline_translation import translation_pipeline
 
-CORPUS = Path(__file__).resolve().parent.parent / "examples" / "data" / "po-mini" / "en-fr.test.tsv"
+CORPUS = Path(__file__).resolve().parents[2] / "examples" / "data" / "po-mini" / "en-fr.test.tsv"
 
 
 def mixed_lengths(n=40):

@@ -193,7 +193,7 @@ def test_compile_option_sets_up_static_cache_decoding(trained, capsys, tmp_path)
 
     model, tokenizer, _ = trained
     supported, why = compile_support("cpu")
-    if not supported:  # refused with its reason where inductor cannot build the step (tests/test_hardware.py)
+    if not supported:  # refused with its reason where inductor cannot build the step (tests/model/test_hardware.py)
         with pytest.raises(ValueError, match="Compiled decoding is not available here"):
             translation_pipeline(model, tokenizer, compile=True)
         pytest.skip(why)

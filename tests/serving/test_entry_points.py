@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from serve_helpers import TEXTS, Server, make_model_dir  # noqa: E402
 
 httpx = pytest.importorskip("httpx")

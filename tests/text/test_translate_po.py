@@ -13,7 +13,7 @@ from test_pipeline import EN, FR, trained  # noqa: F401 (fixture)
 from xlm_hf.cli import main
 from xlm_hf.model.placeholders import placeholder_multiset
 
-CORPUS = Path(__file__).resolve().parent.parent / "examples" / "data" / "po-mini" / "en-fr.test.tsv"
+CORPUS = Path(__file__).resolve().parents[2] / "examples" / "data" / "po-mini" / "en-fr.test.tsv"
 HEADER = {"Project-Id-Version": "demo 1.0", "Report-Msgid-Bugs-To": "bugs@example.org", "Language": "fr",
           "MIME-Version": "1.0", "Content-Type": "text/plain; charset=UTF-8", "Content-Transfer-Encoding": "8bit",
           "Plural-Forms": "nplurals=2; plural=(n > 1);"}
