@@ -28,3 +28,23 @@ def test_same_output_at_batch_1_7_and_32(model, tok, beams):
                                                           max_new_tokens=24)]
                for size in (1, 7, 32)}
     assert outputs[1] == outputs[7] == outputs[32]
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+def test_each_sentence_is_capped_by_its_own_length_whatever_it_is_batched_with(model, tok, beams):
+    """Without max_new_tokens, a translation is at most max_length_ratio x its source's tokens + 10 (end of sentence
+    included): an untrained model rarely ends a sentence, so the cap decides each output's length. Batched with longer
+    sentences, a short one stops where it stops alone (the cap was the batch's padded width before issue 33)."""
+    pipe = translation_pipeline(model, tok, src_lang="en", tgt_lang="fr")
+    sources = mixed_lengths()[::8]  # 5 sentences, short to long
+    ids = {size: [r["translation_token_ids"] for r in pipe(sources, batch_size=size, num_beams=beams,
+                                                           max_length_ratio=0.5, return_tensors=True)]
+           for size in (1, len(sources))}
+    for alone, batched, source in zip(ids[1], ids[len(sources)], sources):
+        generated = [t for t in alone.tolist()[2:] if t != tok.pad_token_id]
+        cap = int(0.5 * len(tok(source, src_lang="en")["input_ids"])) + 10
+        assert len(generated) <= cap
+        assert alone.tolist() == [t for t in batched.tolist() if t != tok.pad_token_id][:len(alone)]
+        assert [t for t in batched.tolist()[2:] if t != tok.pad_token_id] == generated
+    assert any(len([t for t in a.tolist()[2:] if t != tok.pad_token_id]) ==
+               int(0.5 * len(tok(s, src_lang="en")["input_ids"])) + 10 for a, s in zip(ids[1], sources))  # binds

@@ -111,3 +111,22 @@ def test_an_untrained_direction_is_refused_the_same_way_everywhere(folder, serve
     assert pivoted["pivot"] == "en"
     assert pivoted["translations"][0]["text"] == xlm_hf.translate(TEXTS["de"][0], str(folder), src_lang="de",
                                                                  tgt_lang="fr", precision="fp32")
+
+
+def test_the_python_api_applies_the_folder_checks_of_the_cli_and_the_server(folder, tmp_path):
+    """xlm_hf.translate loads through xlm_hf.folders as the CLI and the server do (it used the Auto classes directly,
+    and a diverged model's NaN weights translated every line to nothing)."""
+    import shutil
+
+    import xlm_hf
+    from safetensors.torch import load_file, save_file
+
+    broken = shutil.copytree(folder, tmp_path / "diverged")
+    weights = load_file(broken / "model.safetensors")
+    weights["model.shared.weight"][0, 0] = float("nan")
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        xlm_hf.translate("Save the file", str(broken), src_lang="en", tgt_lang="fr")
+    (broken / "generation_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="generation_config.json"):
+        xlm_hf.translate("Save the file", str(broken), src_lang="en", tgt_lang="fr")
