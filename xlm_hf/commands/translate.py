@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -184,10 +185,15 @@ def run(args) -> int:
         raise CLIError("--compile works with --precision fp32 or bf16, not int8")
     translator = Translator.from_folder(args.model_dir, precision=args.precision, compile=args.compile,
                                         trust_remote_code=args.trust_remote_code, protect=not args.no_protect)
-    translator.check(options)
-    pivot = translator.route(args.src, args.tgt, args.allow_zero_shot)  # refused here: before any output
+    pivot = translator.prepare(args.src, args.tgt, options, args.allow_zero_shot)  # refused before any output
     if pivot is not None:
         print(f"xlm-hf translate: {args.src}->{args.tgt} was not trained: translating through {pivot}", file=sys.stderr)
+
+    if options.seed is not None:  # once: the chunks continue one random stream
+        from transformers import set_seed
+
+        set_seed(options.seed)
+        options = dataclasses.replace(options, seed=None)
 
     def translate(chunk: list[str]) -> list[list]:
         return translator.translate(chunk, args.src, args.tgt, options, args.allow_zero_shot, args.batch_size)

@@ -64,8 +64,7 @@ def run(args) -> int:
     translator = Translator.from_folder(args.model_dir, precision=args.precision, trust_remote_code=args.trust_remote_code,
                                         protect=not args.no_protect)
     options = DecodingOptions(beams=args.beams)
-    translator.check(options)
-    translator.route(args.src, args.tgt, args.allow_zero_shot)  # refused before any work
+    translator.prepare(args.src, args.tgt, options, args.allow_zero_shot)  # refused before any work
     # As documents of lines: a msgid's newlines (and the one msgfmt wants at the end of both or neither) are kept.
     filled = translate_catalog(
         catalog, lambda texts: translator.translate_documents(texts, args.src, args.tgt, sentences=False,

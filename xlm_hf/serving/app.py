@@ -153,10 +153,9 @@ def create_app(translator: Translator, max_batch_size: int = 32, max_wait_ms: fl
                 raise RequestError(413, f"text {index} has {len(text)} characters, over the limit max_chars="
                                    f"{limits.max_chars}: split it into sentences", limit="max_chars",
                                    value=limits.max_chars, index=index)
-        pivot = translator.route(body.src, body.tgt)  # before queueing: a refusal is a 422
         options = DecodingOptions(beams=body.beams, n_best=body.n_best, scores=body.scores,
                                   max_new_tokens=body.max_new_tokens)
-        translator.check(options)
+        pivot = translator.prepare(body.src, body.tgt, options)  # before queueing: a refusal is a 422
         try:
             results = await batcher.translate(texts, body.src, body.tgt, options)
         except QueueFull as err:

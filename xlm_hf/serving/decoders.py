@@ -55,7 +55,7 @@ class TorchDecoder:
         self.default_beams = self.model.generation_config.num_beams or 1
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def decode(self, texts: list[str], src: str, tgt: str, options: DecodingOptions) -> list[list[Hypothesis]]:
         kwargs = {"num_beams": options.num_beams(self.default_beams), "max_new_tokens": options.max_new_tokens,
@@ -127,7 +127,7 @@ class CTranslate2Decoder:
         self.default_beams = 4  # our generation_config's default
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def decode(self, texts: list[str], src: str, tgt: str, options: DecodingOptions) -> list[list[Hypothesis]]:
         from ..interop.export_ctranslate2 import translate_batch_ctranslate2

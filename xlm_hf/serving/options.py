@@ -70,7 +70,8 @@ class DecodingOptions:
         """InvalidOptions naming the option and its bound."""
         sampling = [name for name in ("top_k", "top_p", "temperature", "seed") if getattr(self, name) is not None]
         if sampling and not self.sample:
-            raise InvalidOptions(f"{', '.join(sampling)} only apply when sampling (sample=True / --sample)")
+            raise InvalidOptions(f"only sampling uses {', '.join(sampling)}: sample=True (--sample), or leave "
+                                 f"{'it' if len(sampling) == 1 else 'them'} out")
         if self.sample and self.beams is not None and self.beams > 1:
             raise InvalidOptions("sampling draws one token at a time: leave out beams (or do not sample)")
         if self.beams is not None and not 1 <= self.beams <= MAX_BEAMS:

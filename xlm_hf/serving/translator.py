@@ -111,14 +111,25 @@ class Translator:
             raise InvalidOptions(f"the {self.decoder.name} engine has no attention weights for alignments: use the "
                                  f"PyTorch model (engine torch)")
 
+    def prepare(self, src: str, tgt: str, options: DecodingOptions = DecodingOptions(),
+                allow_zero_shot: bool = False) -> str | None:
+        """Every refusal of a request, before any work: the options, the languages and the direction. Returns the
+        pivot language (None: direct)."""
+        self.check(options)
+        pivot = self.route(src, tgt, allow_zero_shot)
+        if pivot is not None and options.alignments:
+            raise InvalidOptions(f"{src}->{tgt} goes through the pivot {pivot}: alignments need a direct translation "
+                                 f"(allow_zero_shot / --allow-zero-shot), or leave them out")
+        return pivot
+
     # --- translation -------------------------------------------------------------------------------------------------
 
     def translate(self, texts: list[str], src: str, tgt: str, options: DecodingOptions = DecodingOptions(),
                   allow_zero_shot: bool = False, batch_size: int = 16, progress=None) -> list[list[Hypothesis]]:
         """The hypotheses of each text, best first (`options.n_best` of them; none for a blank text; one for a text
-        split into sentences). `progress(n)` is called as texts are done."""
-        self.check(options)
-        pivot = self.route(src, tgt, allow_zero_shot)
+        split into sentences). `progress(n)` is called as texts are done; with `options.seed`, sampling starts from
+        that seed at each call."""
+        pivot = self.prepare(src, tgt, options, allow_zero_shot)
         if options.seed is not None:
             from transformers import set_seed
 
@@ -128,7 +139,7 @@ class Translator:
         logger.warning("%s->%s was not trained: translating through %s (%s->%s->%s).", src, tgt, pivot, src, pivot, tgt)
         first = self._translate(texts, src, pivot, replace(options, n_best=1, alignments=False), batch_size)
         middle = [hypotheses[0].text if hypotheses else "" for hypotheses in first]
-        final = self._translate(middle, pivot, tgt, replace(options, alignments=False), batch_size, progress)
+        final = self._translate(middle, pivot, tgt, options, batch_size, progress)
         return [[h._replace(pivot=pivot) for h in hypotheses] for hypotheses in final]
 
     def _translate(self, texts, src, tgt, options, batch_size, progress=None) -> list[list[Hypothesis]]:
@@ -181,8 +192,7 @@ class Translator:
 
         if options.n_best != 1:
             raise InvalidOptions("a document is translated once: use n_best=1")
-        self.check(options)
-        self.route(src, tgt, allow_zero_shot)  # refused before the work
+        self.prepare(src, tgt, options, allow_zero_shot)  # refused before the work
         layouts, pieces = lay_out(texts, src, self.decoder.count_tokens, self.max_source_tokens - 2, sentences)
         translated = [h[0] if h else Hypothesis("") for h in
                       self.translate(pieces, src, tgt, options, allow_zero_shot, batch_size)]
