@@ -56,7 +56,7 @@ def test_info_health_docs_and_page(server):
     info = httpx.get(f"{server.url}/info").json()
     assert info["languages"] == ["en", "fr", "de"] and "en-fr" in info["directions"] and "en-en" not in info["directions"]
     assert info["engine"] == "torch" and info["precision"] == choose_precision("auto").precision  # auto: the default
-    assert info["limits"] == {"max_chars": 100, "max_texts": 8, "max_queue": 1024}
+    assert info["limits"] == {"max_chars": 100, "max_texts": 8, "max_queue": 1024, "max_work": 131072}
     assert info["batching"] == {"max_batch_size": 16, "max_wait_ms": 20.0}
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
     assert "/translate" in httpx.get(f"{server.url}/openapi.json").json()["paths"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..model.hardware import AUTO, PRECISIONS
 
@@ -20,7 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("model_dir", help="model folder (model + tokenizer); with --engine ctranslate2, a folder written by "
                    "`xlm-hf export --ctranslate2`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_at_least(int, 0), default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=_at_least(int, 0, 65535), default=8000,
+                   help="TCP port, 0-65535 (default 8000; 0 picks a free one)")
     p.add_argument("--engine", choices=["torch", "ctranslate2"], default="torch",
                    help="torch: our model (default); ctranslate2: a CTranslate2 export (one direction)")
     p.add_argument("--precision", choices=(AUTO, *PRECISIONS), default=AUTO,
@@ -33,6 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-texts", type=_at_least(int, 1), default=64, help="texts per request (422 beyond)")
     p.add_argument("--max-queue", type=_at_least(int, 1), default=1024,
                    help="sentences waiting for the worker (503 beyond)")
+    p.add_argument("--max-work", type=_at_least(int, 1), default=131_072,
+                   help="characters x beams one request may ask (413 beyond; default 131072): how long one client may "
+                   "hold the worker")
     p.add_argument("--drain-timeout", type=_at_least(float, 0), default=30.0,
                    help="on SIGTERM, seconds given to in-flight requests before closing (default 30)")
     p.add_argument("--trust-remote-code", action="store_true",
@@ -40,8 +45,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _at_least(kind: type, low: float):
-    """An argparse type: a number of `kind` (int or float) that is at least `low`."""
+def _at_least(kind: type, low: float, high: float = math.inf):
+    """An argparse type: a finite number of `kind` (int or float) in [low, high]."""
     name = "an integer" if kind is int else "a number"
 
     def parse(value: str):
@@ -49,8 +54,12 @@ def _at_least(kind: type, low: float):
             number = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {name}, got {value!r}") from None
+        if not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {value}")
         if not number >= low:
             raise argparse.ArgumentTypeError(f"expected {name} >= {low}, got {value}")
+        if number > high:
+            raise argparse.ArgumentTypeError(f"expected {name} <= {high}, got {value}")
         return number
 
     return parse
@@ -73,7 +82,8 @@ def run(args) -> int:
                                             trust_remote_code=args.trust_remote_code)
     except ImportError as err:  # ctranslate2 missing: the message says what to install
         raise CLIError(str(err)) from None
-    limits = Limits(max_chars=args.max_chars, max_texts=args.max_texts, max_queue=args.max_queue)
+    limits = Limits(max_chars=args.max_chars, max_texts=args.max_texts, max_queue=args.max_queue,
+                    max_work=args.max_work)
     app = create_app(translator, max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, limits=limits,
                      version=__version__)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",

@@ -228,6 +228,7 @@ def export_model(model, tokenizer, output_dir: str | Path, src_lang: str, tgt_la
             # generate's default cap (min(256, positions - 1)); CTranslate2's default is 256, and a longer output
             # than the position table is an error there as in our model.
             "max_decoding_length": model.generation_config.max_new_tokens or model.config.max_position_embeddings - 1,
+            "max_source_tokens": model.config.max_position_embeddings,  # source tokens, tag and </s> included
             "quantization": quantization,
             "usage": "source tokens: tokenizer(text) with src_lang, as token strings; pass target_prefix to "
                      "translate_batch (xlm_hf.interop.export_ctranslate2.translate_ctranslate2 does both)",

@@ -1,13 +1,18 @@
 """The ASGI app of `xlm-hf serve` (FastAPI): `POST /translate`, `GET /info`, `GET /health`, `GET /attention`, the page at
 `/`, and the framework's OpenAPI docs at `/docs`. Needs `pip install 'xlm-hf[serve]'`.
 
-Every error is JSON `{"error": <what and how to fix it>, ...}` with a status naming its kind: 400 malformed JSON, 413 a
-text over `max_chars`, 422 a bad field, an unknown language, a direction the model was not trained on (listing the
-trained ones) or more texts than `max_texts`, 503 a full queue, 500 a decoding failure (the worker goes on). The
-translation service (`serving.translator`) decides what a request may ask; decoding runs on the
-`serving.batcher.Batcher`'s one thread.
+Every error is JSON `{"error": <what and how to fix it>, ...}` with a status naming its kind: 400 malformed JSON, 404 /
+405 an unknown route or method, 413 a body over `max_body_bytes`, a text over `max_chars` or a request over
+`max_work` (characters x beams), 415 a body that is not JSON, 422 a bad field, a text that is not valid Unicode, an
+unknown language, a direction the model was not trained on (listing the trained ones) or more texts than `max_texts`,
+503 a full queue, 500 a decoding failure of that request's own text (the worker goes on). No client can hurt another:
+each text is checked before it joins a batch, a failed batch is decoded again text by text so that only the guilty
+request fails, one request's work is bounded, and a client that disconnects leaves the queue. The translation
+service (`serving.translator`) decides what a request may ask; decoding runs on the `serving.batcher.Batcher`'s one
+thread.
 """
 
+import asyncio
 import contextlib
 import logging
 import shutil
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +41,56 @@ class Limits:
     max_chars: int = 2000  # characters per text (413 beyond)
     max_texts: int = 64  # texts per request (422 beyond)
     max_queue: int = 1024  # sentences waiting for the worker (503 beyond)
+    max_work: int = 131_072  # characters x beams per request: how long one request may hold the worker (413 beyond)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest body a request within the limits can need (every character JSON-escaped), plus room for
+        the other fields: larger bodies are refused before they are read (413)."""
+        return 12 * self.max_texts * self.max_chars + 65_536
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 (JSON) as soon as it is known, by its
+    Content-Length or while it streams in; the app sees only bodies within the limit."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"").decode("latin-1")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:  # read (at most max_bytes) before the app runs
+            message = await receive()
+            if message["type"] != "http.request":
+                chunks = None
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                return await self._refuse(scope, receive, send)
+        body = b"".join(chunks) if chunks is not None else b""
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send):
+        response = error(413, f"the request body is over the limit max_body_bytes={self.max_bytes}: send fewer or "
+                         "shorter texts", limit="max_body_bytes", value=self.max_bytes)
+        await response(scope, receive, send)
 
 
 class TranslateRequest(BaseModel):
@@ -95,9 +151,20 @@ def create_app(translator: Translator, max_batch_size: int = 32, max_wait_ms: fl
     app = FastAPI(title="xlm-hf translation server", version=version or "unknown", lifespan=lifespan,
                   description="Translation with dynamic batching. The page for people is at /.")
     app.state.batcher = batcher
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):  # 404, 405, an undecodable body: the same JSON
+        hint = {404: f"no route {request.url.path}: see /docs", 405: f"{request.method} is not allowed on "
+                f"{request.url.path}: see /docs"}.get(exc.status_code, str(exc.detail))
+        return error(exc.status_code, hint)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and kind != "application/json":
+            return error(415, f"the request body must be JSON, sent with Content-Type: application/json (got "
+                         f"{kind or 'no Content-Type'})")
         problems = exc.errors()
         no_body = any(p.get("type") == "missing" and tuple(p.get("loc", ())) == ("body",) for p in problems)
         if no_body or any(p.get("type") == "json_invalid" for p in problems):
@@ -117,6 +184,18 @@ def create_app(translator: Translator, max_batch_size: int = 32, max_wait_ms: fl
         details = {"known_languages": exc.languages} if isinstance(exc, UnknownLanguage) else \
             {"trained_directions": exc.trained} if isinstance(exc, UntrainedDirection) else {}
         return error(422, str(exc), **details)
+
+    def check_text(text: str, index: int) -> None:
+        """A text the service may batch with others' texts: within max_chars, and valid Unicode."""
+        if len(text) > limits.max_chars:
+            raise RequestError(413, f"text {index} has {len(text)} characters, over the limit max_chars="
+                               f"{limits.max_chars}: split it into sentences", limit="max_chars",
+                               value=limits.max_chars, index=index)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise RequestError(422, f"text {index} is not valid Unicode (a lone surrogate, {err.object[err.start]!r}, "
+                               f"at character {err.start}): send UTF-8 text", index=index) from None
 
     @app.get("/health")
     async def health():
@@ -143,27 +222,31 @@ def create_app(translator: Translator, max_batch_size: int = 32, max_wait_ms: fl
               responses={400: {"description": "malformed JSON"}, 413: {"description": "a text over max_chars"},
                          422: {"description": "bad field, unknown language or over max_texts"},
                          503: {"description": "queue full (max_queue) or shutting down"}})
-    async def translate(body: TranslateRequest):
+    async def translate(body: TranslateRequest, request: Request):
         texts = [body.text] if isinstance(body.text, str) else body.text
         if len(texts) > limits.max_texts:
             raise RequestError(422, f"{len(texts)} texts in one request, over the limit max_texts={limits.max_texts}: "
                                "split the request", limit="max_texts", value=limits.max_texts)
         for index, text in enumerate(texts):
-            if len(text) > limits.max_chars:
-                raise RequestError(413, f"text {index} has {len(text)} characters, over the limit max_chars="
-                                   f"{limits.max_chars}: split it into sentences", limit="max_chars",
-                                   value=limits.max_chars, index=index)
+            check_text(text, index)
         options = DecodingOptions(beams=body.beams, n_best=body.n_best, scores=body.scores,
                                   max_new_tokens=body.max_new_tokens)
         pivot = translator.prepare(body.src, body.tgt, options)  # before queueing: a refusal is a 422
+        work = sum(len(text) for text in texts) * options.num_beams(decoder.default_beams) * (2 if pivot else 1)
+        if work > limits.max_work:
+            raise RequestError(413, f"this request asks {work} characters x beams of decoding, over the limit "
+                               f"max_work={limits.max_work}: send fewer or shorter texts, or fewer beams",
+                               limit="max_work", value=limits.max_work)
         try:
-            results = await batcher.translate(texts, body.src, body.tgt, options)
+            results = await until_disconnected(request, batcher.translate(texts, body.src, body.tgt, options))
         except QueueFull as err:
             raise RequestError(503, str(err), limit="max_queue", value=limits.max_queue) from None
         except TranslationError:
             raise
-        except Exception as err:  # decoding failed on this batch; the worker goes on
+        except Exception as err:  # decoding this request's own text failed; the worker goes on
             raise RequestError(500, f"translation failed ({type(err).__name__}: {err})") from None
+        if results is None:
+            return error(499, "the client closed the connection")  # nobody reads it; the work was cancelled
         translations = []
         for hypotheses in results:  # a blank text has none
             best = hypotheses[0] if hypotheses else None
@@ -177,12 +260,23 @@ def create_app(translator: Translator, max_batch_size: int = 32, max_wait_ms: fl
         """The cross-attention heatmap of one translation (PyTorch engine), as PNG."""
         if not hasattr(decoder, "attention_png"):
             raise RequestError(404, f"the {decoder.name} engine has no attention weights: serve with --engine torch")
-        if not text.strip() or len(text) > limits.max_chars:
-            raise RequestError(413 if text.strip() else 422, f"text must be non-empty and at most max_chars="
-                               f"{limits.max_chars} characters", limit="max_chars", value=limits.max_chars)
+        if not text.strip():
+            raise RequestError(422, "text must not be empty")
+        check_text(text, 0)
         translator.route(src, tgt, allow_zero_shot=True)  # the model's own attention, whatever it was trained on
+        tokens, limit = decoder.count_tokens(text), translator.max_source_tokens - 2
+        if tokens > limit:
+            raise RequestError(413, f"the heatmap shows one sentence of at most {limit} tokens, and this text has "
+                               f"{tokens}: send one sentence", limit="max_source_tokens", value=limit)
         folder = Path(tempfile.mkdtemp(prefix="xlm-hf-attention-"))
-        path = await batcher.call(decoder.attention_png, text, src, tgt, folder / "attention.png")
+        try:
+            path = await batcher.run_one(decoder.attention_png, text, src, tgt, folder / "attention.png")
+        except QueueFull as err:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RequestError(503, str(err), limit="max_queue", value=limits.max_queue) from None
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return FileResponse(path, media_type="image/png", background=BackgroundTask(shutil.rmtree, folder, True))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -192,4 +286,21 @@ def create_app(translator: Translator, max_batch_size: int = 32, max_wait_ms: fl
     return app
 
 
-__all__ = ["Limits", "RequestError", "TranslateRequest", "TranslateResponse", "create_app"]
+async def until_disconnected(request: Request, work):
+    """The result of the coroutine `work`, or None (after cancelling it) once the client has disconnected: a request
+    nobody waits for leaves the queue."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                return None
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+__all__ = ["BodyLimit", "Limits", "RequestError", "TranslateRequest", "TranslateResponse", "create_app"]

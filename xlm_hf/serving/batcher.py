@@ -3,8 +3,10 @@
 `Batcher` gathers the sentences of concurrent requests into batches of at most `max_batch_size` sentences, waiting at
 most `max_wait_ms` for a batch to fill (from when the worker is free and a sentence waits), and hands them to the
 translation service (`serving.translator.Translator`) on ONE decoding thread. Inside a batch, sentences are grouped by
-direction and options and sorted by length; each request gets its answers in its own order. A decoding error fails
-the requests of its group only: the worker goes on.
+direction and options and sorted by length; each request gets its answers in its own order. When a batch fails, its
+sentences are decoded again one by one, so that a text that poisons a batch fails its own request only (and the
+error names only that text); the worker goes on. A request whose client has gone is cancelled: its sentences are
+skipped and leave the queue.
 """
 
 from __future__ import annotations
@@ -66,19 +68,31 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     async def call(self, function, *args):
-        """Run `function(*args)` on the decoding thread (for work other than translation, e.g. the heatmap)."""
+        """Run `function(*args)` on the decoding thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def run_one(self, function, *args):
+        """Other work than translation (e.g. the heatmap) on the decoding thread, counted as one waiting sentence:
+        QueueFull when the queue is full, as for translations."""
+        self._reserve(1)
+        try:
+            return await self.call(function, *args)
+        finally:
+            self.pending -= 1
+
+    def _reserve(self, count: int) -> None:
+        if self.pending + count > self.max_queue:
+            raise QueueFull(f"the server's queue is full ({self.pending} of max_queue={self.max_queue} sentences "
+                            "waiting): retry later")
+        self.pending += count
 
     async def translate(self, texts: list[str], src: str, tgt: str, options: DecodingOptions) -> list[list[Hypothesis]]:
         """The n-best lists of `texts`, in order. Blank texts are answered without decoding. QueueFull when the queue
         has no room for all of them."""
         todo = [i for i, text in enumerate(texts) if text.strip()]
-        if self.pending + len(todo) > self.max_queue:
-            raise QueueFull(f"the server's queue is full ({self.pending} of max_queue={self.max_queue} sentences "
-                            "waiting): retry later")
+        self._reserve(len(todo))
         loop = asyncio.get_running_loop()
         items = [_Item(texts[i], (src, tgt, options), loop.create_future()) for i in todo]
-        self.pending += len(items)
         for item in items:
             self._queue.put_nowait(item)
         try:
@@ -120,24 +134,34 @@ class Batcher:
                 groups.setdefault(item.key, []).append(item)
             for (src, tgt, options), items in groups.items():
                 items.sort(key=lambda item: len(item.text))  # less padding; answers go back through the futures
-                started = time.monotonic()
                 try:
-                    outputs = await self.call(self.translator.translate, [item.text for item in items], src, tgt, options,
-                                              False, len(items))  # no zero-shot; one batch
-                    if len(outputs) != len(items):
-                        raise RuntimeError(f"the translator returned {len(outputs)} results for {len(items)} texts")
-                except Exception as err:  # one group fails, the worker goes on
-                    logger.exception("decoding a batch of %d sentences (%s -> %s) failed", len(items), src, tgt)
+                    await self._decode(items, src, tgt, options)
+                except Exception:  # one text may poison its batch: each alone, so that only the guilty one fails
+                    logger.warning("decoding a batch of %d sentences (%s -> %s) failed: decoding each alone",
+                                   len(items), src, tgt)
                     for item in items:
-                        if not item.future.done():
-                            item.future.set_exception(err)
-                    continue
-                self.batches += 1
-                self.decoded += len(items)
-                self.busy_seconds += time.monotonic() - started
-                for item, hypotheses in zip(items, outputs):
-                    if not item.future.done():
-                        item.future.set_result(hypotheses)
+                        try:
+                            await self._decode([item], src, tgt, options)
+                        except Exception as err:  # the worker goes on
+                            logger.exception("decoding one sentence (%s -> %s) failed", src, tgt)
+                            if not item.future.done():
+                                item.future.set_exception(err)
+
+    async def _decode(self, items: list[_Item], src: str, tgt: str, options: DecodingOptions) -> None:
+        items = [item for item in items if not item.future.done()]
+        if not items:
+            return
+        started = time.monotonic()
+        outputs = await self.call(self.translator.translate, [item.text for item in items], src, tgt, options,
+                                  False, len(items))  # no zero-shot; one batch
+        if len(outputs) != len(items):
+            raise RuntimeError(f"the translator returned {len(outputs)} results for {len(items)} texts")
+        self.batches += 1
+        self.decoded += len(items)
+        self.busy_seconds += time.monotonic() - started
+        for item, hypotheses in zip(items, outputs):
+            if not item.future.done():
+                item.future.set_result(hypotheses)
 
 
 __all__ = ["Batcher", "QueueFull"]

@@ -123,7 +123,9 @@ class CTranslate2Decoder:
         self.languages = [src, tgt]
         self.trained_directions = self.directions = [f"{src}-{tgt}"]
         self.max_new_tokens = int(self.metadata["max_decoding_length"])
-        self.max_source_tokens = self.tokenizer.model_max_length
+        # the export's position table (exports before issue 34 lack it: their decoding cap + the tag bounds it)
+        self.max_source_tokens = int(self.metadata.get("max_source_tokens") or
+                                     min(self.tokenizer.model_max_length, self.max_new_tokens + 1))
         self.default_beams = 4  # our generation_config's default
 
     def count_tokens(self, text: str) -> int:
