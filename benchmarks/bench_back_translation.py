@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench_pretraining import launch, read_tsv, results_of, wait  # benchmarks/ is sys.path[0] when run as a script
-from common import SHARED_CORPUS, machine_info, markdown_table
+from common import SHARED_CORPUS, bench_vocabulary, machine_info, markdown_table
 
 logger = logging.getLogger("bench_back_translation")
 PAIR = "en-fr"
@@ -65,19 +65,18 @@ def prepare_data(corpus: Path, work: Path, parallel_pairs: int, mono_sentences: 
 
 
 def train_tokenizer(work: Path, data: dict, vocab_size: int, seed: int) -> Path:
-    """One en/fr BPE for every run, learnt on the kept pairs and the monolingual text (never on the test split)."""
-    import xlm_hf
+    """One en/fr BPE for every run, learnt on the kept pairs and the monolingual text (never on the test split);
+    reused from `work`."""
+    def texts() -> dict[str, list[str]]:
+        sides = {lang: path.read_text(encoding="utf-8").splitlines() for lang, path in data["mono"].items()}
+        for line in read_tsv(data["semi"] / f"{PAIR}.train.tsv"):
+            en, fr = line.split("\t")
+            sides["en"].append(en)
+            sides["fr"].append(fr)
+        return sides
 
     out = work / "tokenizer"
-    if (out / "tokenizer.json").is_file():
-        return out
-    texts = {lang: path.read_text(encoding="utf-8").splitlines() for lang, path in data["mono"].items()}
-    for line in read_tsv(data["semi"] / f"{PAIR}.train.tsv"):
-        en, fr = line.split("\t")
-        texts["en"].append(en)
-        texts["fr"].append(fr)
-    xlm_hf.train_tokenizer(texts, languages=["en", "fr"], vocab_size=vocab_size, seed=seed, src_lang="en",
-                           tgt_lang="fr", output_dir=out, show_progress=False)
+    bench_vocabulary(texts, vocab_size, folder=out, seed=seed, languages=["en", "fr"], src_lang="en", tgt_lang="fr")
     return out
 
 

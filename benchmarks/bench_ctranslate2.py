@@ -2,8 +2,9 @@
 
 The models of `bench_model.py` (base dims, random weights, same seed: the CTranslate2 cases export the very model the
 `xlm` cases run), the same random batch (16 sentences of 32 source tokens), exactly 32 generated tokens per sentence
-(min = max length), greedy and beam 4. Cases of one mode are timed in alternating rounds, each in its own process
-(benchmarks/common.py). Tokens/s counts generated tokens; the ratio is to Marian fp32 in the same mode (paired rounds).
+(`common.never_end` on every side: the export carries its output bias), greedy and beam 4. Cases of one mode are
+timed in alternating rounds, each in its own process (benchmarks/common.py). Tokens/s counts generated tokens; the
+ratio is to Marian fp32 in the same mode (paired rounds).
 
     python benchmarks/bench_ctranslate2.py                  # 2 threads everywhere (CTranslate2: intra_threads=2)
     python benchmarks/bench_ctranslate2.py --modes greedy --steps 5 --json out.json
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench_model import add_shape_options, build_case, make_batch, xlm_model  # benchmarks/ is sys.path[0]
-from common import add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved
+from common import add_round_options, machine_line, markdown_table, never_end, paired_speedups, run_interleaved
 
 from xlm_hf.model.hardware import native_bf16
 
@@ -37,13 +38,14 @@ CT2_CASES = {"ct2/fp32": "float32", "ct2/int8": "int8"}
 
 
 def ct2_case(compute_type: str, mode: str, args):
-    """Export `xlm_model(args)` to a temporary folder and time `translate_batch` on the benchmark batch."""
+    """Export `xlm_model(args)`, with `common.never_end`, to a temporary folder and time `translate_batch` on
+    the benchmark batch."""
     import ctranslate2
 
     from xlm_hf.interop.export_ctranslate2 import build_spec, converter
 
-    torch.manual_seed(0)  # the weights of the xlm cases (bench_model.build_case seeds the same way)
-    model = xlm_model(args).eval()
+    model = xlm_model(args).eval()  # seeded: the weights of the xlm cases
+    never_end(model)  # in the exported output bias, as in the torch cases: no min_decoding_length masking step
     config = model.config
     # The benchmark model has no tokenizer: any unique token strings do (the special ones where the config puts them).
     tokens = [f"w{i}" for i in range(config.vocab_size)]
@@ -56,8 +58,7 @@ def ct2_case(compute_type: str, mode: str, args):
                                        intra_threads=args.threads, inter_threads=1)
     shutil.rmtree(folder)  # loaded
     source = [[tokens[i] for i in row] for row in make_batch(args, config.vocab_size)["input_ids"].tolist()]
-    options = dict(beam_size=MODES[mode], max_decoding_length=args.tgt_len, min_decoding_length=args.tgt_len,
-                   max_batch_size=0)
+    options = dict(beam_size=MODES[mode], max_decoding_length=args.tgt_len, max_batch_size=0)
 
     def step():
         results = translator.translate_batch(source, **options)
@@ -112,8 +113,9 @@ def main(argv=None):
                          "median_s": timing.median, "iqr_pct": 100 * timing.spread, "tokens_per_s": tokens / timing.median,
                          "speed_ratio": ratio, "speed_ratio_iqr": (q1, q3), "other_load": timing.median_other_load,
                          # CPU time (all threads) is what a busy machine distorts least: a starved step waits, it
-                         # does not compute more
-                         "cpu_s": timing.median_cpu, "speed_ratio_cpu": base_timing.median_cpu / timing.median_cpu,
+                         # does not compute more (nan: a step under the clock tick, as tiny smoke runs have)
+                         "cpu_s": timing.median_cpu, "speed_ratio_cpu": (base_timing.median_cpu / timing.median_cpu
+                                                                         if timing.median_cpu else float("nan")),
                          "peak_rss_growth_mib": report["peak_rss_growth"] / 2**20})
     print()
     print(markdown_table(

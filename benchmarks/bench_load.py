@@ -35,7 +35,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parent.parent
+if str(Path(__file__).resolve().parent) not in sys.path:  # tests import this file by path: common.py beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, bench_vocabulary, corpus_texts, random_model_folder  # noqa: E402
+
 MiB = 1024 * 1024
 LONGEST_KEPT = 64  # the longest sentences of the input block: first in it, never replaced by an empty line
 
@@ -43,25 +46,13 @@ LONGEST_KEPT = 64  # the longest sentences of the input block: first in it, neve
 def build_model(folder: Path, preset: str = "small", tokenizer=None, *, vocab_size: int = 2000, seed: int = 0) -> Path:
     """A model folder (config, random weights, tokenizer) of `preset`; the tokenizer is trained on the bundled corpus
     unless given."""
-    import torch
-
-    from xlm_hf import XLMForSeq2SeqLM, config_from_preset
-    from xlm_hf.interop.convert import save_atomically
-
     if tokenizer is None:
-        from xlm_hf.data.readers import load_translation_datasets, texts_by_language
-        from xlm_hf.data.tokenizer_training import train_tokenizer
-
-        texts = texts_by_language(load_translation_datasets("bundled"), split="train")
-        tokenizer = train_tokenizer(texts, languages=sorted(texts), vocab_size=vocab_size, src_lang="en", tgt_lang="fr",
-                                    seed=seed, show_progress=False)
-    torch.manual_seed(seed)
-    model = XLMForSeq2SeqLM(config_from_preset(preset, tokenizer=tokenizer, lm_head_bias=True))
-    # Random weights mostly repeat the forced language tag, a special token: every line would decode as empty. An
-    # output bias that rules out special tokens makes every line non-empty and exactly max_new_tokens long (no </s>).
-    with torch.no_grad():
-        model.lm_head.bias[tokenizer.all_special_ids] = -1e4
-    return save_atomically(model, tokenizer, folder)
+        texts = corpus_texts("bundled")
+        tokenizer = bench_vocabulary(texts, vocab_size, seed=seed, languages=sorted(texts), src_lang="en",
+                                     tgt_lang="fr")
+    # Random weights mostly repeat the forced language tag, a special token: every line would decode as empty. Ruling
+    # out every special token with end-of-sentence makes every line non-empty and exactly max_new_tokens long.
+    return random_model_folder(folder, preset, tokenizer, seed=seed, banned_ids=tokenizer.all_special_ids)
 
 
 def write_input(path: Path, n_lines: int, *, empty_share: float = 0.05, seed: int = 0,

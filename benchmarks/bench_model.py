@@ -31,15 +31,16 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from transformers import MarianConfig, MarianMTModel
+from transformers import MarianMTModel
 
-from xlm_hf import XLMForSeq2SeqLM, config_from_preset
+from xlm_hf import config_from_preset
 from xlm_hf.model.hardware import choose_precision
 from xlm_hf.model.inference import prepare_for_inference
 from xlm_hf.training import reuse_freed_memory
 
 from common import (  # benchmarks/ is sys.path[0]
-    add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved, selected_cases,
+    add_round_options, machine_line, markdown_table, never_end, paired_speedups, random_marian, random_model,
+    run_interleaved, selected_cases,
 )
 
 
@@ -48,43 +49,16 @@ BASELINE = "marian"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Models: same dimensions, dropouts, activation, embedding sharing and special ids; only the architectures differ.
+# Models: same dimensions, dropouts, activation, embedding sharing and special ids; only the architectures differ
+# (common.random_model, common.random_marian).
 
 
 def xlm_model(args) -> torch.nn.Module:
-    return XLMForSeq2SeqLM(config_from_preset(args.preset, vocab_size=args.vocab_size))
+    return random_model(args.preset, vocab_size=args.vocab_size)
 
 
 def marian_model(args) -> torch.nn.Module:
-    return MarianMTModel(marian_config(config_from_preset(args.preset, vocab_size=args.vocab_size)))
-
-
-def marian_config(ours) -> MarianConfig:
-    """A MarianConfig with the dimensions, dropouts, activation, embedding sharing and special ids of `ours` (an
-    XLMConfig)."""
-    return MarianConfig(
-        vocab_size=ours.vocab_size,
-        d_model=ours.d_model,
-        encoder_layers=ours.encoder_layers,
-        decoder_layers=ours.decoder_layers,
-        encoder_attention_heads=ours.encoder_attention_heads,
-        decoder_attention_heads=ours.decoder_attention_heads,
-        encoder_ffn_dim=ours.encoder_ffn_dim,
-        decoder_ffn_dim=ours.decoder_ffn_dim,
-        max_position_embeddings=ours.max_position_embeddings,
-        activation_function=ours.activation_function,  # some Marian checkpoints use swish; ours is gelu
-        dropout=ours.dropout,
-        attention_dropout=ours.attention_dropout,  # Marian's default is 0.0; match ours
-        activation_dropout=ours.activation_dropout,
-        scale_embedding=ours.scale_embedding,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-        pad_token_id=ours.pad_token_id,
-        eos_token_id=ours.eos_token_id,
-        bos_token_id=ours.bos_token_id,
-        decoder_start_token_id=ours.decoder_start_token_id,
-        forced_eos_token_id=None,  # no extra logits processor that ours does not have
-    )
+    return random_marian(args.preset, vocab_size=args.vocab_size)
 
 
 MODELS: dict[str, Callable] = {"xlm": xlm_model, "marian": marian_model}
@@ -123,7 +97,7 @@ def train_step(model, batch, args, *, autocast_dtype: torch.dtype | str | None =
 
 def generate_step(model, batch, args, *, num_beams: int = 1, precision: str = "fp32",
                   compile: bool = False) -> Callable[[], None]:
-    """generate() with the cache, producing exactly --tgt-len new tokens (see `never_end`), with the weights in
+    """generate() with the cache, producing exactly --tgt-len new tokens (`common.never_end`), with the weights in
     `precision` (xlm_hf.model.inference: fp32, bf16 or int8; applied alike to both models), and with `compile`, a static
     cache and the torch.compile'd decoding step (xlm_hf.model.inference; ours only). Ours also gets what our pipeline and
     CLI do by default on a CPU, weights prepacked for oneDNN (`pack_linear_weights`); Marian runs as its users run
@@ -145,17 +119,6 @@ def generate_step(model, batch, args, *, num_beams: int = 1, precision: str = "f
             raise RuntimeError(f"generate returned {out.shape[1]} positions, expected {args.tgt_len + 1}")
 
     return step
-
-
-def never_end(model) -> None:
-    """Rule out end-of-sentence with an output bias of -1e4 (ours: `lm_head.bias`; Marian: `final_logits_bias`):
-    random weights then decode exactly max_new_tokens tokens through generate's ordinary stopping checks. Forcing
-    the length with `min_new_tokens` instead adds two logits processors, each a copy and a `where` over the (rows,
-    vocabulary) scores at every step, that real decoding does not have (about 10 ms of a 76 ms beam-4 step at base
-    dims, on both sides)."""
-    bias = model.final_logits_bias[0] if isinstance(model, MarianMTModel) else model.lm_head.bias
-    with torch.no_grad():
-        bias[model.config.eos_token_id] = -1e4
 
 
 def train_tokens(args) -> int:
@@ -240,8 +203,7 @@ def make_batch(args, vocab_size: int) -> dict[str, torch.Tensor]:
 
 
 def build_case(model_name: str, mode_name: str, args) -> tuple[Callable[[], None], dict]:
-    torch.manual_seed(0)
-    model = MODELS[model_name](args)
+    model = MODELS[model_name](args)  # seeded: the same weights in every case (and in bench_ctranslate2's exports)
     info = {
         "params": sum(p.numel() for p in model.parameters()),  # tied weights counted once
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),

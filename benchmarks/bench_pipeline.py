@@ -2,9 +2,10 @@
 
 Sentences are the English side of the en-fr test split of the shared po-parallel corpus (then its valid split if more
 are asked for; the bundled po-mini corpus when the shared one is absent). Both sides get random weights at the same
-dimensions (bench_model.py's models) and a vocabulary of the same size trained on the same text, the en-fr train split
-(both sides): ours with `xlm_hf.train_tokenizer`, Marian's a sentencepiece BPE model (bench_tokenizer.py's trainer,
-with XLM's special ids so that both models share them) wrapped in a `MarianTokenizer`.
+dimensions (`common.random_model` and `common.random_marian`, as in bench_model.py) and a vocabulary of the same size
+trained on the same text, the en-fr train split (both sides): ours with `common.bench_vocabulary`, Marian's a
+sentencepiece BPE model (bench_tokenizer.py's trainer, with XLM's special ids so that both models share them) wrapped
+in a `MarianTokenizer`.
 
 Cases, per setting (batch size x decoding):
 
@@ -17,7 +18,7 @@ Cases, per setting (batch size x decoding):
   own cost from the model's.
 
 Random weights would stop at random lengths: every case generates exactly --max-new-tokens tokens per sentence
-(`bench_model.never_end`: an output bias of -1e4 on end-of-sentence, on both models; forcing the length with
+(`common.never_end`: an output bias of -1e4 on end-of-sentence, on both models; forcing the length with
 `min_new_tokens` would add logits processors that real decoding does not have). Our decoder starts from two tokens,
 `</s> __fr__` (the target language tag), Marian's from one, `<pad>`: both then make --max-new-tokens decoder passes.
 
@@ -48,16 +49,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")  # MarianTokenizer, on every load
 
 import torch  # noqa: E402
-from transformers import MarianMTModel, MarianTokenizer  # noqa: E402
+from transformers import MarianTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from bench_model import marian_config, never_end  # noqa: E402  (benchmarks/ is sys.path[0])
-from bench_tokenizer import build_marian, train_sentencepiece, write_sides  # noqa: E402
+from bench_tokenizer import build_marian, train_sentencepiece, write_sides  # noqa: E402  (benchmarks/ is sys.path[0])
 from common import (  # noqa: E402
-    REPO, SHARED_CORPUS, add_round_options, machine_line, markdown_table, paired_speedups, run_interleaved, selected_cases,
+    REPO, SHARED_CORPUS, add_round_options, bench_vocabulary, machine_line, markdown_table, never_end, paired_speedups,
+    random_marian, random_model, run_interleaved, selected_cases,
 )
 
-from xlm_hf import XLMForSeq2SeqLM, XLMTokenizerFast, config_from_preset, train_tokenizer  # noqa: E402
+from xlm_hf import XLMTokenizerFast  # noqa: E402
 from xlm_hf.model.pipeline_translation import translation_pipeline  # noqa: E402
 from xlm_hf.presets import preset_kwargs  # noqa: E402
 
@@ -92,9 +93,8 @@ def train_tokenizers(corpus: Path, vocab_size: int, folder: Path) -> dict[str, P
     """Both vocabularies on the en-fr train split, saved under `folder`: {"xlm": dir, "marian": dir}."""
     sides = write_sides(corpus, folder, pairs=f"{SRC}-{TGT}")
     files = [path for paths in sides.values() for path in paths]
-    ours = train_tokenizer(sides, vocab_size=vocab_size, languages=[SRC, TGT], src_lang=SRC, tgt_lang=TGT,
-                           alpha=1.0, show_progress=False)
-    ours.save_pretrained(folder / "xlm")
+    bench_vocabulary(sides, vocab_size, folder=folder / "xlm", languages=[SRC, TGT], src_lang=SRC, tgt_lang=TGT,
+                    alpha=1.0)
     train_sentencepiece(files, folder / "spm", vocab_size, **XLM_SPECIAL_IDS)
     marian = build_marian(folder / "spm.model", folder)
     marian.save_pretrained(folder / "marian")
@@ -116,14 +116,12 @@ def setting_name(batch_size: int, beams: int) -> str:
 
 
 def load_model_and_tokenizer(model_name: str, args, tokenizers: dict[str, Path]):
-    torch.manual_seed(0)
     if model_name == "marian":
         tokenizer = MarianTokenizer.from_pretrained(tokenizers["marian"])
-        ours_config = config_from_preset(args.preset, vocab_size=len(tokenizer))  # special ids: those of XLM
-        model = MarianMTModel(marian_config(ours_config))
+        model = random_marian(args.preset, vocab_size=len(tokenizer))  # special ids: those of XLM
     else:  # each model's vocabulary is its tokenizer's (the pipeline checks it); both are trained to --vocab-size
         tokenizer = XLMTokenizerFast.from_pretrained(tokenizers["xlm"])
-        model = XLMForSeq2SeqLM(config_from_preset(args.preset, tokenizer=tokenizer))
+        model = random_model(args.preset, tokenizer)
     never_end(model)  # exactly --max-new-tokens tokens, with no extra logits processor
     return model.eval(), tokenizer
 

@@ -42,7 +42,9 @@ from pathlib import Path
 
 import torch
 
-from common import REPO, SHARED_CORPUS, machine_info, markdown_table  # benchmarks/ is sys.path[0] when run as a script
+from common import (  # benchmarks/ is sys.path[0] when run as a script
+    REPO, SHARED_CORPUS, bench_vocabulary, corpus_texts, machine_info, markdown_table, random_model, save_model_folder,
+)
 
 
 logger = logging.getLogger("bench_pretraining")
@@ -110,15 +112,9 @@ def prepare_data(corpus: Path, work: Path, direction: str, train_pairs: int, see
 
 
 def train_shared_tokenizer(corpus: Path, work: Path, vocab_size: int, sample_size: int, seed: int) -> Path:
-    import xlm_hf
-
+    """One BPE on the train split of every pair of the corpus (reused from `work`)."""
     out = work / "tokenizer"
-    if (out / "tokenizer.json").is_file():
-        return out
-    pairs = xlm_hf.load_translation_datasets(str(corpus), splits=["train"])
-    texts = xlm_hf.data.readers.texts_by_language(pairs, split="train")
-    xlm_hf.train_tokenizer(texts, vocab_size=vocab_size, sample_size=sample_size, seed=seed, output_dir=out,
-                           show_progress=False)
+    bench_vocabulary(lambda: corpus_texts(corpus), vocab_size, folder=out, seed=seed, sample_size=sample_size)
     return out
 
 
@@ -224,8 +220,7 @@ def main() -> None:
     # The two starting points, saved so that both arms run the identical fine-tuning command.
     torch.set_num_threads(args.threads)
     tokenizer = xlm_hf.XLMTokenizerFast.from_pretrained(tokenizer_dir)
-    set_seed(args.seed)
-    random_init = xlm_hf.XLMForSeq2SeqLM(xlm_hf.config_from_preset(args.preset, tokenizer=tokenizer))
+    random_init = random_model(args.preset, tokenizer, seed=args.seed)
     # The LM was saved with its pretraining dropout: the translation model takes the fine-tuning values of the random
     # arm (and its use_cache), so that only the weights differ.
     runtime = {k: getattr(random_init.config, k) for k in ("dropout", "attention_dropout", "activation_dropout", "use_cache")}
@@ -236,8 +231,7 @@ def main() -> None:
     assert not differing, f"the arms' configs differ in {sorted(differing)}"
     starts = {"random init": work / "init-random", "pretrained init": work / "init-pretrained"}
     for model, folder in zip((random_init, pretrained), starts.values()):
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        save_model_folder(model, tokenizer, folder)
     report = pretrained.lm_init_report
 
     # Both arms at once, one process each (a core each on an idle 2-core machine; equal conditions on a busy one).

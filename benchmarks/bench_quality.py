@@ -46,7 +46,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, SHARED_CORPUS, machine_info, markdown_table  # benchmarks/ is sys.path[0] when run as a script
+from common import (  # benchmarks/ is sys.path[0] when run as a script
+    REPO, SHARED_CORPUS, bench_vocabulary, corpus_texts, machine_info, marian_config, markdown_table, random_marian,
+    random_model,
+)
 
 
 logger = logging.getLogger("bench_quality")
@@ -78,26 +81,19 @@ def marian_reference_config(ours):
     """`MarianMTModel`'s config at our dims, dropouts, sharing and special ids, with Marian's own architecture choices
     (sinusoidal positions are built in; embeddings scaled by sqrt(d) as `MarianConfig` defaults). It also carries our
     `lang_token_ids` so that evaluation can force each row's target tag (`target_prefix`)."""
-    from bench_model import marian_config
-
     config = marian_config(ours)
-    config.scale_embedding = True  # MarianConfig's default; bench_model matches ours (False) for speed alone
+    config.scale_embedding = True  # MarianConfig's default; common.marian_config matches ours (False) for speed alone
     config.lang_token_ids = list(ours.lang_token_ids)
     return config
 
 
-def build_model(arm: str, tokenizer, preset: str):
-    """The model of an arm: ours with an ablation's overrides, or Marian."""
-    from transformers import MarianMTModel
-
-    from xlm_hf import XLMForSeq2SeqLM
-    from xlm_hf.presets import config_from_preset
-
-    name = arm.split("+", 1)[1] if "+" in arm else None
-    ours = config_from_preset(preset, tokenizer=tokenizer, **(ABLATIONS[name]["config"] if name else {}))
+def build_model(arm: str, tokenizer, preset: str, seed: int):
+    """The model of an arm, random weights drawn after `torch.manual_seed(seed)`: ours with an ablation's overrides
+    (`common.random_model`), or Marian with its own architecture choices (`marian_reference_config`)."""
     if arm == "marian":
-        return MarianMTModel(marian_reference_config(ours))
-    return XLMForSeq2SeqLM(ours)
+        return random_marian(preset, tokenizer, seed=seed, config=marian_reference_config)
+    name = arm.split("+", 1)[1] if "+" in arm else None
+    return random_model(preset, tokenizer, seed=seed, **(ABLATIONS[name]["config"] if name else {}))
 
 
 def validation_batches(dataset, collator, batch_size: int) -> list[dict]:
@@ -153,7 +149,7 @@ def run_one(spec: dict) -> dict:
     valid = build_datasets(data_args(spec["valid_samples"]), tokenizer, seed=spec["seed"], train=False).eval
 
     set_seed(spec["seed"])
-    model = build_model(arm, tokenizer, spec["preset"])
+    model = build_model(arm, tokenizer, spec["preset"], spec["seed"])
     smoothing = spec["label_smoothing"]
     if hasattr(model.config, "label_smoothing"):  # ours: inside the fused loss, as run_translation.py does
         model.config.label_smoothing, smoothing = smoothing, 0.0
@@ -209,15 +205,10 @@ def run_one(spec: dict) -> dict:
 
 def pair_tokenizer(corpus: Path, pair: str, work: Path, vocab_size: int) -> Path:
     """The pair's shared BPE tokenizer, trained once on its train split (reused from `work`)."""
-    folder = work / f"tokenizer-{pair}-{vocab_size}"
-    if not (folder / "tokenizer.json").is_file():
-        from xlm_hf import train_tokenizer
-        from xlm_hf.data.readers import load_translation_datasets, split_pair
+    from xlm_hf.data.readers import split_pair
 
-        train = load_translation_datasets(str(corpus), pairs=[pair], splits=["train"])[pair]["train"]
-        src, tgt = split_pair(pair)
-        train_tokenizer({src: (r[src] for r in train["translation"]), tgt: (r[tgt] for r in train["translation"])},
-                        vocab_size=vocab_size, languages=[src, tgt], output_dir=folder, show_progress=False, seed=0)
+    folder = work / f"tokenizer-{pair}-{vocab_size}"
+    bench_vocabulary(lambda: corpus_texts(corpus, pairs=[pair]), vocab_size, folder=folder, languages=split_pair(pair))
     return folder
 
 

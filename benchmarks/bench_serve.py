@@ -3,7 +3,7 @@ offline pipeline at batch 32 (the ceiling) and a server that decodes one request
 
 The model is the `small` preset with random weights (speed only: what it says is noise) and a vocabulary trained on
 the en-fr train split of the shared corpus (`common.SHARED_CORPUS`); sentences are the English side of its test split.
-Random weights would stop at random lengths, so end-of-sentence is ruled out (`bench_model.never_end`) and every
+Random weights would stop at random lengths, so end-of-sentence is ruled out (`common.never_end`) and every
 sentence decodes exactly --max-new-tokens tokens, in the server and offline alike.
 
 Each load level runs for --seconds: every client sends one sentence per request (the next of the shared list), waits
@@ -32,15 +32,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from bench_model import never_end  # noqa: E402  (benchmarks/ is sys.path[0])
-from bench_pipeline import load_sentences  # noqa: E402
+from bench_pipeline import load_sentences  # noqa: E402  (benchmarks/ is sys.path[0])
 from bench_tokenizer import write_sides  # noqa: E402
-from common import REPO, SHARED_CORPUS, machine_line, markdown_table  # noqa: E402
+from common import (  # noqa: E402
+    REPO, SHARED_CORPUS, bench_vocabulary, machine_line, markdown_table, random_model_folder,
+)
 
 sys.path.insert(0, str(REPO / "tests"))
 from serve_helpers import Server  # noqa: E402  (the tests' launcher of the real server process)
 
-from xlm_hf import XLMForSeq2SeqLM, config_from_preset, train_tokenizer, translate  # noqa: E402
+from xlm_hf import translate  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -69,14 +70,9 @@ def parse_args(argv=None):
 
 def build_model_dir(args, folder: Path) -> Path:
     sides = write_sides(args.corpus, folder, pairs="en-fr")
-    tokenizer = train_tokenizer(sides, vocab_size=args.vocab_size, languages=["en", "fr"], src_lang="en",
-                                tgt_lang="fr", alpha=1.0, show_progress=False)
-    torch.manual_seed(0)
-    model = XLMForSeq2SeqLM(config_from_preset(args.preset, tokenizer=tokenizer))
-    never_end(model)
-    model.save_pretrained(folder / "model")
-    tokenizer.save_pretrained(folder / "model")
-    return folder / "model"
+    tokenizer = bench_vocabulary(sides, args.vocab_size, languages=["en", "fr"], src_lang="en", tgt_lang="fr",
+                                 alpha=1.0)
+    return random_model_folder(folder / "model", args.preset, tokenizer)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,4 +1,6 @@
-"""Shared benchmark machinery: one worker process per case, interleaved timing rounds, peak-RSS growth, tables.
+"""Shared benchmark machinery: one worker process per case, interleaved timing rounds, peak-RSS growth, tables; and
+the fixtures every benchmark builds the same way (a vocabulary, a model with random weights, its folder, decoding of
+a fixed length: see "Fixtures" below).
 
 A case runs in its own spawned process so that its memory is measured alone: the worker builds its step function,
 records its resident set size (RSS) as the baseline, resets the kernel's RSS high-water mark, and from then on runs
@@ -20,7 +22,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from transformers import MarianConfig, MarianMTModel
+
+    from xlm_hf import XLMConfig, XLMForSeq2SeqLM, XLMTokenizerFast
 
 REPO = Path(__file__).resolve().parent.parent
 # The shared corpus beside the checkout (`../shared/data/po-parallel`); every benchmark also takes --corpus.
@@ -325,6 +332,140 @@ def run_interleaved(
     finally:
         for worker in workers:
             worker.stop()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fixtures: one vocabulary trainer, one random model (ours and its Marian reference), one model folder, one way to
+# decode a fixed number of tokens. xlm_hf, torch and transformers are imported when called: the timing machinery
+# above does not need them.
+
+
+def corpus_texts(corpus: str | os.PathLike, pairs: Sequence[str] | None = None,
+                 split: str = "train") -> dict[str, list]:
+    """`{language: [Dataset, ...]}` of the `split` of every pair of `corpus` (a folder of SRC-TGT.SPLIT.tsv files,
+    or "bundled"), or of `pairs`: the input `bench_vocabulary` trains on."""
+    from xlm_hf.data.readers import load_translation_datasets, texts_by_language
+
+    found = load_translation_datasets(str(corpus), pairs=list(pairs) if pairs else None, splits=[split])
+    return texts_by_language(found, split=split)
+
+
+def bench_vocabulary(texts: dict | Callable[[], dict], vocab_size: int, *, folder: str | os.PathLike | None = None,
+                    seed: int = 0, **options) -> XLMTokenizerFast:
+    """The benchmarks' vocabulary: `xlm_hf.train_tokenizer(texts, vocab_size=, seed=, **options)`, seeded and
+    without a progress bar (`options`: languages, src_lang, tgt_lang, alpha, sample_size, ...).
+
+    `texts` is what train_tokenizer takes (`{language: files, datasets or strings}`), or a function returning it,
+    called only when there is something to train. With `folder`, the tokenizer is saved there, and a folder that
+    already holds one (a rerun in the same work folder) is loaded instead of trained again."""
+    from xlm_hf import XLMTokenizerFast
+    from xlm_hf.data.tokenizer_training import train_tokenizer
+
+    if folder is not None and (Path(folder) / "tokenizer.json").is_file():
+        return XLMTokenizerFast.from_pretrained(str(folder))
+    return train_tokenizer(texts() if callable(texts) else texts, vocab_size=vocab_size, seed=seed,
+                           output_dir=folder, show_progress=False, **options)
+
+
+def random_model(preset: str, tokenizer=None, *, seed: int = 0, **overrides) -> XLMForSeq2SeqLM:
+    """Our model of `preset` with random weights, drawn after `torch.manual_seed(seed)`: every script and case that
+    builds the same model gets the same weights (the CTranslate2 export is the very model the torch cases time). The
+    vocabulary, special ids and languages come from `tokenizer`, or from `overrides` (`vocab_size=`, ...)."""
+    import torch
+
+    from xlm_hf import XLMForSeq2SeqLM, config_from_preset
+
+    torch.manual_seed(seed)
+    return XLMForSeq2SeqLM(config_from_preset(preset, tokenizer=tokenizer, **overrides))
+
+
+def marian_config(ours: XLMConfig) -> MarianConfig:
+    """A MarianConfig with the dimensions, dropouts, activation, embedding sharing and special ids of `ours` (an
+    XLMConfig): only the architectures differ."""
+    from transformers import MarianConfig
+
+    return MarianConfig(
+        vocab_size=ours.vocab_size,
+        d_model=ours.d_model,
+        encoder_layers=ours.encoder_layers,
+        decoder_layers=ours.decoder_layers,
+        encoder_attention_heads=ours.encoder_attention_heads,
+        decoder_attention_heads=ours.decoder_attention_heads,
+        encoder_ffn_dim=ours.encoder_ffn_dim,
+        decoder_ffn_dim=ours.decoder_ffn_dim,
+        max_position_embeddings=ours.max_position_embeddings,
+        activation_function=ours.activation_function,  # some Marian checkpoints use swish; ours is gelu
+        dropout=ours.dropout,
+        attention_dropout=ours.attention_dropout,  # Marian's default is 0.0; match ours
+        activation_dropout=ours.activation_dropout,
+        scale_embedding=ours.scale_embedding,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+        pad_token_id=ours.pad_token_id,
+        eos_token_id=ours.eos_token_id,
+        bos_token_id=ours.bos_token_id,
+        decoder_start_token_id=ours.decoder_start_token_id,
+        forced_eos_token_id=None,  # no extra logits processor that ours does not have
+    )
+
+
+def random_marian(preset: str, tokenizer=None, *, seed: int = 0,
+                  config: Callable[[XLMConfig], MarianConfig] = marian_config, **overrides) -> MarianMTModel:
+    """The reference: transformers' `MarianMTModel` at the dims, dropouts and special ids of
+    `random_model(preset, tokenizer, **overrides)`, its config made from ours by `config` (`marian_config`: the same
+    in everything but the architecture, as the speed benchmarks want), random weights drawn after the same seed."""
+    import torch
+    from transformers import MarianMTModel
+
+    from xlm_hf import config_from_preset
+
+    torch.manual_seed(seed)
+    return MarianMTModel(config(config_from_preset(preset, tokenizer=tokenizer, **overrides)))
+
+
+def never_end(model, banned_ids: Sequence[int] = ()) -> None:
+    """Make a random model decode exactly `max_new_tokens` tokens: an output bias of -1e4 on end-of-sentence (and on
+    `banned_ids`), in the model's own output layer (ours: `lm_head.bias`; Marian: `final_logits_bias`; a CTranslate2
+    export carries it too).
+
+    This is the one trick of the benchmarks because it leaves the decoding cost as it is: the bias is added to
+    every step's logits anyway, so generate runs the steps real decoding runs, with its ordinary stopping checks and
+    no extra work. `min_new_tokens` (= max) instead adds two logits processors, each a copy and a `where` over the
+    (rows, vocabulary) scores at every step, that real decoding does not have (about 10 ms of a 76 ms beam-4 step
+    at base dims, on both sides); `bad_words_ids` / `suppress_tokens` add a processor likewise, and CTranslate2's
+    `min_decoding_length` a masking step of its own. The weights, hence the time per step, are otherwise unchanged.
+    `banned_ids`: e.g. every special id, so that a random model cannot decode its language tag over and over (an
+    empty line once the special tokens are skipped)."""
+    import torch
+
+    bias = model.final_logits_bias[0] if hasattr(model, "final_logits_bias") else model.lm_head.bias
+    if bias is None:
+        raise ValueError("never_end needs an output bias: build the model with lm_head_bias=True (the default)")
+    with torch.no_grad():
+        bias[[model.config.eos_token_id, *banned_ids]] = -1e4
+
+
+def save_model_folder(model, tokenizer, folder: str | os.PathLike) -> Path:
+    """A model folder that `from_pretrained`, `xlm-hf translate` and `xlm-hf serve` load: the model's config and
+    weights and the tokenizer's files, side by side. Written next to `folder`, then moved into place: the folder
+    holds the whole model or nothing (a run cut short leaves no half folder to be reused), and a previous one (a
+    rerun in the same work folder) is replaced."""
+    from xlm_hf.atomic import staging_dir
+
+    with staging_dir(folder) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    return Path(folder)
+
+
+def random_model_folder(folder: str | os.PathLike, preset: str, tokenizer, *, seed: int = 0,
+                        banned_ids: Sequence[int] = (), **overrides) -> Path:
+    """`random_model(preset, tokenizer, seed=, **overrides)` that decodes exactly max_new_tokens tokens (`never_end`,
+    with `banned_ids`), saved with `tokenizer` in `folder` (`save_model_folder`): speed and memory do not depend on
+    the weights."""
+    model = random_model(preset, tokenizer, seed=seed, **overrides)
+    never_end(model, banned_ids)
+    return save_model_folder(model, tokenizer, folder)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ Correctness on the device (fp32, TF32 off, max |diff| against --atol; a failing 
   (same tokens) or where the tokens part (a near-tie broken the other way);
 - a model saved from the device and loaded on the CPU has the same weights and logits.
 
-Speed, ours against a MarianMTModel of the same dims (`bench_model.marian_config`), random weights of the `base`
+Speed, ours against a MarianMTModel of the same dims (`common.random_marian`), random weights of the `base`
 preset (`tiny` with --tiny), each built afresh and warmed up before timing:
 
 - training tokens/s (source + target; batch 64 x (64 + 64) tokens, 20 timed steps; autocast in the precision
   `hardware.choose_precision("auto")` picks: bf16 where native), and MFU = 6 x trainable parameters x tokens/s / peak
   bf16 dense FLOP/s (from the GPU's name, or --peak-tflops; n/a elsewhere);
-- generation tokens/s, greedy and beam 4 (batch 64, exactly 32 new tokens: `bench_model.never_end`);
+- generation tokens/s, greedy and beam 4 (batch 64, exactly 32 new tokens: `common.never_end`);
 - peak memory: the growth of CUDA allocated memory (`torch.cuda.max_memory_allocated`) or of the process's RSS
   (`common.PeakRSS`) from before the model was built.
 
@@ -48,11 +48,11 @@ from pathlib import Path
 import torch
 import transformers
 
-from xlm_hf import XLMForSeq2SeqLM, config_from_preset, hardware
+from xlm_hf import XLMForSeq2SeqLM, hardware
 from xlm_hf.model.inference import restore_gelu, unpack_linear_weights
 
 from bench_model import generate_step, make_batch, marian_model, xlm_model  # benchmarks/ is sys.path[0]
-from common import PeakRSS, markdown_table
+from common import PeakRSS, markdown_table, random_model
 
 EN_TAG, FR_TAG = 5, 6  # language tags of the correctness model (below bench_model.FIRST_WORD_ID)
 SCORE_TOLERANCE = 1e-3  # log-probability per generated token, device vs CPU (see `check_generation`)
@@ -164,11 +164,9 @@ def peak_flops(device: torch.device, precision: str, override_tflops: float | No
 
 
 def check_model(sizes: Sizes) -> XLMForSeq2SeqLM:
-    torch.manual_seed(0)
-    config = config_from_preset(sizes.preset, vocab_size=sizes.vocab_size, n_langs=2, lang2id={"en": 0, "fr": 1},
-                                lang_token_ids=[EN_TAG, FR_TAG], dropout=0.0, attention_dropout=0.0,
-                                activation_dropout=0.0)
-    return XLMForSeq2SeqLM(config).eval()
+    return random_model(sizes.preset, vocab_size=sizes.vocab_size, n_langs=2, lang2id={"en": 0, "fr": 1},
+                        lang_token_ids=[EN_TAG, FR_TAG], dropout=0.0, attention_dropout=0.0,
+                        activation_dropout=0.0).eval()
 
 
 def shape(sizes: Sizes, batch_size: int, src_len: int, tgt_len: int, padded: bool = False) -> argparse.Namespace:

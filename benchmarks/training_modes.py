@@ -2,7 +2,8 @@
 
 Modes are flags of the training scripts: fp32 (the default), `--bf16` (autocast), and `--bf16 --torch_compile true`
 (Seq2SeqTrainer compiles the model; the Accelerate script has the same `--torch_compile`). Every run trains the
-`small` preset from the same seed on the bundled en-fr pairs, both directions, with a vocabulary trained here, and
+`small` preset from the same seed on the bundled en-fr pairs, both directions, with a vocabulary trained here (the
+demo's: 8k BPE on the bundled en-fr and en-de train splits, `common.bench_vocabulary`), and
 logs the training loss every 10 steps. A second fp32 run with another seed measures the noise: a mode "matches fp32
 within noise" when its mean absolute loss difference to fp32 (over the second half of the run, where the curves
 are flat enough to compare) is no larger than that of the other seed. Speed is bench_model.py's job; the wall time
@@ -23,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import markdown_table  # benchmarks/ is sys.path[0]
+from common import REPO, bench_vocabulary, corpus_texts, markdown_table  # benchmarks/ is sys.path[0]
 
 
-REPO = Path(__file__).resolve().parent.parent
 MODES = {
     "fp32": [],
     "fp32-seed1": [],  # the noise reference: only the seed differs
@@ -35,6 +35,7 @@ MODES = {
     "fp32-compiled": ["--torch_compile", "true"],
 }
 DEFAULT_MODES = "fp32,fp32-seed1,bf16,bf16-compiled"
+DEMO_PAIRS, DEMO_LANGUAGES = ["en-fr", "en-de"], ["en", "fr", "de"]  # the vocabulary of examples/demo.py
 
 
 def train(mode: str, tokenizer: Path, out: Path, args) -> dict:
@@ -96,11 +97,9 @@ def main(argv=None):
     unknown = [m for m in modes if m not in MODES]
     if unknown or "fp32" not in modes:
         parser.error(f"--modes must include fp32 and name only {', '.join(MODES)} (got {', '.join(unknown) or '-'})")
-    sys.path.insert(0, str(REPO / "examples"))
-    from demo import train_vocabulary
-
     with tempfile.TemporaryDirectory(prefix="training_modes_") as tmp:
-        tokenizer = train_vocabulary(Path(tmp) / "tokenizer", 8000)
+        tokenizer = Path(tmp) / "tokenizer"
+        bench_vocabulary(corpus_texts("bundled", pairs=DEMO_PAIRS), 8000, folder=tokenizer, languages=DEMO_LANGUAGES)
         runs = {}
         for mode in modes:
             runs[mode] = train(mode, tokenizer, Path(tmp) / mode, args)
