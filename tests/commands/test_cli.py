@@ -1,6 +1,7 @@
 """The `xlm-hf` entry point: version, help, `info`, and one-line errors without tracebacks."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,3 +60,52 @@ def test_bad_flag_is_a_usage_error(capsys):
         main(["info", "--no-such-flag", "x"])
     assert exit_.value.code == 2
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+# --- issue 34, item 5: the input is read once, streaming --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def memorised(tmp_path_factory):
+    from serve_helpers import make_model_dir
+
+    return make_model_dir(tmp_path_factory.mktemp("memorised") / "model")
+
+
+def _translate_argv(folder, *args):
+    return [sys.executable, "-m", "xlm_hf", "translate", str(folder), "--src", "en", "--tgt", "fr", "--precision",
+            "fp32", "--beams", "1", "--no-progress", *args]
+
+
+def test_process_substitution_dev_stdin_and_a_fifo_are_read_once(memorised, tmp_path):
+    """`-i <(cmd)`, `-i /dev/stdin` and `-i FIFO` translated nothing and exited 0 (or hung): their lines were counted
+    first, which consumed them."""
+    import shlex
+    import threading
+
+    expected = subprocess.run(_translate_argv(memorised, "Save the file", "Open the folder"), capture_output=True,
+                              text=True, timeout=120, check=True).stdout
+    assert len(expected.splitlines()) == 2
+    command = shlex.join(_translate_argv(memorised)) + " -i <(printf 'Save the file\\nOpen the folder\\n')"
+    substituted = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert substituted.returncode == 0 and substituted.stdout == expected, substituted.stderr
+    piped = subprocess.run(_translate_argv(memorised, "-i", "/dev/stdin"), input="Save the file\nOpen the folder\n",
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stdout == expected, piped.stderr
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("Save the file\nOpen the folder\n"))
+    writer.start()
+    fed = subprocess.run(_translate_argv(memorised, "-i", str(fifo)), capture_output=True, text=True, timeout=120)
+    writer.join(10)
+    assert fed.returncode == 0 and fed.stdout == expected, fed.stderr
+
+
+def test_an_endless_or_huge_line_is_refused_at_once(memorised, tmp_path):
+    """`-i /dev/zero` grew to 3 GB; a line over 1 MiB is refused as soon as it is read that far."""
+    zeros = subprocess.run(_translate_argv(memorised, "-i", "/dev/zero"), capture_output=True, text=True, timeout=120)
+    assert zeros.returncode == 2 and "line 1" in zeros.stderr and "Traceback" not in zeros.stderr
+    huge = tmp_path / "huge.txt"
+    huge.write_text("Save the file\n" + "word " * 300_000 + "\n", encoding="utf-8")
+    result = subprocess.run(_translate_argv(memorised, "-i", str(huge)), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "line 2 is longer than 1048576 bytes" in result.stderr

@@ -18,6 +18,7 @@ from ..model.hardware import AUTO, PRECISIONS
 
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays flat on any file size
+MAX_LINE_BYTES = 1 << 20  # one line of input (1 MiB): a longer one is refused, not read on and on
 
 
 def register(subparsers) -> None:
@@ -146,19 +147,33 @@ def _read_lines(args):
             raise CLIError(f"input {path} is a folder: give a text file, one sentence per line")
         if not path.exists():
             raise CLIError(f"input file {path} does not exist")
-        with path.open("rb") as f:
-            total = sum(1 for _ in f)
+        # read once, streaming: a pipe, a FIFO, /dev/stdin or `<(cmd)` cannot be read twice (their lines are counted
+        # for the progress bar only when the input is a regular file)
+        total = _count_lines(path) if path.is_file() else None
         return _lines_of(path.open("rb")), total
     if sys.stdin.isatty():
         raise CLIError("nothing to translate: pass TEXT, --input FILE, or pipe text on stdin")
     return _lines_of(sys.stdin.buffer), None
 
 
+def _count_lines(path: Path) -> int:
+    """Lines of a regular file, counted in blocks (a huge line is never held whole)."""
+    count, last = 0, b"\n"
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            count, last = count + block.count(b"\n"), block[-1:]
+    return count + (last != b"\n")
+
+
 def _lines_of(stream):
-    """Lines of a binary stream, decoded one at a time: a decoding error names its own line."""
+    """Lines of a binary stream, read one at a time and decoded one at a time: a decoding error names its own line,
+    and a line over MAX_LINE_BYTES is refused as soon as it is (no line is read whole into memory past it)."""
     from ..cli import CLIError
 
-    for number, raw in enumerate(stream, 1):
+    for number, raw in enumerate(iter(lambda: stream.readline(MAX_LINE_BYTES + 1), b""), 1):
+        if len(raw) > MAX_LINE_BYTES:
+            raise CLIError(f"line {number} is longer than {MAX_LINE_BYTES} bytes: is the input text? Split it into "
+                           f"lines (one sentence or paragraph each)")
         if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
             raise CLIError(f"line {number}: NUL bytes or a UTF-16 byte-order mark: the input is UTF-16 (or binary), "
                            f"not UTF-8; convert it first, e.g. iconv -f UTF-16 -t UTF-8")
