@@ -74,3 +74,22 @@ def test_cli_document_mode_translates_the_whole_input(trained, tmp_path):
                  str(source), "-o", str(out)]) == 0
     text = out.read_text(encoding="utf-8")
     assert text.count("\n") == 3 and "\n\n" in text and FR[1] in text and FR[3] in text
+
+
+def test_splitting_a_long_unpunctuated_line_tokenizes_a_linear_amount_of_text(tokenizer):
+    """fit_to_limit re-tokenized the whole rest for every part (a 1 MB line took about 40 minutes): the characters it
+    hands the tokenizer now grow with the line, not with its square."""
+    work = {}
+    for words in (5_000, 10_000):
+        seen = [0]
+
+        def count_tokens(part: str) -> int:
+            seen[0] += len(part)
+            return len(tokenizer(part, add_special_tokens=False, verbose=False)["input_ids"])
+
+        line = "word " * words
+        parts = fit_to_limit(line, count_tokens, 126)
+        assert "".join(text + gap for text, gap in parts) == line
+        assert all(count_tokens(text) <= 126 for text, _ in parts)
+        work[words] = seen[0]
+    assert work[10_000] < 2.3 * work[5_000]

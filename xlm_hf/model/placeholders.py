@@ -32,18 +32,22 @@ This file is shipped with saved models as remote code (the translation pipeline 
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 
-_PRINTF = (r"%(?:\d+\$)?[-#0+']*(?:\*|\d+)?(?:\.(?:\*|\d+))?(?:hh|ll|[hlLqjzZt]|I64|I32)?[diouxXeEfFgGaAcspnm%]")
+# Repetitions are bounded (no real directive has more): a run of '0's can then be read as flags or width in a
+# bounded number of ways, and scanning stays linear in the text (unbounded, '%' + '0' * 8000 took 6 s).
+_PRINTF = (r"%(?:\d{1,9}\$)?[-#0+']{0,8}(?:\*|\d{1,9})?(?:\.(?:\*|\d{1,9}))?(?:hh|ll|[hlLqjzZt]|I64|I32)?"
+           r"[diouxXeEfFgGaAcspnm%]")
 PATTERNS = {  # kind -> regular expression; earlier kinds win where two match at one position
     "url": r"(?:https?|ftp|file)://[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]]",
     "email": r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
-    "tag": r"</?[A-Za-z][\w:.-]*(?:\s+[^<>]*?)?/?>",
+    "tag": r"</?[A-Za-z][\w:.-]*(?:\s[^<>]*)?>",
     "entity": r"&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#[xX][0-9A-Fa-f]+);",
-    "python": r"%\([^)\s]+\)[-#0+]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]",
+    "python": r"%\([^)\s]{1,64}\)[-#0+]{0,8}\d{0,9}(?:\.\d{1,9})?[diouxXeEfFgGcrsa]",
     "printf": _PRINTF,
     "brace": r"\{[A-Za-z0-9_]*(?:[.\[][\w\]\[.]*)?(?:![rsa])?(?::[^{}\s]*)?\}",
     "option": r"(?<![\w-])--?[A-Za-z0-9][\w-]*(?<!-)(?![\w-])",
@@ -53,7 +57,6 @@ _SCANNER = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in PAT
 _SHORT_OPTION = re.compile(r"-[A-Za-z]")
 _ACCELERATOR = re.compile(r"(?:(?<![\w&])&(?=[^\W\d_])(?![A-Za-z][A-Za-z0-9]*;))|(?:(?<![\w])_(?=[^\W\d_]))")
 SUFFIX_ACCELERATOR_LANGS = frozenset({"zh", "ja", "ko"})  # "文件(&F)": the Latin letter in brackets after the word
-_PUNCTUATION_END = re.compile(r"[\s.,;:!?…。！？：；、)\]»\"'”’]*$")
 
 
 @dataclass(frozen=True)
@@ -148,29 +151,26 @@ class Protected:
                 wanted[found.text] -= 1
             else:
                 spans.append(found)
-        for found in reversed(spans):
-            self.repairs.append(f"removed {found.text!r}")
-            out = _cut(out, found.start, found.end)
+        self.repairs += [f"removed {found.text!r}" for found in reversed(spans)]
+        out = _cut_all(out, spans)
         missing = []
         for placeholder in reversed(self.placeholders):  # the last ones first: each stays at its place
             if wanted[placeholder.text] > 0:
                 wanted[placeholder.text] -= 1
                 missing.append(placeholder)
-        for placeholder in missing:
-            self.repairs.append(f"inserted {placeholder.text!r}")
-            out = _insert(out, placeholder.text, self._position(placeholder, out, alignment))
+        self.repairs += [f"inserted {placeholder.text!r}" for placeholder in missing]
+        layout = _Layout(self.text, out)  # every position is found in the output as the model wrote it
+        out = _insert_all(out, [(self._position(p, layout, alignment), p.text) for p in reversed(missing)])
         return self._reorder(out)
 
-    def _position(self, placeholder: Placeholder, out: str, alignment: dict[int, int]) -> int:
+    def _position(self, placeholder: Placeholder, layout: "_Layout", alignment: dict[int, int]) -> int:
         if placeholder.start in alignment:
-            return _word_boundary(out, min(max(alignment[placeholder.start], 0), len(out)))
-        body = self.text
-        if not body[: placeholder.start].strip():
+            return layout.word_boundary(min(max(alignment[placeholder.start], 0), layout.length))
+        if placeholder.start <= layout.body_start:  # nothing but whitespace before it
             return 0
-        tail = body[placeholder.end:]
-        if _PUNCTUATION_END.fullmatch(tail):
-            return len(out) - len(_PUNCTUATION_END.search(out).group())
-        return _word_boundary(out, round(len(out) * placeholder.start / max(len(body), 1)))
+        if placeholder.end >= layout.body_end:  # nothing but punctuation after it
+            return layout.out_end
+        return layout.word_boundary(round(layout.length * placeholder.start / max(len(self.text), 1)))
 
     def _reorder(self, out: str) -> str:
         """Order-sensitive printf directives, and tags that are no longer nested, back in the source's order."""
@@ -182,8 +182,11 @@ class Protected:
             if not needed or [p.text for p in slots] == source_order or len(slots) != len(source_order):
                 continue
             self.repairs.append(f"reordered {' '.join(source_order)}")
-            for slot, text in sorted(zip(slots, source_order), key=lambda pair: -pair[0].start):
-                out = out[: slot.start] + text + out[slot.end:]
+            pieces, last = [], 0
+            for slot, text in zip(slots, source_order):
+                pieces += [out[last: slot.start], text]
+                last = slot.end
+            out = "".join(pieces) + out[last:]
         return out
 
     def _put_accelerator(self, out: str) -> str:
@@ -218,8 +221,13 @@ def protect(text: str, tgt_lang: str | None = None) -> Protected:
     trailing = text[len(leading) + len(body):]
     accelerator = None
     placeholders = find_placeholders(body)
-    markers = [m for m in _ACCELERATOR.finditer(body)
-               if not any(p.start <= m.start() < p.end for p in placeholders)]
+    starts = [p.start for p in placeholders]  # left to right, disjoint
+
+    def inside(position: int) -> bool:
+        at = bisect.bisect_right(starts, position) - 1
+        return at >= 0 and position < placeholders[at].end
+
+    markers = [m for m in _ACCELERATOR.finditer(body) if not inside(m.start())]
     if len(markers) == 1 and len(body.split()) <= 6:  # a menu or button label holds one
         at = markers[0].start()
         accelerator = Accelerator(body[at], body[at + 1], len(re.findall(r"[^\W\d_]+", body[:at])), at)
@@ -228,30 +236,81 @@ def protect(text: str, tgt_lang: str | None = None) -> Protected:
     return Protected(text, body, placeholders, leading, trailing, accelerator, tgt_lang)
 
 
-def _cut(text: str, start: int, end: int) -> str:
-    left, right = text[:start], text[end:]
-    if left.endswith(" ") and (right.startswith(" ") or not right):
-        left = left[:-1]
-    elif not left and right.startswith(" "):
-        right = right[1:]
-    return left + right
+def _cut_all(text: str, spans: list[Placeholder]) -> str:
+    """`text` without the (left to right, disjoint) `spans`, cut right to left as one at a time would: a cut takes the
+    space before it when a space (or the end) follows it, or at the very start the space after it. Near-linear: the
+    first character still there after a cut is found through union-find pointers, not by rescanning."""
+    kept = list(range(len(text) + 1))  # kept[i] == i: still there (len(text): the end); else a pointer onwards
+
+    def first_kept(i: int) -> int:
+        root = i
+        while kept[root] != root:
+            root = kept[root]
+        while kept[i] != root:
+            kept[i], i = root, kept[i]
+        return root
+
+    for span in reversed(spans):  # what lies left of a span is never touched by the cuts to its right
+        after = first_kept(span.end)
+        right_space = after < len(text) and text[after] == " "
+        cut = range(span.start, span.end)
+        if span.start and text[span.start - 1] == " " and (right_space or after == len(text)):
+            cut = range(span.start - 1, span.end)
+        elif not span.start and right_space:
+            cut = [*cut, after]
+        for i in cut:
+            kept[i] = i + 1
+    return "".join(c for i, c in enumerate(text) if kept[i] == i)
 
 
-def _word_boundary(text: str, position: int) -> int:
-    """The space (or text end) nearest `position`."""
-    if position <= 0 or position >= len(text):
-        return max(0, min(position, len(text)))
-    spaces = [i for i, c in enumerate(text) if c == " "]
-    return min(spaces, key=lambda i: abs(i - position)) if spaces else len(text)
+class _Layout:
+    """Where a source's placeholders may go in an output, found once: the output's spaces (for word boundaries), where
+    its trailing punctuation starts, and where the source's text starts and its trailing punctuation begins."""
+
+    def __init__(self, source: str, out: str):
+        self.length = len(out)
+        self.spaces = [i for i, c in enumerate(out) if c == " "]
+        self.out_end = _trailing_punctuation_start(out)
+        self.body_start = len(source) - len(source.lstrip())
+        self.body_end = _trailing_punctuation_start(source)
+
+    def word_boundary(self, position: int) -> int:
+        """The space (or text end) nearest `position`."""
+        if position <= 0 or position >= self.length:
+            return max(0, min(position, self.length))
+        if not self.spaces:
+            return self.length
+        at = bisect.bisect_left(self.spaces, position)
+        near = [self.spaces[i] for i in (at - 1, at) if 0 <= i < len(self.spaces)]
+        return min(near, key=lambda i: (abs(i - position), i))
 
 
-def _insert(text: str, placeholder: str, position: int) -> str:
-    left, right = text[:position], text[position:]
-    if left and not left.endswith(" "):
-        placeholder = " " + placeholder
-    if right and not right.startswith((" ", *".,;:!?…")):
-        placeholder = placeholder + " "
-    return left + placeholder + right
+_TRAILING = frozenset(".,;:!?…。！？：；、)]»\"'”’")
+
+
+def _trailing_punctuation_start(text: str) -> int:
+    """Where the run of whitespace and closing punctuation that ends `text` starts (`len(text)`: none)."""
+    end = len(text)
+    while end and (text[end - 1].isspace() or text[end - 1] in _TRAILING):
+        end -= 1
+    return end
+
+
+def _insert_all(text: str, insertions: list[tuple[int, str]]) -> str:
+    """`text` with each (position, placeholder) inserted, in one pass (at one position, in the given order): a space
+    is added on a side where the placeholder would touch a word (none before punctuation)."""
+    pieces, last, before = [], 0, ""  # before: the last character written so far
+    for position, placeholder in sorted(insertions, key=lambda item: item[0]):
+        pieces.append(text[last:position])
+        before = pieces[-1][-1:] or before
+        if before and before != " ":
+            placeholder = " " + placeholder
+        right = text[position: position + 1]
+        if right and right not in (" ", *".,;:!?…"):
+            placeholder = placeholder + " "
+        pieces.append(placeholder)
+        before, last = placeholder[-1], position
+    return "".join(pieces) + text[last:]
 
 
 __all__ = ["PATTERNS", "Placeholder", "Protected", "find_placeholders", "placeholder_multiset", "properly_nested",
