@@ -64,6 +64,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        if path.exists():  # a replaced file keeps its permissions (a catalog updated --in-place stays 0644, 0600, ...)
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

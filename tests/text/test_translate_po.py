@@ -97,3 +97,81 @@ def test_translate_po_refuses_another_language_and_an_existing_output(trained, t
     out.write_text("mine")
     assert main(["translate-po", str(folder), str(source), "--src", "en", "--tgt", "de", "-o", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err and out.read_text() == "mine"
+
+
+# --- issue 34, items 8-10: human work is never destroyed, and no catalog comes out broken -----------------------------
+
+
+def _catalog(path: Path, entries, charset="UTF-8", plural_forms="nplurals=2; plural=(n > 1);", encoding=None):
+    catalog = polib.POFile(wrapwidth=78, encoding=encoding or "utf-8")
+    catalog.metadata = {**HEADER, "Content-Type": f"text/plain; charset={charset}", "Plural-Forms": plural_forms}
+    for entry in entries:
+        catalog.append(entry)
+    path.write_bytes(str(catalog).encode(encoding or "utf-8") + b"\n")
+    return path
+
+
+def _translate_po(folder, path, *args):
+    return main(["translate-po", str(folder), str(path), "--src", "en", "--tgt", "fr", *args])
+
+
+@pytest.mark.skipif(shutil.which("msgfmt") is None, reason="gettext's msgfmt is not installed (.ci/run installs it)")
+def test_a_latin1_catalog_keeps_its_human_translations_and_is_written_as_declared_utf8(trained, tmp_path):
+    _, _, folder = trained
+    source = _catalog(tmp_path / "fr.po", [polib.POEntry(msgid="Create", msgstr="Créer à côté"),
+                                           polib.POEntry(msgid=EN[1], msgstr="")],
+                      charset="ISO-8859-1", encoding="latin-1")
+    assert "Créer".encode("latin-1") in source.read_bytes()
+    assert _translate_po(folder, source, "-o", str(tmp_path / "out.po")) == 0
+    raw = (tmp_path / "out.po").read_bytes()
+    out = polib.pofile(raw.decode("utf-8"))
+    assert "charset=UTF-8" in out.metadata["Content-Type"]
+    assert out.find("Create").msgstr == "Créer à côté" and out.find(EN[1]).msgstr
+    msgfmt_check(tmp_path / "out.po")
+
+
+def test_a_header_that_lies_about_the_charset_is_refused(trained, tmp_path, capsys):
+    _, _, folder = trained
+    source = _catalog(tmp_path / "fr.po", [polib.POEntry(msgid="Create", msgstr="Créer")], charset="ISO-8859-1")
+    assert _translate_po(folder, source, "--in-place") == 2
+    assert "says charset=ISO-8859-1" in capsys.readouterr().err and "Créer".encode() in source.read_bytes()
+
+
+def test_human_plural_forms_are_kept_and_only_empty_ones_filled(trained, tmp_path):
+    _, _, folder = trained
+    source = _catalog(tmp_path / "fr.po", [polib.POEntry(msgid="%d file", msgid_plural="%d files",
+                                                         msgstr_plural={0: "%d fichier (humain)", 1: ""},
+                                                         flags=["c-format"])])
+    assert _translate_po(folder, source, "-o", str(tmp_path / "out.po")) == 0
+    forms = polib.pofile(str(tmp_path / "out.po")).find("%d file").msgstr_plural
+    assert forms[0] == "%d fichier (humain)" and forms[1] and "%d" in forms[1]
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("nplurals-huge", "nplurals=5000000"), ("nplurals-zero", "nplurals=0"), ("duplicate", "twice"),
+    ("mo-file", "compiled catalog (.mo)"), ("output-dir", "is a directory")])
+def test_catalogs_msgfmt_would_refuse_or_that_would_come_out_wrong_are_refused(trained, tmp_path, capsys, case,
+                                                                                 needle):
+    _, _, folder = trained
+    entries = [polib.POEntry(msgid=EN[1], msgstr="")]
+    plural = {"nplurals-huge": "nplurals=5000000; plural=n;", "nplurals-zero": "nplurals=0; plural=0;"}.get(
+        case, HEADER["Plural-Forms"])
+    if case == "duplicate":
+        entries.append(polib.POEntry(msgid=EN[1], msgstr=""))
+    source = _catalog(tmp_path / "fr.po", entries, plural_forms=plural)
+    if case == "mo-file":
+        polib.pofile(str(source)).save_as_mofile(str(tmp_path / "fr.mo"))
+        source = tmp_path / "fr.mo"
+    output = tmp_path / "out" if case == "output-dir" else tmp_path / "out.po"
+    output.mkdir() if case == "output-dir" else None
+    assert _translate_po(folder, source, "-o", str(output)) == 2
+    assert needle in capsys.readouterr().err
+    assert case == "output-dir" or not output.exists()
+
+
+def test_in_place_keeps_the_catalogs_permissions(trained, tmp_path):
+    _, _, folder = trained
+    source = _catalog(tmp_path / "fr.po", [polib.POEntry(msgid=EN[1], msgstr="")])
+    source.chmod(0o600)
+    assert _translate_po(folder, source, "--in-place") == 0
+    assert (source.stat().st_mode & 0o777) == 0o600 and polib.pofile(str(source)).find(EN[1]).msgstr

@@ -43,24 +43,33 @@ def run(args) -> int:
 
     from ..atomic import atomic_open
     from ..cli import CLIError
-    from ..text.gettext_catalogs import check_language, translate_catalog
+    from ..text.gettext_catalogs import (as_utf8, check_charset, check_language, check_unique, nplurals,
+                                         translate_catalog)
     from ..serving import DecodingOptions, Translator
 
     source = Path(args.catalog)
     if not source.is_file():
         raise CLIError(f"catalog {source} does not exist or is not a file")
+    raw = source.read_bytes()
+    if raw[:4] in (b"\xde\x12\x04\x95", b"\x95\x04\x12\xde"):
+        raise CLIError(f"{source} is a compiled catalog (.mo): pass its source, the .po file (msgunfmt {source} "
+                       f"recovers one)")
     target = source if args.in_place else Path(args.output)
+    if target.is_dir():
+        raise CLIError(f"--output {target} is a directory: give a file path, e.g. {target / source.name}")
     if not args.in_place and target.exists() and not args.force:
         raise CLIError(f"--output {target} already exists: pass --force to replace it, or --in-place to update "
                        f"{source} itself")
-    if target.is_dir():
-        raise CLIError(f"--output {target} is a directory: give a file path")
     try:
         catalog = polib.pofile(str(source), wrapwidth=78)
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise CLIError(f"{source} is not a readable gettext catalog ({' '.join(str(err).split())}): check it with "
                        f"msgfmt --check") from None
-    check_language(catalog, args.tgt, source)  # refused before the model is loaded
+    check_charset(raw, catalog, source)  # all refused before the model is loaded
+    check_unique(catalog, source)
+    check_language(catalog, args.tgt, source)
+    nplurals(catalog, args.tgt)
+    as_utf8(catalog)
     translator = Translator.from_folder(args.model_dir, precision=args.precision, trust_remote_code=args.trust_remote_code,
                                         protect=not args.no_protect)
     options = DecodingOptions(beams=args.beams)

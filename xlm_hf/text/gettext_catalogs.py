@@ -1,10 +1,15 @@
 """Machine translation of gettext catalogs (`.po`) with `polib`: `xlm-hf translate-po`.
 
-Untranslated entries are filled (every `msgstr[n]` of a plural entry, as many as the target's `Plural-Forms`
-says: `msgstr[0]` from `msgid`, the others from `msgid_plural`), with placeholders protected
+Untranslated entries are filled (the empty `msgstr[n]` of a plural entry, as many as the target's `Plural-Forms`
+says: `msgstr[0]` from `msgid`, the others from `msgid_plural`; a form a translator filled is kept), with placeholders
+protected
 (`xlm_hf.model.placeholders`), and marked `fuzzy` as gettext tools expect of machine translations. `msgctxt`, comments,
 flags, references and the header are kept; translated (and fuzzy) entries are left alone unless `overwrite`; obsolete
-entries are never touched. A catalog whose `Language` header names another language than the target is refused.
+entries are never touched. A catalog whose `Language` header names another language than the target is refused, and
+so are catalogs msgfmt would refuse or that would come out wrong: a `Plural-Forms` of 0 or more than `MAX_PLURALS`
+forms, an entry given twice, a charset header that does not match the file's bytes. A catalog in another charset
+than UTF-8 is written in UTF-8 with its header saying so (machine translations may hold characters its charset
+lacks); the human translations are kept, character for character.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ def primary_language(code: str) -> str:
     return re.split(r"[_\-.@]", code.strip(), maxsplit=1)[0].lower()
 
 
+MAX_PLURALS = 6  # the most plural forms of any language gettext knows (Arabic)
+
+
 def nplurals(catalog, tgt_lang: str) -> int:
     """The target's number of plural forms: the catalog's `Plural-Forms`, else gettext's rule for the language
     (written into the header), else 2."""
@@ -36,7 +44,45 @@ def nplurals(catalog, tgt_lang: str) -> int:
     if not catalog.metadata.get("Plural-Forms") and header:
         catalog.metadata["Plural-Forms"] = header
     match = re.search(r"nplurals\s*=\s*(\d+)", header or "")
-    return int(match.group(1)) if match else 2
+    forms = int(match.group(1)) if match else 2
+    if not 1 <= forms <= MAX_PLURALS:
+        raise ValueError(f"the catalog's Plural-Forms header says nplurals={forms}: a language has 1 to "
+                         f"{MAX_PLURALS} plural forms. Fix the header (gettext's manual lists each language's).")
+    return forms
+
+
+def check_charset(raw: bytes, catalog, path) -> None:
+    """A header whose charset does not match the bytes (UTF-8 text under `charset=ISO-8859-1`) would turn every
+    human translation into mojibake: refused."""
+    charset = (catalog.encoding or "utf-8").lower().replace("_", "-")
+    if charset in ("utf-8", "utf8", "ascii", "us-ascii") or raw.isascii():
+        return
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # not UTF-8: the declared single-byte charset is believable
+    raise ValueError(f"{path} says charset={catalog.encoding} in its Content-Type header, but its text is UTF-8: fix "
+                     f"the header (charset=UTF-8), or convert the file (iconv -f UTF-8 -t {catalog.encoding}).")
+
+
+def check_unique(catalog, path) -> None:
+    """msgfmt refuses a catalog that gives one (msgctxt, msgid) twice."""
+    seen = set()
+    for entry in catalog:
+        key = (entry.msgctxt, entry.msgid)
+        if not entry.obsolete and key in seen:
+            raise ValueError(f"{path} gives msgid {entry.msgid[:60]!r}" + (f" (msgctxt {entry.msgctxt!r})" if
+                             entry.msgctxt else "") + f" twice (line {entry.linenum}): msgfmt refuses it; merge "
+                             f"the two entries (msguniq does).")
+        seen.add(key)
+
+
+def as_utf8(catalog) -> None:
+    """Declare the catalog UTF-8 (it is written in UTF-8)."""
+    content_type = catalog.metadata.get("Content-Type", "text/plain; charset=UTF-8")
+    catalog.metadata["Content-Type"] = re.sub(r"charset\s*=\s*[^;\s]+", "charset=UTF-8", content_type) \
+        if "charset" in content_type else content_type + "; charset=UTF-8"
+    catalog.encoding = "utf-8"
 
 
 def check_language(catalog, tgt_lang: str, path) -> None:
@@ -49,7 +95,8 @@ def check_language(catalog, tgt_lang: str, path) -> None:
 
 
 def entries_to_translate(catalog, overwrite: bool) -> list:
-    """Non-obsolete entries with an empty translation (any plural form empty); all of them with `overwrite`."""
+    """Non-obsolete entries with an empty translation (any plural form empty: only those forms are filled); all of
+    them with `overwrite`."""
     todo = []
     for entry in catalog:
         if entry.obsolete or not entry.msgid:
@@ -79,7 +126,9 @@ def translate_catalog(catalog, translate, tgt_lang: str, overwrite: bool = False
         singular = next(translations)
         if entry.msgid_plural:
             plural = next(translations)
-            entry.msgstr_plural = {n: (singular if n == 0 and forms > 1 else plural) for n in range(forms)}
+            human = {} if overwrite else {n: v for n, v in (entry.msgstr_plural or {}).items() if v and n < forms}
+            entry.msgstr_plural = {n: human.get(n) or (singular if n == 0 and forms > 1 else plural)
+                                   for n in range(forms)}
         else:
             entry.msgstr = singular
         if "fuzzy" not in entry.flags:
@@ -88,5 +137,5 @@ def translate_catalog(catalog, translate, tgt_lang: str, overwrite: bool = False
     return len(todo)
 
 
-__all__ = ["PLURAL_FORMS", "check_language", "entries_to_translate", "nplurals", "primary_language",
+__all__ = ["MAX_PLURALS", "PLURAL_FORMS", "as_utf8", "check_charset", "check_language", "check_unique", "entries_to_translate", "nplurals", "primary_language",
            "translate_catalog"]
