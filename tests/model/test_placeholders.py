@@ -140,3 +140,35 @@ def test_cli_protects_by_default_and_no_protect_turns_it_off(trained, tmp_path, 
     assert main(["translate", str(folder), "--src", "en", "--tgt", "fr", "--no-progress", "--no-protect",
                  EN[0]]) == 0
     assert "%s" not in capsys.readouterr().out
+
+
+# --- issue 34, item 11: the common formats of gettext, Qt, ICU, Android, Ruby/Rails, Jinja and shell, kept whole -------
+
+FORMATS = {
+    "icu-plural": ("{count, plural, one {# file} other {# files}} found", ["{count, plural, one {# file} other {# files}}"]),
+    "icu-argument": ("Saved on {when, date, short}", ["{when, date, short}"]),
+    "qt": ("Page %1 of %L2", ["%1", "%L2"]),
+    "ruby": ("Hello %{name}, you have %<count>d messages", ["%{name}", "%<count>d"]),
+    "shell": ("Copy ${HOME}/x to $TMPDIR or ${XDG_DATA:-~/.local}", ["${HOME}/x", "$TMPDIR", "${XDG_DATA:-~/.local}"]),
+    "jinja": ("Hi {{ user.name }}{% if admin %} (admin){% endif %}", ["{{ user.name }}", "{% if admin %}", "{% endif %}"]),
+    "html-comment": ("Save <!-- TRANSLATORS: the verb --> now", ["<!-- TRANSLATORS: the verb -->"]),
+    "cdata": ("Value <![CDATA[a < b]]> here", ["<![CDATA[a < b]]>"]),
+    "windows-path": ("Open C:\\Users\\me\\notes.txt or \\\\server\\share\\x", ["C:\\Users\\me\\notes.txt",
+                                                                          "\\\\server\\share\\x"]),
+    "markdown-link": ("Read [the manual](https://example.org/manual) first", ["[", "](https://example.org/manual)"]),
+    "url-with-parentheses": ("See https://en.wikipedia.org/wiki/Foo_(bar) now", ["https://en.wikipedia.org/wiki/Foo_(bar)"]),
+    "quoted-tag-in-attribute": ('<a title="<b>x</b>">link</a>', ['<a title="<b>x</b>">', "</a>"]),
+    "angled-email": ("Report bugs to <bug-report@gnu.org>.", ["<bug-report@gnu.org>"]),
+    "angled-directive": ("Expected <%s> here", ["<%s>"]),
+    "android": ("Use @string/app_name and %1$s", ["@string/app_name", "%1$s"]),
+}
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_each_format_is_one_placeholder_kept_whole_by_the_repair(name):
+    source, expected = FORMATS[name]
+    assert [p.text for p in find_placeholders(source)] == expected
+    protected = protect(source, "fr")
+    for output in ("Une traduction sans rien", " ".join(["Une", "traduction"] + [p[1:] for p in expected])):
+        repaired = protected.restore(output)  # every one lost, or each mangled (its first character dropped)
+        assert placeholder_multiset(repaired) == placeholder_multiset(source), (output, repaired)

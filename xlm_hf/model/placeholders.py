@@ -42,14 +42,32 @@ from dataclasses import dataclass, field
 # bounded number of ways, and scanning stays linear in the text (unbounded, '%' + '0' * 8000 took 6 s).
 _PRINTF = (r"%(?:\d{1,9}\$)?[-#0+']{0,8}(?:\*|\d{1,9})?(?:\.(?:\*|\d{1,9}))?(?:hh|ll|[hlLqjzZt]|I64|I32)?"
            r"[diouxXeEfFgGaAcspnm%]")
+_EMAIL = r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+_BRACE = r"\{[A-Za-z0-9_]*(?:[.\[][\w\]\[.]*)?(?:![rsa])?(?::[^{}\s]*)?\}"
+_URL_CHAR = r"[^\s<>\"'`()]"
+# Every repetition that could scan far is bounded or has disjoint alternatives: the scan stays linear in the text.
 PATTERNS = {  # kind -> regular expression; earlier kinds win where two match at one position
-    "url": r"(?:https?|ftp|file)://[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]]",
-    "email": r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
-    "tag": r"</?[A-Za-z][\w:.-]*(?:\s[^<>]*)?>",
+    "comment": r"<!--[\s\S]{0,1024}?-->|<!\[CDATA\[[\s\S]{0,1024}?\]\]>",  # HTML comments, CDATA: kept whole
+    "angled": rf"<(?:{_EMAIL}|{_PRINTF}|{_BRACE})>",  # <bug-report@gnu.org>, <%s>, <{name}>: brackets included
+    "mdlink": rf"\]\((?:{_URL_CHAR}|\({_URL_CHAR}{{0,256}}\)){{1,2048}}\)",  # the `](target)` of a markdown link
+    "mdopen": r"\[(?=[^\[\]\n]{0,512}\]\()",  # and its opening bracket
+    "url": rf"(?:https?|ftp|file)://(?:{_URL_CHAR}|\({_URL_CHAR}{{0,256}}\))*"
+           rf"(?:[^\s<>\"'`.,;:!?()\]]|\({_URL_CHAR}{{0,256}}\))",  # balanced parentheses: /wiki/Foo_(bar)
+    "email": rf"(?<![\w.+-]){_EMAIL}",
+    "tag": r"</?[A-Za-z][\w:.-]*(?:\s(?:[^<>\"']|\"[^\"]{0,1024}\"|'[^']{0,1024}')*)?>",  # quoted values may hold <>
     "entity": r"&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#[xX][0-9A-Fa-f]+);",
+    "jinja": r"\{\{[^{}]{0,256}\}\}|\{%[^{}]{0,256}%\}|\{#[^{}]{0,256}#\}",  # {{ x }}, {% if %}, {# note #}
+    "icu": r"\{\w+,\s*(?:plural|select|selectordinal)\s*,(?:[^{}]|\{(?:[^{}]|\{[^{}]{0,256}\}){0,256}\}){0,2048}\}"
+           r"|\{\w+,\s*\w+(?:,\s*[^{}]{0,64})?\}",  # ICU MessageFormat: {n, plural, one {# file} other {...}}
+    "ruby": r"%\{[A-Za-z_]\w{0,63}\}|%<[A-Za-z_]\w{0,63}>[-#0+ ]{0,8}\d{0,9}(?:\.\d{1,9})?[A-Za-z]",  # %{n}, %<n>d
+    "shell": r"(?:\$\{[A-Za-z_]\w{0,63}(?:[:#%/^,][^{}\s]{0,64})?\}|\$[A-Za-z_]\w{0,63})(?:/[\w.@+-]{1,255}){0,64}",
+    # ${HOME}, ${x:-y}, $HOME, and a path after it: ${HOME}/.config
     "python": r"%\([^)\s]{1,64}\)[-#0+]{0,8}\d{0,9}(?:\.\d{1,9})?[diouxXeEfFgGcrsa]",
     "printf": _PRINTF,
-    "brace": r"\{[A-Za-z0-9_]*(?:[.\[][\w\]\[.]*)?(?:![rsa])?(?::[^{}\s]*)?\}",
+    "qt": r"%L?\d{1,2}(?!\d)",  # Qt's %1, %L2 (after printf: %1$s is printf's)
+    "brace": _BRACE,
+    "android": r"@(?:android:)?(?:string|plurals|color|drawable|dimen|id|style)/[A-Za-z_][\w.]{0,127}",
+    "windows": r"(?<![\w\\])(?:[A-Za-z]:|\\\\[\w.$-]{1,64}|%[A-Za-z_]\w{0,63}%)(?:\\[^\\\s<>:\"|?*]{1,255}){1,64}\\?",
     "option": r"(?<![\w-])--?[A-Za-z0-9][\w-]*(?<!-)(?![\w-])",
     "path": r"(?<![\w/.:-])(?:~|\.{1,2})?/(?:[\w.@+-]+/)*[\w@+-][\w.@+-]*/?",
 }
