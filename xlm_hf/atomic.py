@@ -125,8 +125,8 @@ def publish_files(staging: Path, target: Path) -> None:
 @contextlib.contextmanager
 def staging_dir(target: str | os.PathLike) -> Iterator[Path]:
     """A new empty folder next to `target` to write into: published to `target` (`publish_dir`) when the block ends
-    without error, removed otherwise."""
-    target = Path(target)
+    without error, removed otherwise. A symlinked `target` keeps its link: the folder it points to is replaced."""
+    target = _resolve_link(Path(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 MODEL_TYPE = "xlm_hf"
+CTRANSLATE2_METADATA = "xlm_hf_ctranslate2.json"  # what `xlm-hf export --ctranslate2` writes beside the model
 
 
 def read_config(folder: str | Path) -> dict:
@@ -41,6 +42,8 @@ def _read_json(path: Path, what: str):
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a valid JSON file ({err}): re-save {what}.") from None
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to be a config: re-save {what}.") from None
 
 
 def check_model_type(folder: str | Path, config: dict, trust_remote_code: bool = False) -> None:
@@ -48,6 +51,10 @@ def check_model_type(folder: str | Path, config: dict, trust_remote_code: bool =
     model_type = config.get("model_type")
     if model_type == MODEL_TYPE or trust_remote_code:
         return
+    if (Path(folder) / CTRANSLATE2_METADATA).is_file():
+        raise ValueError(f"{folder} is a CTranslate2 export (xlm-hf export --ctranslate2), not a model folder: serve "
+                         f"it with `xlm-hf serve {folder} --engine ctranslate2`, or pass the model folder it was "
+                         f"exported from.")
     code = " and names its own Python code (auto_map)" if config.get("auto_map") else ""
     raise ValueError(
         f"{folder} is not an xlm-hf model: config.json says model_type {model_type!r}{code}. xlm-hf loads only its "

@@ -109,3 +109,16 @@ def test_an_endless_or_huge_line_is_refused_at_once(memorised, tmp_path):
     huge.write_text("Save the file\n" + "word " * 300_000 + "\n", encoding="utf-8")
     result = subprocess.run(_translate_argv(memorised, "-i", str(huge)), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "line 2 is longer than 1048576 bytes" in result.stderr
+
+
+def test_document_mode_keeps_crlf_newlines(memorised, tmp_path):
+    """--document keeps the input's newlines exactly, CRLF included (they came out as LF)."""
+    source = tmp_path / "doc.txt"
+    source.write_bytes(b"Save the file. Open the folder.\r\n\r\nClose the window.\r\n")
+    out = tmp_path / "out.txt"
+    result = subprocess.run(_translate_argv(memorised, "--document", "-i", str(source), "-o", str(out)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    written = out.read_bytes()
+    assert written.count(b"\r\n") == 3 and written.replace(b"\r\n", b"").count(b"\n") == 0
+    assert written.endswith(b"\r\n") and b"\r\n\r\n" in written

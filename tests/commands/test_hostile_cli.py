@@ -153,6 +153,17 @@ HOSTILE = {
                              ["--top-k only apply with --sample"]),
     "sample-with-beams": (_model, _translate("{m}", "--sample", "--beams", "4", "Hello"), b"",
                           ["--sample draws one token at a time", "--beams"]),
+    # issue 34, "Also"
+    "config-nested-100000-deep": (lambda t, g: {"m": model_copy(t, g)}, _translate("{m}", "Hello"), b"",
+                                  ["config.json is nested too deeply"]),
+    "translate-a-ctranslate2-export": (lambda t, g: {"m": model_copy(t, g)}, _translate("{m}", "Hello"), b"",
+                                       ["is a CTranslate2 export", "--engine ctranslate2"]),
+    "info-on-a-ctranslate2-export": (lambda t, g: {"m": model_copy(t, g)}, ["info", "{m}"], b"",
+                                     ["is a CTranslate2 export", "--engine ctranslate2"]),
+    **{f"push-repo-id-{name}": (_model, ["push", "{m}", "--repo-id", repo_id, "--dry-run", "--staging-dir",
+                                         "{tmp}/staged"], b"", ["is not of the form 'user/name' that the Hub accepts"])
+       for name, repo_id in (("non-ascii", "usér/modèle"), ("dot", "user/."), ("200-chars", "user/" + "x" * 200),
+                             ("double-dash", "user/a--b"))},
 }
 
 BREAK = {  # case -> how to break the copied folder / write the input files, after setup
@@ -168,7 +179,16 @@ BREAK = {  # case -> how to break the copied folder / write the input files, aft
     "train-tokenizer-model-max-length-0": lambda p: p["en"].write_text("Save the file\n"),
     "push-staging-dir-holds-other-files": lambda p: p["s"].mkdir() or (p["s"] / "thesis.tex").write_text("years"),
     "convert-corrupt-vocab-json": lambda p: (p["x"] / "vocab.json").write_text("{broken"),
+    "config-nested-100000-deep": lambda p: (p["m"] / "config.json").write_text("[" * 100_000 + "]" * 100_000),
+    "translate-a-ctranslate2-export": lambda p: ctranslate2_like(p["m"]),
+    "info-on-a-ctranslate2-export": lambda p: ctranslate2_like(p["m"]),
 }
+
+
+def ctranslate2_like(folder: Path) -> None:
+    """What `xlm-hf export --ctranslate2` leaves: CTranslate2's own config.json (no model_type) and our metadata."""
+    (folder / "config.json").write_text(json.dumps({"add_source_bos": False, "decoder_start_token": "</s>"}))
+    (folder / "xlm_hf_ctranslate2.json").write_text(json.dumps({"format": "ctranslate2"}))
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))

@@ -234,3 +234,17 @@ def test_export_takes_only_trained_directions(tokenizer, tmp_path, capsys):
     assert main(["export", str(folder), "--ctranslate2", str(tmp_path / "fr-en"), "--src", "fr", "--tgt", "en",
                  "--allow-zero-shot"]) == 0
     assert main(["export", str(folder), "--ctranslate2", str(tmp_path / "en-fr"), "--src", "en", "--tgt", "fr"]) == 0
+
+
+def test_export_over_a_symlinked_folder_keeps_the_link(saved_model, tmp_path):
+    """`--force` over a symlink to a folder replaces the folder it points to, not the link (it replaced the link)."""
+    folder, _ = saved_model
+    real = tmp_path / "exports" / "en-fr-v1"
+    assert main(["export", str(folder), "--ctranslate2", str(real), "--src", "en", "--tgt", "fr"]) == 0
+    link = tmp_path / "current"
+    link.symlink_to(real, target_is_directory=True)
+    assert main(["export", str(folder), "--ctranslate2", str(link), "--src", "en", "--tgt", "fr",
+                 "--quantization", "int8", "--force"]) == 0
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert json.loads((real / "xlm_hf_ctranslate2.json").read_text())["quantization"] == "int8"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["en-fr-v1"]  # no temporary folder left

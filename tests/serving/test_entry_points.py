@@ -130,3 +130,11 @@ def test_the_python_api_applies_the_folder_checks_of_the_cli_and_the_server(fold
     (broken / "generation_config.json").write_text("{not json")
     with pytest.raises(ValueError, match="generation_config.json"):
         xlm_hf.translate("Save the file", str(broken), src_lang="en", tgt_lang="fr")
+
+
+def test_the_python_api_takes_any_iterable_of_texts(folder):
+    import xlm_hf
+
+    expected = xlm_hf.translate(TEXTS["en"][:2], str(folder), src_lang="en", tgt_lang="fr", precision="fp32")
+    assert xlm_hf.translate((t for t in TEXTS["en"][:2]), str(folder), src_lang="en", tgt_lang="fr",
+                            precision="fp32") == expected  # a generator was "list indices must be integers"

@@ -133,8 +133,9 @@ def decoding_options(args):
                            top_p=args.top_p, temperature=args.temperature, seed=args.seed)
 
 
-def _read_lines(args):
-    """An iterator over input lines (without newlines), and the line count when known (for the progress bar)."""
+def _read_lines(args, keep_ends: bool = False):
+    """An iterator over input lines (without their newlines, unless `keep_ends`), and the line count when known (for
+    the progress bar)."""
     from ..cli import CLIError
 
     if args.text:
@@ -150,10 +151,10 @@ def _read_lines(args):
         # read once, streaming: a pipe, a FIFO, /dev/stdin or `<(cmd)` cannot be read twice (their lines are counted
         # for the progress bar only when the input is a regular file)
         total = _count_lines(path) if path.is_file() else None
-        return _lines_of(path.open("rb")), total
+        return _lines_of(path.open("rb"), keep_ends), total
     if sys.stdin.isatty():
         raise CLIError("nothing to translate: pass TEXT, --input FILE, or pipe text on stdin")
-    return _lines_of(sys.stdin.buffer), None
+    return _lines_of(sys.stdin.buffer, keep_ends), None
 
 
 def _count_lines(path: Path) -> int:
@@ -165,7 +166,7 @@ def _count_lines(path: Path) -> int:
     return count + (last != b"\n")
 
 
-def _lines_of(stream):
+def _lines_of(stream, keep_ends: bool = False):
     """Lines of a binary stream, read one at a time and decoded one at a time: a decoding error names its own line,
     and a line over MAX_LINE_BYTES is refused as soon as it is (no line is read whole into memory past it)."""
     from ..cli import CLIError
@@ -181,7 +182,7 @@ def _lines_of(stream):
             line = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise CLIError(f"line {number}: not valid UTF-8 ({err.reason}): convert the file to UTF-8 first") from None
-        yield line.rstrip("\r\n")
+        yield line if keep_ends else line.rstrip("\r\n")
 
 
 def run(args) -> int:
@@ -193,7 +194,7 @@ def run(args) -> int:
     options = decoding_options(args)
     for flag, path in (("--output", args.output), ("--plot-attention", args.plot_attention)):
         _check_writable(flag, path)  # before any work: a bad path is not found out after translating everything
-    lines, total = _read_lines(args)
+    lines, total = _read_lines(args, keep_ends=args.document)  # a document keeps its own newlines (CRLF too)
     if args.dtype:
         args.precision = {"float32": "fp32", "bfloat16": "bf16"}[args.dtype]
     if args.compile and args.precision == "int8":
@@ -220,12 +221,12 @@ def run(args) -> int:
     with progress, _open_output(args.output) as out:  # a file appears complete, or not at all
         if args.document:
             lines = list(lines)
-            text = "\n".join(lines) + ("\n" if args.input or not args.text else "")
+            text = "\n".join(lines) if args.text else "".join(lines)
             out.write(translator.translate_documents([text], args.src, args.tgt, options=options,
                                                      allow_zero_shot=args.allow_zero_shot,
                                                      batch_size=args.batch_size)[0])
             progress.update(len(lines))
-            first_line = next((l for l in lines if l.strip()), None)
+            first_line = next((l.rstrip("\r\n") for l in lines if l.strip()), None)
             lines = iter(())
         while chunk := list(itertools.islice(lines, CHUNK_LINES)):
             first_line = first_line if first_line is not None else next((l for l in chunk if l.strip()), None)

@@ -41,11 +41,12 @@ import math
 from pathlib import Path
 
 from ..atomic import staging_dir
+from ..folders import CTRANSLATE2_METADATA
 
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("float32", "bfloat16", "int8")
-METADATA_FILE = "xlm_hf_ctranslate2.json"
+METADATA_FILE = CTRANSLATE2_METADATA
 
 # transformers' activation names -> CTranslate2's `common_spec.Activation` member names.
 _ACTIVATIONS = {

@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 TEMPLATE = resource_path("model_card.md")  # the repository's model_card.md, shipped in the package
 CURVES_FILE = "training_curves.png"
 RESULT_FILES = ("all_results.json", "eval_results.json", "test_results.json", "predict_results.json")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+# The Hub's own rule: ASCII letters, digits, '-', '_', '.'; no '--' or '..'; not starting or ending with '-' or '.';
+# at most 96 characters per part
+_REPO_ID = re.compile(r"^(?!.*(?:--|\.\.))[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?/"
+                      r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$", re.ASCII)
 _METRIC = re.compile(r"^(eval|test|predict)_(bleu|chrf)(?:_(\w+-\w+))?$")
 
 
@@ -52,7 +55,9 @@ class CardInfo:
 
     def check(self) -> None:
         if not _REPO_ID.match(self.repo_id or ""):
-            raise HubError(f"repo id {self.repo_id!r} is not of the form 'user/name': pass --repo-id user/name")
+            raise HubError(f"repo id {self.repo_id!r} is not of the form 'user/name' that the Hub accepts: each part "
+                           f"1-96 ASCII letters, digits, '-', '_' or '.' (no '--' or '..', not starting or ending "
+                           f"with '-' or '.'); pass --repo-id user/name")
         if not self.license:
             raise HubError("the model card needs a licence: pass --license (e.g. apache-2.0, gpl-3.0, other)")
         if not self.datasets:
