@@ -165,6 +165,9 @@ def _file_blocks(path: Path) -> Iterator[list[str]]:
     try:
         with open(path, encoding="utf-8") as handle:
             while lines := list(itertools.islice(handle, _BLOCK_LINES)):
+                if any("\x00" in line for line in lines):  # UTF-16 without a byte-order mark is "valid" UTF-8
+                    raise ValueError(f"{path} holds NUL bytes: it is UTF-16 (or binary), not UTF-8 text; convert it, "
+                                     f"e.g. with iconv -f UTF-16 -t UTF-8.")
                 yield [line for line in (raw.rstrip("\r\n") for raw in lines) if line and not line.isspace()]
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text ({err}): convert it, e.g. with iconv -t UTF-8.") from None
@@ -238,15 +241,17 @@ def sample_sentences(
     """
     with tempfile.TemporaryDirectory(prefix="xlm_hf_spool_") as spool_dir:
         sources = _sources(texts, list(languages or texts), spool_dir, dedupe)
-        for lang, block in _sample_blocks(sources, alpha=alpha, sample_size=sample_size, seed=seed):
-            for sentence in block:
+        for lang, block, repeats, extra in _sample_blocks(sources, alpha=alpha, sample_size=sample_size, seed=seed):
+            for sentence in itertools.chain(block * repeats, extra):
                 yield lang, sentence
 
 
 def _sample_blocks(
     sources: Mapping[str, _Source], *, alpha: float, sample_size: int | None, seed: int
-) -> Iterator[tuple[str, list[str]]]:
-    """`(language, sampled sentences)` blocks: each sentence kept floor(r) times, plus once with probability r - floor(r)."""
+) -> Iterator[tuple[str, list[str], int, list[str]]]:
+    """`(language, block, repeats, extra)`: the sample of a block of sentences is the block `repeats` times, plus
+    `extra` (each sentence kept floor(r) times, plus once with probability r - floor(r)). The repetitions are never
+    written out: a 2.5 MB line sampled 70 times is counted once, times 70 (it took 3.6 GB)."""
     if sample_size is not None and sample_size <= 0:
         raise ValueError(f"sample_size must be positive, got {sample_size}.")
     if alpha == 1.0 and sample_size is None:  # the sample is the corpus itself: no counting pass needed
@@ -265,11 +270,9 @@ def _sample_blocks(
         seen = 0
         for block in source.blocks():
             seen += len(block)
-            sampled = block * int(whole)
-            if fraction:
-                sampled += itertools.compress(block, rng.random(len(block)) < fraction)
-            if sampled:
-                yield lang, sampled
+            extra = list(itertools.compress(block, rng.random(len(block)) < fraction)) if fraction else []
+            if (whole and block) or extra:
+                yield lang, block, int(whole), extra
         if seen == 0:
             raise ValueError(_empty_message(source))
 
@@ -479,14 +482,21 @@ def _count_training_text(blocks, languages: list[str], show_progress: bool):
     sampled = dict.fromkeys(languages, 0)
     char_counts = np.zeros(0x110000, dtype=np.int64)
     word_counts: Counter[str] = Counter()
+    def count(sentences: list[str], times: int) -> None:
+        if not sentences or not times:
+            return
+        chunk = _pre_split("\n".join(sentences))
+        counts = np.bincount(np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32))
+        char_counts[: len(counts)] += counts * times
+        words = Counter(chunk.split(" "))
+        word_counts.update({word: n * times for word, n in words.items()} if times > 1 else words)
+
     with tqdm(desc="Sampling sentences", unit=" sent", disable=not show_progress) as progress:
-        for lang, block in blocks:
-            sampled[lang] += len(block)
-            chunk = _pre_split("\n".join(block))
-            counts = np.bincount(np.frombuffer(chunk.encode("utf-32-le"), dtype=np.uint32))
-            char_counts[: len(counts)] += counts
-            word_counts.update(chunk.split(" "))
-            progress.update(len(block))
+        for lang, block, repeats, extra in blocks:
+            sampled[lang] += len(block) * repeats + len(extra)
+            count(block, repeats)
+            count(extra, 1)
+            progress.update(len(block) * repeats + len(extra))
     return sampled, char_counts, word_counts
 
 
