@@ -1,0 +1,92 @@
+"""Token-budget batches (issue 35, item 2): within the budget, every example once per epoch, deterministic by seed,
+another order each epoch, disjoint shares per rank, resumable, and over a stream through a bucketing buffer."""
+
+import random
+
+import pytest
+
+from xlm_hf.data.batching import TokenBudgetBatchSampler, padding_share, token_budget_batches
+
+
+def skewed_lengths(n=3000, seed=0):
+    """Software strings: mostly short, a long tail (2 to 300 tokens)."""
+    rng = random.Random(seed)
+    return [min(300, max(2, int(rng.lognormvariate(2.5, 0.9)))) for _ in range(n)]
+
+
+def test_batches_respect_the_budget_and_cover_every_example_once():
+    lengths = skewed_lengths()
+    sampler = TokenBudgetBatchSampler(lengths, max_tokens=1024, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert all(len(b) * max(lengths[i] for i in b) <= 1024 for b in batches)
+
+
+def test_an_example_over_the_budget_is_a_batch_of_its_own(caplog):
+    sampler = TokenBudgetBatchSampler([5, 5, 50, 5], max_tokens=20, seed=0)
+    assert [2] in list(sampler) and "longer than max_tokens=20" in caplog.text
+
+
+def test_far_less_padding_than_sentence_batches_of_the_same_mean_size():
+    lengths = skewed_lengths()
+    budget = list(TokenBudgetBatchSampler(lengths, max_tokens=1024, seed=0))
+    size = round(len(lengths) / len(budget))
+    order = list(range(len(lengths)))
+    random.Random(0).shuffle(order)
+    sentences = [order[i:i + size] for i in range(0, len(order), size)]
+    assert padding_share(budget, lengths) < 0.1 < 0.5 < padding_share(sentences, lengths)
+
+
+def test_deterministic_by_seed_and_another_order_each_epoch():
+    lengths = skewed_lengths()
+    one, two = (TokenBudgetBatchSampler(lengths, 1024, seed=3) for _ in range(2))
+    assert list(one) == list(two)
+    first = list(one)
+    one.set_epoch(1)
+    assert list(one) != first and sorted(map(sorted, one)) != sorted(map(sorted, first))  # new ties, new order
+    assert list(TokenBudgetBatchSampler(lengths, 1024, seed=4)) != first
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_get_disjoint_shares_of_one_epoch_and_step_together(world):
+    lengths = skewed_lengths()
+    dropped = [list(TokenBudgetBatchSampler(lengths, 1024, seed=0, num_replicas=world, rank=r, drop_last=True))
+               for r in range(world)]
+    seen = [i for share in dropped for batch in share for i in batch]
+    assert len(seen) == len(set(seen))  # no example on two ranks
+    every = TokenBudgetBatchSampler(lengths, 1024, seed=0).batches()
+    assert len(seen) >= len(lengths) - sum(len(b) for b in every[-world:])  # at most the remainder is dropped
+    padded = [list(TokenBudgetBatchSampler(lengths, 1024, seed=0, num_replicas=world, rank=r)) for r in range(world)]
+    assert len({len(share) for share in padded}) == 1  # every rank steps the same number of times
+    assert {i for share in padded for b in share for i in b} == set(range(len(lengths)))
+
+
+def test_a_resumed_sampler_continues_where_it_stopped():
+    lengths = skewed_lengths()
+    sampler = TokenBudgetBatchSampler(lengths, 1024, seed=5, num_replicas=2, rank=1)
+    sampler.set_epoch(2)
+    whole = list(sampler)
+    resumed = TokenBudgetBatchSampler(lengths, 1024, seed=0, num_replicas=2, rank=1)
+    resumed.load_state_dict(sampler.state_dict(), batches_done=7)
+    assert list(resumed) == whole[7:] and len(resumed) == len(whole) - 7
+
+
+def test_a_stream_is_batched_through_a_bucketing_buffer():
+    lengths = skewed_lengths(5000)
+    stream = ({"id": i, "length": n} for i, n in enumerate(lengths))
+    batches = list(token_budget_batches(stream, lambda e: e["length"], 1024, buffer_size=1000, seed=2))
+    assert sorted(e["id"] for b in batches for e in b) == list(range(len(lengths)))
+    assert all(len(b) * max(e["length"] for e in b) <= 1024 for b in batches)
+    ids = [[e["id"] for e in b] for b in batches]
+    again = token_budget_batches(({"id": i, "length": n} for i, n in enumerate(lengths)), lambda e: e["length"], 1024,
+                                 buffer_size=1000, seed=2)
+    assert [[e["id"] for e in b] for b in again] == ids
+    assert max(max(b) for b in ids[:5]) < 1000  # the first buffer's batches come first: memory of one buffer
+    assert padding_share([[e["id"] for e in b] for b in batches], lengths) < 0.15
+
+
+def test_a_budget_that_is_not_a_positive_integer_is_refused():
+    for bad in (0, -5, 1.5, True):
+        with pytest.raises(ValueError, match="max_tokens must be a positive integer"):
+            TokenBudgetBatchSampler([3], bad)
