@@ -1,0 +1,53 @@
+"""FSDP2 for xlm-hf models: the wrapping `configuration/accelerate/fsdp.yaml` asks Accelerate for, as one function.
+
+One `fully_shard` group per encoder and decoder layer (`model._no_split_modules`, the config's
+`fsdp_transformer_layer_cls_to_wrap`), then the root: the shared embedding's three users (the encoder's and decoder's
+`embed_tokens` and the output layer) sit outside the layers, so the one shared parameter lands in the root group,
+never split between groups (torch refuses a parameter "shared with a parameter already managed by another FSDP group",
+and unevenly sharded tied weights leave a rank's shard un-updated). Accelerate's `TRANSFORMER_BASED_WRAP` with FSDP2
+wraps the same way on GPUs.
+
+Accelerate 1.16 has no FSDP on CPUs: with `use_cpu: true` it silently runs the processes without FSDP (and a
+`distributed_type: FSDP` config launched on CPUs is not even distributed). `shard_model` is the same wrapping through
+torch's own `fully_shard`, which runs on CPUs over gloo: `tests/training/test_fsdp.py` proves loss and weight parity
+with DDP, DTensor shards, and a saved model whose embedding stays tied.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def layer_classes(model: torch.nn.Module) -> tuple[type, ...]:
+    """The module classes that get their own FSDP group: the model's `_no_split_modules` (its encoder and decoder
+    layers)."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    classes = tuple({type(m) for m in model.modules() if type(m).__name__ in names})
+    if not classes:
+        raise ValueError(f"{type(model).__name__} names no layer classes to shard (_no_split_modules): nothing to "
+                         f"wrap per layer.")
+    return classes
+
+
+def shard_model(model: torch.nn.Module, *, mesh=None, reshard_after_forward: bool = True) -> torch.nn.Module:
+    """`model` sharded in place with FSDP2 over `mesh` (default: every rank of the process group): each layer its own
+    group, the root (with the tied embedding and the output layer) last. Returns the model."""
+    from torch.distributed.fsdp import fully_shard
+
+    classes = layer_classes(model)
+    for module in model.modules():
+        if isinstance(module, classes):
+            fully_shard(module, mesh=mesh, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward)
+    return model
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state dict of a sharded model, on CPU, on rank 0 (the others get an empty dict); a
+    collective: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+__all__ = ["full_state_dict", "layer_classes", "shard_model"]
