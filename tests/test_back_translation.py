@@ -75,26 +75,6 @@ def test_unknown_language_is_refused(model, tokenizer):
         BackTranslationStep().translate(model, batch["input_ids"], batch["attention_mask"], "xx")
 
 
-def test_back_translation_trainer_trains_on_synthetic_pairs(model, tokenizer, tmp_path):
-    from datasets import Dataset
-    from transformers import Seq2SeqTrainingArguments
-
-    from xlm_hf.training.back_translation import BackTranslationTrainer
-
-    train = Dataset.from_dict({"input_ids": tokenizer(SENTENCES * 4, src_lang="en")["input_ids"]})
-    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4,
-                                    use_cpu=True, report_to="none", logging_steps=1, save_strategy="no",
-                                    remove_unused_columns=False)
-
-    def pad(examples):
-        return tokenizer.pad(examples, return_tensors="pt")
-
-    trainer = BackTranslationTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                                     data_collator=pad, bt_lang="fr", bt_step=BackTranslationStep(max_new_tokens=6))
-    trainer.train()
-    assert len([e for e in trainer.state.log_history if "loss" in e]) == 3
-
-
 # --- offline back-translation: run_translation.py --synthetic_dataset ------------------------------------------------
 
 def synthetic_folder(tmp_path, name="en-fr"):

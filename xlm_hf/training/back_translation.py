@@ -10,8 +10,8 @@ into the mode it was in. The target language of the generation is forced per row
 of `xlm_hf.training.target_prefix`); the synthetic source starts with the tag the model was forced to write, and the
 labels are the real sentence with its own tag, so the language of each side comes from its tags.
 
-It works in an Accelerate loop (pass the unwrapped model, inside `accelerator.autocast()` for bf16) and with the
-Trainer (call it in `compute_loss`, see `BackTranslationTrainer`).
+It works in any training loop: pass the unwrapped model, inside `accelerator.autocast()` for bf16 (as
+`xlm_hf.training.unsupervised.Objectives` does for `examples/train_unsupervised.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import torch
 
 from ..model.configuration_xlm_hf import IGNORE_INDEX
 from .evaluation import target_prefix
-from .trainer import TranslationTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -91,18 +90,3 @@ class BackTranslationStep:
         return {"input_ids": synthetic, "attention_mask": synthetic_mask, "labels": labels,
                 "decoder_input_ids": model.prepare_decoder_input_ids_from_labels(labels=labels)}
 
-
-class BackTranslationTrainer(TranslationTrainer):
-    """A `TranslationTrainer` whose training batches are monolingual (`input_ids` / `attention_mask`, tagged with
-    their language) and are back-translated into `bt_lang` on the fly: each step trains `bt_lang -> own language`
-    on the synthetic pairs. `bt_step` sets the generation pass."""
-
-    def __init__(self, *args, bt_lang: str, bt_step: BackTranslationStep | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.bt_lang, self.bt_step = bt_lang, bt_step or BackTranslationStep()
-
-    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
-        if model.training:
-            unwrapped = self.accelerator.unwrap_model(model)
-            inputs = self.bt_step(unwrapped, inputs, self.bt_lang)
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
