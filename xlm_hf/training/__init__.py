@@ -1,28 +1,33 @@
-"""What the translation training scripts share, one module per concept.
+"""What the training scripts share, one module per concept: one training lifecycle.
 
-`examples/run_translation.py` (Seq2SeqTrainer) and `examples/run_translation_no_trainer.py` (Accelerate) are thin
-lifecycles over this package; nothing about data, models or metrics is written twice. The pieces, in the order a
-script uses them:
+The four scripts (`examples/run_translation.py` with the Seq2SeqTrainer, `examples/pretrain_xlm.py` with the Trainer,
+`examples/run_translation_no_trainer.py` and `examples/train_unsupervised.py` with Accelerate) start with one call,
+`setup_run`: arguments (a recipe first), process tuning, logging, the checkpoint to resume, seed, tokenizer, model,
+generation settings and the label-smoothing handover. Then:
 
-    model_args, data_args, train_args = parse_args((ModelArguments, DataArguments, TranslationTrainingArguments))
-    prepare_process(train_args.reuse_freed_memory)                     # the script's own choice (process.py)
-    tokenizer = load_tokenizer(model_args)
-    model = create_model(model_args, tokenizer)                       # from a preset, or from a checkpoint
-    data = build_datasets(data_args, tokenizer, seed=train_args.seed)  # tokenized, per-direction tags
-    collator = make_data_collator(tokenizer, model)
+    run = setup_run((ModelArguments, DataArguments, TranslationTrainingArguments), argv)
+    data = run.translation_data()                                     # tokenized, per-direction tags
+    trainer = TranslationTrainer(model=run.model, args=run.args, ...)  # or AtomicTrainer for an LM
+    metrics = trainer.train_and_save(run.checkpoint)                  # kill-safe checkpoints, atomic final save
+
+    class Loop(TrainingLoop):                                          # an Accelerate script: only its step
+        def step(self): ...
+    results = Loop(run, data).train_and_evaluate()                    # resume, logging, evaluation, saves, reports
 
 | module | what it holds |
 | --- | --- |
+| `run` | `setup_run` and the `Run` it returns (arguments, tokenizer, model, checkpoint, accelerator, data, push) |
 | `arguments` | the argument dataclasses (`ModelArguments`, `DataArguments`, `TranslationTrainingArguments`, `LoopArguments`) |
 | `recipes` | recipe files (`configuration/recipes/`) and `parse_args` |
-| `process` | thread pinning, glibc memory reuse and logging, opted into by each script's `main` |
+| `process` | thread pinning, glibc memory reuse and logging, opted into by each script's `main` (via `setup_run`) |
 | `datasets` | directions, tokenization with per-direction tags, the alpha-sampled training mixture |
 | `models` | the tokenizer and the model of a run, the data collator |
 | `evaluation` | generation with each row's target tag (`target_prefix`), BLEU/chrF per direction |
-| `trainer` | `TranslationTrainer` (atomic checkpoints, per-row target tags) |
-| `loop` | the Accelerate loops' accelerator, optimizer, resumable sampler, step count, final save and reports |
+| `trainer` | `AtomicTrainer` (atomic checkpoints, the train phase) and `TranslationTrainer` (plus per-row target tags) |
+| `loop` | `TrainingLoop`, the Accelerate scripts' skeleton, and its parts: accelerator, optimizer, resumable samplers, step count, final save and reports |
 | `checkpoints` | atomic checkpoints and final saves, finding what to resume from, weight digests |
 | `publish` | the `--push_to_hub` hook |
+| `pretraining`, `unsupervised`, `back_translation`, `lora` | the data and arguments of pretraining, the objectives of unsupervised MT, online back-translation, LoRA |
 
 Generation for evaluation forces the target language tag per row: the decoder starts from `</s> __tgt__`, the tag
 taken from the labels (`target_prefix`), so a batch may mix target languages and no global `forced_bos_token_id`
@@ -59,9 +64,10 @@ from .models import (
     parse_config_overrides,
 )
 from .evaluation import direction_groups, evaluate_translation, make_generation_metrics, prefixed, target_prefix
-from .trainer import TranslationTrainer
+from .trainer import AtomicTrainer, TranslationTrainer
 from .loop import (
     EpochSampler,
+    TrainingLoop,
     evaluate_final_splits,
     launched_without_accelerator,
     log_scores,
@@ -83,8 +89,13 @@ from .checkpoints import (
     write_json,
 )
 from .publish import push_to_hub
+from .run import Run, setup_run
 
 __all__ = [
+    "AtomicTrainer",
+    "Run",
+    "TrainingLoop",
+    "setup_run",
     "evaluate_final_splits",
     "write_run_reports",
     "save_trained_model",

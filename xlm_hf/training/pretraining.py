@@ -335,6 +335,16 @@ class PretrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
+def read_monolingual_file(lang: str, path: str | Path) -> list[str]:
+    """The sentences of a `--monolingual_files lang=path` file: its unique non-empty lines, stripped, in order."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--monolingual_files {lang}={path}: no such file.")
+    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"--monolingual_files {lang}={path} has no text.")
+    return list(dict.fromkeys(lines))
+
+
 def load_corpus(data_args: PretrainingDataArguments, split: str, *, seed: int) -> PretrainingCorpus:
     """Monolingual sides and pairs of `split` through `xlm_hf.data.readers`, plus the extra monolingual files (train only)."""
     from ..data.readers import load_translation_datasets
@@ -344,12 +354,9 @@ def load_corpus(data_args: PretrainingDataArguments, split: str, *, seed: int) -
                                   parallel="tlm" in data_args.objectives, parallel_limit=data_args.parallel_limits, seed=seed)
     if split == "train":
         for lang, path in data_args.monolingual_paths.items():
-            lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-            if not lines:
-                raise ValueError(f"--monolingual_files {lang}={path} has no text.")
             sentences = corpus.monolingual.setdefault(lang, [])
             known = set(sentences)
-            sentences.extend(line for line in dict.fromkeys(lines) if line not in known)
+            sentences.extend(line for line in read_monolingual_file(lang, path) if line not in known)
         if data_args.monolingual_paths:
             logger.info("With --monolingual_files: %s", corpus.summary())
     return corpus
@@ -365,6 +372,7 @@ __all__ = [
     "build_pretraining_dataset",
     "count_tokens",
     "pack_stream",
+    "read_monolingual_file",
     "sample_counts",
     "tokenize_sentences",
 ]

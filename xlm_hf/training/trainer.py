@@ -1,4 +1,5 @@
-"""`TranslationTrainer`: the Seq2SeqTrainer of `examples/run_translation.py`."""
+"""The Trainers of the `Trainer` scripts: `AtomicTrainer` (kill-safe checkpoints and files, the train phase of a run;
+`examples/pretrain_xlm.py`) and `TranslationTrainer` (also per-row target tags; `examples/run_translation.py`)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,23 @@ import json
 import shutil
 from pathlib import Path
 
-from transformers import Seq2SeqTrainer
+from transformers import Seq2SeqTrainer, Trainer
 
 from ..atomic import publish_dir
-from .checkpoints import TRAINER_STATE, write_json, writing_checkpoint
+from .checkpoints import TRAINER_STATE, save_final_model, write_json, writing_checkpoint
 from .evaluation import target_prefix
+from .lora import is_lora_model, save_lora_model
 
 
-class TranslationTrainer(Seq2SeqTrainer):
-    """`Seq2SeqTrainer` whose generation forces each row's own target-language tag (see `target_prefix`), and whose
-    files are written atomically.
+class AtomicTrainer(Trainer):
+    """A `Trainer` whose files are written atomically, so that a run killed at any moment resumes from its last
+    complete checkpoint.
 
     The Trainer of transformers 5 writes `checkpoint-N` in place, file by file: a run killed while saving leaves a
     half folder that `transformers.trainer_utils.get_last_checkpoint` returns. Here a checkpoint is written into
     `.tmp-checkpoint-N/checkpoint-N` (a name neither `get_last_checkpoint` nor the rotation matches) and renamed to
-    `checkpoint-N` once complete; the run's JSON files (state, metrics) go through a temporary file and a rename.
+    `checkpoint-N` once complete; the run's JSON files (state, metrics) go through a temporary file and a rename, and
+    the final model through `save_final_model` (`train_and_save`).
     """
 
     _staging_dir: Path | None = None
@@ -37,7 +40,8 @@ class TranslationTrainer(Seq2SeqTrainer):
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging = run_dir / f".tmp-{name}"
         if self.args.should_save:
-            shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving this step
+            for stale in run_dir.glob(f".tmp-{PREFIX_CHECKPOINT_DIR}-*"):  # left by a run killed while saving
+                shutil.rmtree(stale, ignore_errors=True)
             staging.mkdir(parents=True)
         self.accelerator.wait_for_everyone()
         self._staging_dir = staging
@@ -70,6 +74,33 @@ class TranslationTrainer(Seq2SeqTrainer):
         if combined:
             path = output_dir / "all_results.json"
             write_json(path, {**(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}), **metrics})
+
+    def train_and_save(self, checkpoint: str | None, *, samples: int | None = None) -> dict:
+        """The train phase of a run: train (resuming from `checkpoint`), save the final model into `output_dir`
+        atomically (a LoRA run: the merged model, and its adapter in `lora_adapter/`), then log and save the train
+        metrics (with `train_samples` when given) and the run's state; returns the metrics."""
+        result = self.train(resume_from_checkpoint=checkpoint)
+        save_final_model(self._save_final, self.args.output_dir, is_main_process=self.is_world_process_zero(),
+                         wait_for_everyone=self.accelerator.wait_for_everyone)
+        metrics = dict(result.metrics)
+        if samples is not None:
+            metrics["train_samples"] = samples
+        self.log_metrics("train", metrics)
+        self.save_metrics("train", metrics)
+        self.save_state()
+        return metrics
+
+    def _save_final(self, folder: Path) -> None:
+        if is_lora_model(self.model):  # the merged model (every tool loads it) and the adapter
+            save_lora_model(self.model, folder)
+            self.processing_class.save_pretrained(folder)
+        else:
+            self.save_model(folder)
+
+
+class TranslationTrainer(AtomicTrainer, Seq2SeqTrainer):
+    """`Seq2SeqTrainer` whose generation forces each row's own target-language tag (see `target_prefix`), and whose
+    files are written atomically (`AtomicTrainer`)."""
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         if self.args.predict_with_generate and not prediction_loss_only:

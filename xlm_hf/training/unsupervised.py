@@ -1,5 +1,5 @@
 """Unsupervised and semi-supervised MT (XLM's `--ae_steps`, `--bt_steps`, `--mt_steps`, `--lambda_*`): the arguments,
-the lambda schedules and the data of `examples/train_unsupervised.py`.
+the lambda schedules, the data and the batches of each objective (`Objectives`) of `examples/train_unsupervised.py`.
 
 One optimizer step draws one batch for every objective whose lambda is not 0 at that step, and minimises
 `sum_o lambda_o(step) * loss_o`:
@@ -18,11 +18,14 @@ from __future__ import annotations
 import bisect
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from ..data.denoising import DenoisingCollator, check_noise_rates
 from ..data.readers import split_pair
-from ..data.denoising import check_noise_rates
-from .pretraining import key_value, tokenize_sentences
+from .back_translation import BackTranslationStep
+from .datasets import load_raw_pairs, model_inputs, tokenize_direction
+from .loop import StepBatches
+from .models import make_data_collator
+from .pretraining import key_value, read_monolingual_file, tokenize_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +142,64 @@ def load_monolingual(args: UnsupervisedArguments, tokenizer, max_length: int) ->
                          f"{tokenizer.languages}): train a tokenizer with those languages.")
     data = {}
     for lang, path in args.monolingual_paths.items():
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--monolingual_files {lang}={path}: no such file.")
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not lines:
-            raise ValueError(f"--monolingual_files {lang}={path} has no text.")
-        data[lang] = tokenize_sentences(tokenizer, list(dict.fromkeys(lines)), lang, max_length)
+        data[lang] = tokenize_sentences(tokenizer, read_monolingual_file(lang, path), lang, max_length)
         logger.info("Monolingual %s: %d sentences from %s", lang, len(data[lang]), path)
     return data
+
+
+class Objectives:
+    """The objectives of a run, each with its data and its batch maker: `batch(kind, what, step, micro, model)`."""
+
+    def __init__(self, uargs: UnsupervisedArguments, args, data_args, tokenizer, model, accelerator):
+        self.uargs, self.accelerator = uargs, accelerator
+        self.examples, self.samplers = {}, {}
+        mono = load_monolingual(uargs, tokenizer, data_args.max_source_length)
+        if uargs.mt_steps:
+            raw = load_raw_pairs(data_args, ["train"])
+        rank, world = accelerator.process_index, accelerator.num_processes
+        for index, (kind, what) in enumerate(uargs.objectives()):
+            if kind == "mt":
+                src, tgt = what.split("-")
+                pair = what if what in raw else f"{tgt}-{src}"
+                if pair not in raw:
+                    raise ValueError(f"--mt_steps {what}: --dataset has no {what} or {tgt}-{src} pairs "
+                                     f"(it has {sorted(raw)}).")
+                rows = raw[pair]["train"]
+                if data_args.max_train_samples is not None:
+                    rows = rows.select(range(min(data_args.max_train_samples, len(rows))))
+                examples = model_inputs(tokenize_direction(rows, tokenizer, src, tgt, data_args))
+            else:
+                examples = [{"input_ids": ids} for ids in mono[what.split("-")[0]]]
+            self.examples[kind, what] = examples
+            self.samplers[kind, what] = StepBatches(len(examples), args.per_device_train_batch_size,
+                                                    args.seed + 1000 * index, rank=rank, world_size=world)
+        self.accumulation = args.gradient_accumulation_steps
+        self.denoise = DenoisingCollator(tokenizer, model, word_shuffle=uargs.word_shuffle,
+                                         word_dropout=uargs.word_dropout, word_blank=uargs.word_blank)
+        self.pairs = make_data_collator(tokenizer, model)
+        self.tokenizer = tokenizer
+        self.bt = BackTranslationStep(num_beams=uargs.bt_num_beams, do_sample=uargs.bt_do_sample, top_k=uargs.bt_top_k,
+                                      top_p=uargs.bt_top_p,
+                                      max_new_tokens=uargs.bt_max_new_tokens or data_args.max_target_length)
+
+    def active(self, step: int) -> list[tuple[str, str, float]]:
+        """`(kind, what, lambda)` of the objectives trained at `step` (lambda > 0)."""
+        weights = [(kind, what, self.uargs.lambdas[kind](step)) for kind, what in self.uargs.objectives()]
+        return [w for w in weights if w[2] > 0]
+
+    def batch(self, kind: str, what: str, step: int, micro: int, model) -> dict:
+        """The batch of an objective at (`step`, accumulation step `micro`), on the run's device; BT batches are
+        translated by `model` (the current weights) first."""
+        sampler = self.samplers[kind, what]
+        examples = [self.examples[kind, what][i] for i in sampler.indices(step * self.accumulation + micro)]
+        device = self.accelerator.device
+        if kind == "ae":
+            batch = self.denoise(examples)
+        elif kind == "mt":
+            batch = self.pairs(examples)
+        else:
+            padded = self.tokenizer.pad([{"input_ids": e["input_ids"]} for e in examples], return_tensors="pt")
+            padded = {k: v.to(device) for k, v in padded.items()}
+            with self.accelerator.autocast():
+                batch = self.bt(self.accelerator.unwrap_model(model), padded, what.split("-")[1])
+        return {k: v.to(device) for k, v in batch.items()}
