@@ -29,6 +29,7 @@ import logging
 from xlm_hf.data.collators import CLMCollator, XLMPretrainingCollator
 from xlm_hf.training import AtomicTrainer, ModelArguments, setup_run
 from xlm_hf.training.pretraining import (
+    BatchSeeded,
     PretrainingArguments,
     PretrainingDataArguments,
     build_pretraining_dataset,
@@ -57,9 +58,10 @@ def main(argv=None) -> dict:
         collator = CLMCollator(run.tokenizer)
     else:
         counts = count_tokens(train_data, len(run.tokenizer)) if data_args.frequency_smoothing and train_data else None
-        # No private seed: the masks come from torch's global RNG, which the Trainer seeds and checkpoints (resume).
-        collator = XLMPretrainingCollator(run.tokenizer, mlm_probability=data_args.mlm_probability,
-                                          frequency_smoothing=data_args.frequency_smoothing, token_counts=counts)
+        # The masks of a batch depend on the seed and its rows only, so a resumed run masks as the uninterrupted one.
+        collator = BatchSeeded(XLMPretrainingCollator(run.tokenizer, mlm_probability=data_args.mlm_probability,
+                                                      frequency_smoothing=data_args.frequency_smoothing,
+                                                      token_counts=counts), training_args.seed)
     trainer = AtomicTrainer(model=run.model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
                             processing_class=run.tokenizer, data_collator=collator)
     assert not trainer.model_accepts_loss_kwargs  # XLMPreTrainedModel.accepts_loss_kwargs: our loss is a batch mean

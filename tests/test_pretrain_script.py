@@ -1,9 +1,11 @@
 """examples/pretrain_xlm.py and its data module xlm_hf.training.pretraining: the alpha mix, streams, TLM rows, a run that
-saves an LM the translation model can start from, resume, CLM."""
+saves an LM the translation model can start from, resume (also of a run killed mid-save), CLM."""
 
 import importlib.util
 import json
 import math
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,9 @@ from hypothesis import strategies as st
 from transformers import AutoModelForMaskedLM
 
 import xlm_hf
+from training_scripts import first_divergence, kill_point, kill_when, logged, read_json, resumes_like_reference
+from training_scripts import run as run_process
+from xlm_hf.training import find_last_checkpoint, weights_digest
 from xlm_hf.training.pretraining import (
     PretrainingCorpus,
     build_pretraining_dataset,
@@ -152,3 +157,61 @@ def test_clm_objective_and_argument_errors(tokenizer, tokenizer_dir, tmp_path):
         run(tokenizer_dir, tmp_path / "x", "--objectives", "mlm", "xlm")
     with pytest.raises(ValueError, match="en-de=2000"):
         run(tokenizer_dir, tmp_path / "x", "--parallel_limit", "en-de")
+
+
+# 8 steps of 16 rows over 64 examples (two epochs), dropout on: a resume must restore data order, masks and dropout.
+KILLED_RUN = ["--pairs", "en-fr", "--num_examples", "64", "--max_steps", "8", "--logging_steps", "1", "--do_eval",
+              "false", "--disable_tqdm", "true", "--config_overrides", "dropout=0.1"]
+SCRIPT = REPO / "examples" / "pretrain_xlm.py"
+
+
+def lm_digest(folder) -> str:
+    return weights_digest(AutoModelForMaskedLM.from_pretrained(folder))
+
+
+def kill_and_resume_pretraining(reference, tokenizer_dir, out, log) -> tuple[bool, bool, str]:
+    """SIGKILL a pretraining run at a random point after a checkpoint (in a step or a save), add what a run killed
+    while writing a later checkpoint may leave (a half `checkpoint-N` without its trainer_state.json, a staging
+    folder), resume with --resume_from_checkpoint latest and compare with `reference` (uninterrupted, a checkpoint
+    every 2 steps): (equal final weights, whether the killed run already differed before its checkpoint, description)."""
+    step, delay, how = kill_point([2, 4])
+    args = ["--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out, *KILLED_RUN, "--save_steps", "2"]
+    kill_when(SCRIPT, *args, appears=out / f"checkpoint-{step}", delay=delay, log=log, recipe=["pretrain-tiny"])
+    assert not (out / "model.safetensors").exists() and not (out / "checkpoint-8").exists(), how
+    last = find_last_checkpoint(out)
+    resumed_step = int(last.name.split("-")[1])
+    assert resumed_step >= step, how
+    partial = out / f"checkpoint-{resumed_step + 2}"
+    partial.mkdir(exist_ok=True)
+    (partial / "model.safetensors").write_bytes(b"half written")
+    shutil.copytree(last, out / f".tmp-checkpoint-{resumed_step + 2}" / f"checkpoint-{resumed_step + 2}",
+                    dirs_exist_ok=True)
+    assert find_last_checkpoint(out) == last, how  # neither the half folder nor the staging folder
+    killed_run_differed = lm_digest(last) != lm_digest(reference / last.name)
+    how += f"; resumed from {last.name}" + (", the killed run already differing" if killed_run_differed else "")
+
+    run_process([sys.executable, SCRIPT, "pretrain-tiny", *args, "--resume_from_checkpoint", "latest"])
+    state = read_json(out / "trainer_state.json")
+    assert state["global_step"] == 8, how
+    assert [s for s, _ in logged(state["log_history"])] == list(range(1, 9)), how  # each step once, in order
+    assert read_json(partial / "trainer_state.json")["global_step"] == resumed_step + 2, how  # written anew
+    assert not list(out.glob(".tmp*")), how
+    how += "; " + first_divergence(state["log_history"], read_json(reference / "trainer_state.json")["log_history"])[1]
+    return lm_digest(out) == lm_digest(reference), killed_run_differed, how
+
+
+def test_a_killed_pretraining_run_resumes_from_its_last_complete_checkpoint(tokenizer_dir, tmp_path):
+    """The kill-safe checkpoints of `AtomicTrainer`: a pretraining run killed at a random point after a checkpoint
+    continues from its last complete one (never from a half-written or staging folder), runs each later step once, and
+    ends with the weights of the uninterrupted run (a rare difference that predates the resume is re-checked once:
+    `training_scripts.resumes_like_reference`)."""
+    def run_reference(out):
+        run_process([sys.executable, SCRIPT, "pretrain-tiny", "--tokenizer_name_or_path", tokenizer_dir,
+                     "--output_dir", out, *KILLED_RUN, "--save_steps", "2"])
+
+    reference = tmp_path / "uninterrupted"
+    run_reference(reference)
+    equal, how = resumes_like_reference(
+        lambda ref, out, log: kill_and_resume_pretraining(ref, tokenizer_dir, out, log), reference, run_reference,
+        tmp_path)
+    assert equal, how

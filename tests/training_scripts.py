@@ -1,4 +1,4 @@
-"""Helpers of the training-script tests (test_run_translation.py, test_no_trainer.py): run a script in a fresh
+"""Helpers of the training-script tests (test_run_translation.py, test_no_trainer.py, ...): run a script in a fresh
 process on the bundled corpus with the session tokenizer, read what it wrote."""
 
 import json
@@ -47,11 +47,12 @@ def run_script(script, *args, **kwargs):
     return run([sys.executable, script, *TINY_RUN, *args], **kwargs)
 
 
-def kill_when(script, *args, appears: Path, delay: float = 0.0, timeout: float = 300, log: Path) -> None:
-    """Run `script` (TINY_RUN + args) and SIGKILL it `delay` seconds after the path `appears` exists; the test fails
-    if the run ends before (the kill would have proved nothing)."""
+def kill_when(script, *args, appears: Path, delay: float = 0.0, timeout: float = 300, log: Path,
+              recipe: list[str] = TINY_RUN) -> None:
+    """Run `script` (`recipe` + args, TINY_RUN by default) and SIGKILL it `delay` seconds after the path `appears`
+    exists; the test fails if the run ends before (the kill would have proved nothing)."""
     with open(log, "w", encoding="utf-8") as out:
-        process = subprocess.Popen([sys.executable, str(script), *TINY_RUN, *map(str, args)], stdout=out,
+        process = subprocess.Popen([sys.executable, str(script), *recipe, *map(str, args)], stdout=out,
                                    stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
         try:
             deadline = time.monotonic() + timeout

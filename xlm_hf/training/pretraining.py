@@ -26,6 +26,7 @@ languages as ids of `tokenizer.languages`; `length` (tokens of the row) lets the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -246,6 +247,26 @@ def count_tokens(dataset, vocab_size: int) -> torch.Tensor:
     return counts
 
 
+class BatchSeeded:
+    """A collator whose random draws (the masks) are a function of the run's seed and of the batch's rows, and which
+    leaves torch's global RNG where it was (dropout and the data order draw from it).
+
+    With the global RNG, a resumed run's masks differ from the uninterrupted run's: the Trainer of transformers 5
+    collates the first batches after a resume before it restores the checkpoint's RNG state, and the data loader
+    collates one batch ahead. Masks that depend only on the batch are the same however the run was interrupted."""
+
+    def __init__(self, collator, seed: int):
+        self.collator, self.seed = collator, seed
+
+    def __call__(self, examples: Sequence[Mapping]) -> dict:
+        digest = hashlib.blake2b(str(self.seed).encode(), digest_size=8)
+        for example in examples:
+            digest.update(repr((example["input_ids"], example.get("pair_input_ids"))).encode())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
+            return self.collator(examples)
+
+
 # --- the pretraining script's arguments and lifecycle pieces (examples/pretrain_xlm.py) -----------------------------------
 
 
@@ -364,6 +385,7 @@ def load_corpus(data_args: PretrainingDataArguments, split: str, *, seed: int) -
 
 __all__ = [
     "OBJECTIVES",
+    "BatchSeeded",
     "PretrainingArguments",
     "PretrainingDataArguments",
     "load_corpus",
