@@ -1,4 +1,4 @@
-"""Two toy languages for the unsupervised sanity check (tests/test_train_unsupervised.py): sentences of a small
+"""Two toy languages for the unsupervised sanity check (tests/training/test_train_unsupervised.py): sentences of a small
 grammar, ADJ NOUN VERB, in `en`, and the same words in the reverse order (a transposition cipher of it) in `fr`.
 A translation reverses the words; copying the source gets every word but never the sentence. The vocabulary is
 small enough that most words are several subwords (so the noise must keep them whole)."""

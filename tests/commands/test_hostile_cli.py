@@ -161,7 +161,7 @@ HOSTILE = {
     "info-on-a-ctranslate2-export": (lambda t, g: {"m": model_copy(t, g)}, ["info", "{m}"], b"",
                                      ["is a CTranslate2 export", "--engine ctranslate2"]),
     **{f"push-repo-id-{name}": (_model, ["push", "{m}", "--repo-id", repo_id, "--dry-run", "--staging-dir",
-                                         "{tmp}/staged"], b"", ["is not of the form 'user/name' that the Hub accepts"])
+                                         "{tmp}/staged"], b"", ["is not of the form 'user/name'", "the Hub accepts"])
        for name, repo_id in (("non-ascii", "usér/modèle"), ("dot", "user/."), ("200-chars", "user/" + "x" * 200),
                              ("double-dash", "user/a--b"))},
 }

@@ -190,7 +190,7 @@ print(model.generate(b["input_ids"], attention_mask=b["attention_mask"], max_new
     import os
     from pathlib import Path
 
-    env = {**os.environ, **AVX2_ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, **AVX2_ENV, "PYTHONPATH": str(Path(__file__).resolve().parent)}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "no native bf16" in done.stderr and "torch.Size" in done.stdout

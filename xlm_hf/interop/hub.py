@@ -55,9 +55,9 @@ class CardInfo:
 
     def check(self) -> None:
         if not _REPO_ID.match(self.repo_id or ""):
-            raise HubError(f"repo id {self.repo_id!r} is not of the form 'user/name' that the Hub accepts: each part "
-                           f"1-96 ASCII letters, digits, '-', '_' or '.' (no '--' or '..', not starting or ending "
-                           f"with '-' or '.'); pass --repo-id user/name")
+            raise HubError(f"repo id {self.repo_id!r} is not of the form 'user/name': pass --repo-id user/name (the "
+                           f"Hub accepts in each part 1-96 ASCII letters, digits, '-', '_' or '.', no '--' or '..', "
+                           f"not starting or ending with '-' or '.')")
         if not self.license:
             raise HubError("the model card needs a licence: pass --license (e.g. apache-2.0, gpl-3.0, other)")
         if not self.datasets:

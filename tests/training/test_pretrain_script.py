@@ -28,7 +28,7 @@ from xlm_hf.training.pretraining import (
 )
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load_script(name="pretrain_xlm"):

@@ -35,7 +35,7 @@ from xlm_hf.training import (
 )
 
 LOOP_ARGS = (ModelArguments, DataArguments, LoopArguments)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tag(tokenizer, lang):
