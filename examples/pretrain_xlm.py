@@ -27,7 +27,7 @@ the metrics.
 import logging
 
 from xlm_hf.data.collators import CLMCollator, XLMPretrainingCollator
-from xlm_hf.training import AtomicTrainer, ModelArguments, setup_run
+from xlm_hf.training import AtomicTrainer, ModelArguments, run_script, setup_run
 from xlm_hf.training.pretraining import (
     BatchSeeded,
     PretrainingArguments,
@@ -82,4 +82,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

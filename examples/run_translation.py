@@ -33,6 +33,7 @@ from xlm_hf.training import (
     make_data_collator,
     make_generation_metrics,
     model_inputs,
+    run_script,
     setup_run,
 )
 
@@ -91,4 +92,4 @@ def write_predictions(output, tokenizer, dataset, path: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

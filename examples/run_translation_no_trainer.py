@@ -33,6 +33,7 @@ from xlm_hf.training import (
     make_data_collator,
     model_inputs,
     num_update_steps,
+    run_script,
     setup_run,
 )
 
@@ -102,4 +103,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

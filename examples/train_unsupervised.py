@@ -32,7 +32,7 @@ from contextlib import nullcontext
 
 import torch
 
-from xlm_hf.training import DataArguments, LoopArguments, ModelArguments, TrainingLoop, setup_run
+from xlm_hf.training import DataArguments, LoopArguments, ModelArguments, TrainingLoop, run_script, setup_run
 from xlm_hf.training.unsupervised import Objectives, UnsupervisedArguments
 
 
@@ -80,4 +80,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -64,3 +64,13 @@ _UPSTREAM_MARKERS = ("accelerate_tests", "flash_attn_test", "flash_attn_3_test",
 def pytest_configure(config):
     for name in _UPSTREAM_MARKERS:
         config.addinivalue_line("markers", f"{name}: used by transformers' common tests (tests/upstream_mixins.py)")
+
+
+@pytest.fixture(scope="session")
+def memorised_model(tmp_path_factory):
+    """The tiny en/fr/de model that learnt `serve_helpers.TEXTS` by heart (`make_model_dir`), trained once per session
+    for the serving and CLI tests; copy it before changing it."""
+    from serve_helpers import make_model_dir
+
+    return make_model_dir(tmp_path_factory.mktemp("memorised") / "model")
+

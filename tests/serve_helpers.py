@@ -100,6 +100,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A module's trained tiny model folder (`make_model_dir`)."""
-    return make_model_dir(tmp_path_factory.mktemp("serve") / "model")
+def model_dir(memorised_model, tmp_path_factory):
+    """A module's own copy of the trained tiny model folder (conftest's `memorised_model`)."""
+    import shutil
+
+    return shutil.copytree(memorised_model, tmp_path_factory.mktemp("serve") / "model")

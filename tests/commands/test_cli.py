@@ -66,10 +66,8 @@ def test_bad_flag_is_a_usage_error(capsys):
 
 
 @pytest.fixture(scope="module")
-def memorised(tmp_path_factory):
-    from serve_helpers import make_model_dir
-
-    return make_model_dir(tmp_path_factory.mktemp("memorised") / "model")
+def memorised(memorised_model):
+    return memorised_model  # read only here
 
 
 def _translate_argv(folder, *args):

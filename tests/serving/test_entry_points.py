@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_helpers import TEXTS, Server, make_model_dir  # noqa: E402
+from serve_helpers import TEXTS, Server  # noqa: E402
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -20,9 +20,11 @@ CASES = {"greedy": {"beams": 1, "n_best": 1}, "beam4": {"beams": 4, "n_best": 1}
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder(memorised_model, tmp_path_factory):
     """The serve tests' memorised en/fr/de model, its config recording TRAINED as the trained directions."""
-    path = make_model_dir(tmp_path_factory.mktemp("entry") / "model")
+    import shutil
+
+    path = shutil.copytree(memorised_model, tmp_path_factory.mktemp("entry") / "model")
     config = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**config, "trained_directions": TRAINED}, indent=2))
     return path

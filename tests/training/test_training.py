@@ -415,3 +415,49 @@ def test_a_full_disk_while_checkpointing_names_the_cause_and_leaves_no_partial_c
         save_training_state(accelerator, tmp_path, {"completed_steps": 3})
     assert not list((tmp_path / "checkpoints").iterdir())
     monkeypatch.undo()
+
+
+# --- issue 34, item 13: what the training scripts accepted silently, crashed on, or answered with a traceback -----------
+
+
+def test_round_3_argument_mistakes_are_refused_with_their_fix(tmp_path):
+    from xlm_hf.training.pretraining import PretrainingDataArguments, check_objectives, read_monolingual_file
+
+    with pytest.raises(ValueError, match="CLM is causal"):
+        check_objectives(["clm", "tlm"])  # it trained CLM on one side of each pair
+    with pytest.raises(ValueError, match="CLM is causal"):
+        PretrainingDataArguments(objectives=["clm", "tlm"])
+    with pytest.raises(ValueError, match="--num_examples must be a positive number"):
+        PretrainingDataArguments(num_examples=0)  # it left an empty folder
+    for ratio in ("nan", "inf", "-1"):
+        with pytest.raises(ValueError, match="synthetic_ratio must be a positive number"):
+            DataArguments(synthetic_ratio=float(ratio))  # nan and inf crashed
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        read_monolingual_file("en", tmp_path)  # it said "no such file"
+    utf16 = tmp_path / "mono.en.txt"
+    utf16.write_bytes("Save the file\nOpen the folder\n".encode("utf-16-le"))
+    with pytest.raises(ValueError, match="is UTF-16"):
+        read_monolingual_file("en", utf16)  # it was read as NUL-riddled "UTF-8"
+
+
+def test_lora_with_a_negative_alpha_or_a_rank_above_d_model_is_refused(tokenizer):
+    pytest.importorskip("peft")
+    from xlm_hf.training.lora import apply_lora, lora_config
+
+    with pytest.raises(ValueError, match="--lora_alpha must be a positive number"):
+        lora_config(8, alpha=-16)
+    model = xlm_hf.XLMForSeq2SeqLM(xlm_hf.config_from_preset("tiny", tokenizer=tokenizer))
+    with pytest.raises(ValueError, match="above the model's d_model 32"):
+        apply_lora(model, r=64)  # a 464 MB adapter on d_model 32
+
+
+def test_a_scripts_argument_mistake_is_one_line_without_a_traceback(tokenizer, tmp_path):
+    tokenizer_dir = tmp_path / "tokenizer"
+    tokenizer.save_pretrained(tokenizer_dir)
+    result = subprocess.run(
+        [sys.executable, "examples/run_translation.py", "tiny", "--tokenizer_name_or_path", str(tokenizer_dir),
+         "--output_dir", str(tmp_path / "run"), "--synthetic_ratio", "nan"],
+        capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("run_translation.py: error: synthetic_ratio must be")
+    assert not (tmp_path / "run").exists()

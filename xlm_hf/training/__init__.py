@@ -89,12 +89,13 @@ from .checkpoints import (
     write_json,
 )
 from .publish import push_to_hub
-from .run import Run, setup_run
+from .run import Run, run_script, setup_run
 
 __all__ = [
     "AtomicTrainer",
     "Run",
     "TrainingLoop",
+    "run_script",
     "setup_run",
     "evaluate_final_splits",
     "write_run_reports",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,8 +130,9 @@ class DataArguments:
         for name in ("max_source_length", "max_target_length"):
             if getattr(self, name) < 3:
                 raise ValueError(f"{name} is too small ({getattr(self, name)}): a sequence needs its tag, a token and </s>.")
-        if self.synthetic_ratio <= 0:
-            raise ValueError(f"synthetic_ratio must be > 0 (synthetic pairs per real pair), got {self.synthetic_ratio}.")
+        if not (math.isfinite(self.synthetic_ratio) and self.synthetic_ratio > 0):
+            raise ValueError(f"synthetic_ratio must be a positive number (synthetic pairs per real pair), got "
+                             f"{self.synthetic_ratio}.")
         if self.synthetic_dataset and self.streaming:
             raise ValueError("--synthetic_dataset mixes in memory: drop --streaming (or stream a folder holding both).")
         if self.shuffle_buffer_size < 1:

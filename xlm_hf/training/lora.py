@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def lora_config(r: int, alpha: float | None = None, dropout: float = 0.0, target
     peft = _peft()
     if r <= 0:
         raise ValueError(f"LoRA rank r must be a positive integer, got {r}.")
+    if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"--lora_alpha must be a positive number (the adapters' scale is alpha / r), got {alpha}.")
     targets = list(target_modules or DEFAULT_TARGET_MODULES)
     unknown = sorted(set(targets) - set(ALL_TARGET_MODULES))
     if unknown:
@@ -55,6 +58,10 @@ def lora_config(r: int, alpha: float | None = None, dropout: float = 0.0, target
 
 def apply_lora(model, r: int, alpha: float | None = None, dropout: float = 0.0, target_modules=None):
     """`peft.get_peft_model(model, lora_config(...))`: only the adapters train."""
+    d_model = getattr(model.config, "d_model", None)
+    if d_model is not None and r > d_model:
+        raise ValueError(f"--lora_r {r} is above the model's d_model {d_model}: a low-rank adapter has r < d_model "
+                         f"(e.g. 8 or 16); at {r} it is larger than the weights it adapts.")
     peft_model = _peft().get_peft_model(model, lora_config(r, alpha, dropout, target_modules))
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("LoRA r=%d on %s: %d of %d parameters train (%.2f%%)", r, ", ".join(peft_model.peft_config["default"].target_modules),

@@ -165,8 +165,7 @@ def build_pretraining_dataset(
     bad = [o for o in objectives if o not in OBJECTIVES]
     if bad or not objectives:
         raise ValueError(f"Unknown pretraining objectives {bad or objectives}: use some of {OBJECTIVES}, e.g. ('mlm', 'tlm').")
-    if "mlm" in objectives and "clm" in objectives:
-        raise ValueError("MLM and CLM need different attention (bidirectional vs causal): pretrain with one of them.")
+    check_objectives(objectives)
     if block_size < 2 or max_length < 2:
         raise ValueError(f"block_size ({block_size}) and max_length ({max_length}) must be at least 2.")
     lang2id = {code: i for i, code in enumerate(tokenizer.languages)}
@@ -319,6 +318,9 @@ class PretrainingDataArguments:
         bad = [o for o in self.objectives if o not in OBJECTIVES]
         if bad or not self.objectives:
             raise ValueError(f"--objectives {bad or self.objectives}: choose from {list(OBJECTIVES)} (e.g. mlm tlm).")
+        check_objectives(self.objectives)
+        if self.num_examples is not None and self.num_examples < 1:
+            raise ValueError(f"--num_examples must be a positive number of rows, got {self.num_examples}.")
         self.parallel_limits = {k: int(v) for k, v in (key_value(e, "--parallel_limit", "en-de=2000") for e in self.parallel_limit)}
         self.monolingual_paths = dict(key_value(e, "--monolingual_files", "en=news.en.txt") for e in self.monolingual_files)
         if not 0.0 <= self.sampling_alpha <= 1.0:
@@ -356,11 +358,31 @@ class PretrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
+def check_objectives(objectives) -> None:
+    """Combinations that train something else than asked: MLM and CLM need different attention (bidirectional vs
+    causal), and TLM's masked pairs need bidirectional attention over both sides, which CLM's causal model lacks
+    (it trained CLM on one side of each pair)."""
+    if "clm" in objectives and ("mlm" in objectives or "tlm" in objectives):
+        raise ValueError(f"--objectives {' '.join(objectives)}: CLM is causal, MLM and TLM are masked (bidirectional) "
+                         f"objectives; pretrain with clm alone, or with mlm and/or tlm.")
+
+
 def read_monolingual_file(lang: str, path: str | Path) -> list[str]:
     """The sentences of a `--monolingual_files lang=path` file: its unique non-empty lines, stripped, in order."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"--monolingual_files {lang}={path} is a folder: give a text file, one sentence a line.")
     if not Path(path).is_file():
         raise FileNotFoundError(f"--monolingual_files {lang}={path}: no such file.")
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    raw = Path(path).read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        raise ValueError(f"--monolingual_files {lang}={path} is UTF-16 (or binary), not UTF-8 text: convert it, e.g. "
+                         f"iconv -f UTF-16 -t UTF-8.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--monolingual_files {lang}={path} is not UTF-8 text ({err.reason} at byte {err.start}): "
+                         f"convert it to UTF-8.") from None
+    lines = [line.strip() for line in text.removeprefix("\ufeff").splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"--monolingual_files {lang}={path} has no text.")
     return list(dict.fromkeys(lines))

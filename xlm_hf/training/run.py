@@ -14,7 +14,9 @@ script: the Trainer makes the accelerator, checkpoints are `checkpoint-N`) or `L
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +30,7 @@ from .loop import make_accelerator
 from .models import check_lengths, configure_generation, create_model, load_tokenizer
 from .process import prepare_process, setup_logging
 from .publish import push_to_hub
-from .recipes import parse_args
+from .recipes import RecipeError, parse_args
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -82,6 +84,23 @@ class Run:
             # hub_token and hub_private_repo are TrainingArguments' (LoopArguments have neither)
             push_to_hub(args.output_dir, hub_model_id=args.hub_model_id, token=getattr(args, "hub_token", None),
                         private=getattr(args, "hub_private_repo", None))
+
+
+USER_ERRORS = (ValueError, RecipeError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """A training script's `if __name__ == "__main__"`: `main()`, with a mistake in its arguments, recipe or files
+    shown as one line on stderr (exit status 2, as argparse does) instead of a traceback. XLM_HF_TRACEBACK=1 shows
+    the traceback."""
+    try:
+        main()
+    except USER_ERRORS as err:
+        if os.environ.get("XLM_HF_TRACEBACK") == "1":
+            raise
+        script = os.path.basename(sys.argv[0]) or "xlm-hf"
+        print(f"{script}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
 
 
 def setup_run(argument_types: Sequence[type], argv: Sequence[str] | None = None, *, pretraining: bool = False) -> Run:
