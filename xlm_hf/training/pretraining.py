@@ -364,7 +364,8 @@ def check_objectives(objectives) -> None:
     (it trained CLM on one side of each pair)."""
     if "clm" in objectives and ("mlm" in objectives or "tlm" in objectives):
         raise ValueError(f"--objectives {' '.join(objectives)}: CLM is causal, MLM and TLM are masked (bidirectional) "
-                         f"objectives; pretrain with clm alone, or with mlm and/or tlm.")
+                         f"objectives and need different attention: pretrain with one of them (clm alone, or mlm "
+                         f"and/or tlm).")
 
 
 def read_monolingual_file(lang: str, path: str | Path) -> list[str]:
