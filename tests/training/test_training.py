@@ -430,7 +430,7 @@ def test_round_3_argument_mistakes_are_refused_with_their_fix(tmp_path):
     with pytest.raises(ValueError, match="--num_examples must be a positive number"):
         PretrainingDataArguments(num_examples=0)  # it left an empty folder
     for ratio in ("nan", "inf", "-1"):
-        with pytest.raises(ValueError, match="synthetic_ratio must be a positive number"):
+        with pytest.raises(ValueError, match="synthetic_ratio must be > 0 and finite"):
             DataArguments(synthetic_ratio=float(ratio))  # nan and inf crashed
     with pytest.raises(IsADirectoryError, match="is a folder"):
         read_monolingual_file("en", tmp_path)  # it said "no such file"
@@ -459,5 +459,5 @@ def test_a_scripts_argument_mistake_is_one_line_without_a_traceback(tokenizer, t
          "--output_dir", str(tmp_path / "run"), "--synthetic_ratio", "nan"],
         capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("run_translation.py: error: synthetic_ratio must be")
+    assert result.stderr.strip().splitlines()[-1].startswith("run_translation.py: error: synthetic_ratio must be > 0")
     assert not (tmp_path / "run").exists()

@@ -131,7 +131,7 @@ class DataArguments:
             if getattr(self, name) < 3:
                 raise ValueError(f"{name} is too small ({getattr(self, name)}): a sequence needs its tag, a token and </s>.")
         if not (math.isfinite(self.synthetic_ratio) and self.synthetic_ratio > 0):
-            raise ValueError(f"synthetic_ratio must be a positive number (synthetic pairs per real pair), got "
+            raise ValueError(f"synthetic_ratio must be > 0 and finite (synthetic pairs per real pair), got "
                              f"{self.synthetic_ratio}.")
         if self.synthetic_dataset and self.streaming:
             raise ValueError("--synthetic_dataset mixes in memory: drop --streaming (or stream a folder holding both).")
