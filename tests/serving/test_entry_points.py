@@ -4,12 +4,10 @@ and beam 4, n-best 3 with scores: the same texts, the same scores to 1e-5, and t
 direction the model was not trained on (the API's exception, the CLI's exit 2, the server's 422)."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-from serve_helpers import TEXTS, Server  # noqa: E402
+from serve_helpers import TEXTS, Server
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")

@@ -5,15 +5,13 @@ error is the documented JSON with a 4xx for the client's mistakes."""
 import asyncio
 import concurrent.futures
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from serve_helpers import REPO, TEXTS, Server, model_dir  # noqa: F401  (model_dir: a fixture)
+from serve_helpers import TEXTS, Server, model_dir  # noqa: F401  (model_dir: a fixture)
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
