@@ -63,14 +63,18 @@ class EndAtLength(LogitsProcessor):
 
     def __init__(self, caps: torch.Tensor, prompt_length: int, eos_token_id):
         self.caps, self.prompt_length = caps, prompt_length
+        self.first_end = int(caps.min()) - 1  # before this many generated tokens no row is capped: nothing to do
         self.eos = eos_token_id[0] if isinstance(eos_token_id, (list, tuple)) else eos_token_id
+        self._row_caps = None  # caps per row (sentences x beams), made at the first step that needs them
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        rows = input_ids.shape[0]
-        caps = self.caps.to(input_ids.device).repeat_interleave(rows // self.caps.shape[0])  # (rows,)
-        done = (input_ids.shape[1] - self.prompt_length) >= caps - 1  # (rows,)
-        if not bool(done.any()):
+        generated = input_ids.shape[1] - self.prompt_length
+        if generated < self.first_end:  # a plain integer test: no tensor work, no device sync on most steps
             return scores
+        rows = input_ids.shape[0]
+        if self._row_caps is None or self._row_caps.shape[0] != rows:
+            self._row_caps = self.caps.to(input_ids.device).repeat_interleave(rows // self.caps.shape[0])
+        done = generated >= self._row_caps - 1  # (rows,)
         forced = torch.full_like(scores, -float("inf"))
         forced[:, self.eos] = 0.0
         return torch.where(done[:, None], forced, scores)

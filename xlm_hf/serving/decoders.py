@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 ENGINES = ("torch", "ctranslate2")
 
 
+def count_tokens(tokenizer, text: str) -> int:
+    """The tokens of `text` alone (no tag, no `</s>`): what the service compares with the model's source limit."""
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
 class TorchDecoder:
     """The PyTorch model through the translation pipeline. `precision`: `auto` (what the device runs natively; with
     `keep_dtype`, the model's own dtype) or one of `xlm_hf.model.inference.PRECISIONS`; `compile`: static cache and
@@ -55,7 +60,7 @@ class TorchDecoder:
         self.default_beams = self.model.generation_config.num_beams or 1
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return count_tokens(self.tokenizer, text)
 
     def decode(self, texts: list[str], src: str, tgt: str, options: DecodingOptions) -> list[list[Hypothesis]]:
         kwargs = {"num_beams": options.num_beams(self.default_beams), "max_new_tokens": options.max_new_tokens,
@@ -129,7 +134,7 @@ class CTranslate2Decoder:
         self.default_beams = 4  # our generation_config's default
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return count_tokens(self.tokenizer, text)
 
     def decode(self, texts: list[str], src: str, tgt: str, options: DecodingOptions) -> list[list[Hypothesis]]:
         from ..interop.export_ctranslate2 import translate_batch_ctranslate2

@@ -161,8 +161,9 @@ class Translator:
             best = replace(options, n_best=1, alignments=False)
             parts = [h[0] for start in range(0, len(sentences), batch_size)
                      for h in self._decode(sentences[start:start + batch_size], src, tgt, best)]
+            texts_of_parts = [part.text for part in parts]
             for i, layout in zip(sorted(long), layouts):
-                results[i] = [_join(layout, parts)]
+                results[i] = [_join(layout, parts, texts_of_parts)]
             if progress is not None:
                 progress(len(long))
         if progress is not None:
@@ -196,7 +197,8 @@ class Translator:
         layouts, pieces = lay_out(texts, src, self.decoder.count_tokens, self.max_source_tokens - 2, sentences)
         translated = [h[0] if h else Hypothesis("") for h in
                       self.translate(pieces, src, tgt, options, allow_zero_shot, batch_size)]
-        return [_join(layout, translated).text for layout in layouts]
+        texts = [h.text for h in translated]
+        return [_join(layout, translated, texts).text for layout in layouts]
 
     def describe(self) -> dict:
         return {"engine": self.decoder.name, "precision": self.decoder.precision, "languages": self.languages,
@@ -244,11 +246,13 @@ def translate(texts, model, tokenizer=None, src_lang: str | None = None, tgt_lan
     return translations[0] if single else translations
 
 
-def _join(layout: list, parts: list[Hypothesis]) -> Hypothesis:
+def _join(layout: list, parts: list[Hypothesis], texts: list[str]) -> Hypothesis:
     """One hypothesis from a layout (`documents.lay_out`: whitespace strings and indices into `parts`): the texts
-    joined, newlines inside a line become spaces, log-probabilities and tokens summed."""
+    joined, their log-probabilities and tokens summed."""
+    from ..text.documents import assemble
+
     used = [parts[item] for item in layout if isinstance(item, int)]
-    text = "".join(parts[item].text if isinstance(item, int) else item for item in layout)
+    text = assemble(layout, texts)  # texts: the parts' texts, listed once by the caller
     if not used or any(h.logprob is None for h in used):
         return Hypothesis(text)
     logprob, tokens = sum(h.logprob for h in used), sum(h.tokens for h in used)

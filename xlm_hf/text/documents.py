@@ -148,7 +148,12 @@ def translate_documents(pipe, texts: list[str], src_lang: str, tgt_lang: str, ba
     layouts, pieces = lay_out(texts, src_lang, count_tokens, pipe.max_source_tokens - 2, sentences)
     outputs = pipe(pieces, src_lang=src_lang, tgt_lang=tgt_lang, batch_size=batch_size, **generate_kwargs)
     translated = [(out[0] if isinstance(out, list) else out)["translation_text"] for out in outputs]
-    return ["".join(translated[item] if isinstance(item, int) else item for item in layout) for layout in layouts]
+    return [assemble(layout, translated) for layout in layouts]
 
 
-__all__ = ["fit_to_limit", "lay_out", "split_sentences", "translate_document", "translate_documents"]
+def assemble(layout: list, translated: list[str]) -> str:
+    """A text put back from its `lay_out` layout: whitespace strings kept, indices replaced by their translation."""
+    return "".join(translated[item] if isinstance(item, int) else item for item in layout)
+
+
+__all__ = ["assemble", "fit_to_limit", "lay_out", "split_sentences", "translate_document", "translate_documents"]
