@@ -207,6 +207,28 @@ def test_sigterm_answers_what_is_in_flight_and_refuses_new_work(model_dir, tmp_p
         server.stop()
 
 
+def test_requests_still_waiting_when_the_drain_times_out_get_the_documented_json_503(model_dir, tmp_path):
+    server = Server(model_dir, "--max-wait-ms", "5000", "--max-batch-size", "64", "--drain-timeout", "0.5",
+                    log=tmp_path / "server.log")
+    try:
+        async def main():
+            async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+                in_flight = [asyncio.ensure_future(http.post("/translate", json={
+                    "text": [text], "src": "de", "tgt": "fr", "beams": 1})) for text in TEXTS["de"][:2]]
+                while (await http.get("/health")).json()["queued"] < len(in_flight):
+                    await asyncio.sleep(0.02)
+                server.terminate()  # the batch waits 5 s to fill; the drain gives up after 0.5 s
+                return await asyncio.gather(*in_flight)
+
+        answers = asyncio.run(main())
+        assert [r.status_code for r in answers] == [503, 503]
+        assert all(r.headers["content-type"] == "application/json" for r in answers)
+        assert all("--drain-timeout" in r.json()["error"] and "send it again" in r.json()["error"] for r in answers)
+        assert server.process.wait(60) == 128 + signal.SIGTERM
+    finally:
+        server.stop()
+
+
 def test_ctranslate2_engine_serves_an_export_through_the_same_api(model_dir, tmp_path, reference):
     pytest.importorskip("ctranslate2")
     from xlm_hf.interop.export_ctranslate2 import export_ctranslate2

@@ -5,7 +5,7 @@ Every error is JSON `{"error": <what and how to fix it>, ...}` with a status nam
 405 an unknown route or method, 413 a body over `max_body_bytes`, a text over `max_chars` or a request over
 `max_work` (characters x beams), 415 a body that is not JSON, 422 a bad field, a text that is not valid Unicode, an
 unknown language, a direction the model was not trained on (listing the trained ones) or more texts than `max_texts`,
-503 a full queue, 500 a decoding failure of that request's own text (the worker goes on). No client can hurt another:
+503 a full queue or a request still waiting when the drain after SIGTERM times out, 500 a decoding failure of that request's own text (the worker goes on). No client can hurt another:
 each text is checked before it joins a batch, a failed batch is decoded again text by text so that only the guilty
 request fails, one request's work is bounded, and a client that disconnects leaves the queue. The translation
 service (`serving.translator`) decides what a request may ask; decoding runs on the `serving.batcher.Batcher`'s one
@@ -48,6 +48,10 @@ class Limits:
         """The largest body a request within the limits can need (every character JSON-escaped), plus room for
         the other fields: larger bodies are refused before they are read (413)."""
         return 12 * self.max_texts * self.max_chars + 65_536
+
+
+def error(status: int, message: str, **details) -> JSONResponse:
+    return JSONResponse({"error": message, **details}, status_code=status)
 
 
 class BodyLimit:
@@ -93,6 +97,34 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class AnswerWhenCancelled:
+    """ASGI middleware: a request uvicorn cancels because it was still running when the drain after SIGTERM timed out
+    (`--drain-timeout`) is answered with the documented JSON, 503, instead of uvicorn's plain-text 500."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            response = error(503, "the server shut down before this request was answered (it was still waiting "
+                             "when --drain-timeout ran out): send it again, to this server once it is back or to "
+                             "another one")
+            await response(scope, receive, send)
+
+
 class TranslateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -123,10 +155,6 @@ class TranslateResponse(BaseModel):
     translations: list[Translation]
 
 
-def error(status: int, message: str, **details) -> JSONResponse:
-    return JSONResponse({"error": message, **details}, status_code=status)
-
-
 class RequestError(Exception):
     def __init__(self, status: int, message: str, **details):
         super().__init__(message)
@@ -152,6 +180,7 @@ def create_app(translator: Translator, max_batch_size: int = 32, max_wait_ms: fl
                   description="Translation with dynamic batching. The page for people is at /.")
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(AnswerWhenCancelled)  # the outermost: it answers whatever ran inside
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):  # 404, 405, an undecodable body: the same JSON
@@ -303,4 +332,4 @@ async def until_disconnected(request: Request, work):
             task.cancel()
 
 
-__all__ = ["BodyLimit", "Limits", "RequestError", "TranslateRequest", "TranslateResponse", "create_app"]
+__all__ = ["AnswerWhenCancelled", "BodyLimit", "Limits", "RequestError", "TranslateRequest", "TranslateResponse", "create_app"]
