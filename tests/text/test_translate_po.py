@@ -169,6 +169,29 @@ def test_catalogs_msgfmt_would_refuse_or_that_would_come_out_wrong_are_refused(t
     assert case == "output-dir" or not output.exists()
 
 
+def test_a_string_with_no_closing_quote_is_refused_not_filed_under_another_msgid(trained, tmp_path, capsys):
+    _, _, folder = trained
+    source = _catalog(tmp_path / "fr.po", [polib.POEntry(msgid="Hello", msgstr=""), polib.POEntry(msgid=EN[1])])
+    text = source.read_text(encoding="utf-8")
+    source.write_text(text.replace('msgid "Hello"', 'msgid "Hello'), encoding="utf-8")
+    assert polib.pofile(str(source)).find("Hell") is not None  # what polib makes of it: another msgid
+    assert _translate_po(folder, source, "-o", str(tmp_path / "out.po")) == 2
+    err = capsys.readouterr().err
+    assert "not terminated" in err and "line " in err and "msgid \"Hello" in err and not (tmp_path / "out.po").exists()
+
+
+def test_catalogs_polib_writes_are_never_refused_as_unterminated(tmp_path):
+    from xlm_hf.text.gettext_catalogs import check_strings
+
+    hostile = ['say "hi"', "back\\slash\\", 'end quote"', "tab\tand\nnewline\n", "#~ not a comment", "x" * 200,
+               '"', "\\"]
+    entries = [polib.POEntry(msgid=text, msgstr=text, msgctxt=text, previous_msgid=text) for text in hostile]
+    entries.append(polib.POEntry(msgid="old", msgstr="vieux", obsolete=True))
+    path = _catalog(tmp_path / "fr.po", entries)
+    check_strings(path.read_text(encoding="utf-8"), path)  # does not raise
+    assert [polib.pofile(str(path)).find(text, msgctxt=text).msgstr for text in hostile] == hostile
+
+
 def test_in_place_keeps_the_catalogs_permissions(trained, tmp_path):
     _, _, folder = trained
     source = _catalog(tmp_path / "fr.po", [polib.POEntry(msgid=EN[1], msgstr="")])

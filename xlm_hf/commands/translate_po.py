@@ -43,8 +43,8 @@ def run(args) -> int:
 
     from ..atomic import atomic_open
     from ..cli import CLIError
-    from ..text.gettext_catalogs import (as_utf8, check_charset, check_language, check_unique, nplurals,
-                                         translate_catalog)
+    from ..text.gettext_catalogs import (as_utf8, check_charset, check_language, check_strings, check_unique,
+                                         nplurals, translate_catalog)
     from ..serving import DecodingOptions, Translator
 
     source = Path(args.catalog)
@@ -66,6 +66,7 @@ def run(args) -> int:
         raise CLIError(f"{source} is not a readable gettext catalog ({' '.join(str(err).split())}): check it with "
                        f"msgfmt --check") from None
     check_charset(raw, catalog, source)  # all refused before the model is loaded
+    check_strings(raw.decode(catalog.encoding or "utf-8", errors="replace"), source)
     check_unique(catalog, source)
     check_language(catalog, args.tgt, source)
     nplurals(catalog, args.tgt)

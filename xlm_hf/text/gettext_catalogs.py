@@ -7,7 +7,7 @@ protected
 flags, references and the header are kept; translated (and fuzzy) entries are left alone unless `overwrite`; obsolete
 entries are never touched. A catalog whose `Language` header names another language than the target is refused, and
 so are catalogs msgfmt would refuse or that would come out wrong: a `Plural-Forms` of 0 or more than `MAX_PLURALS`
-forms, an entry given twice, a charset header that does not match the file's bytes. A catalog in another charset
+forms, an entry given twice, a string with no closing quote, a charset header that does not match the file's bytes. A catalog in another charset
 than UTF-8 is written in UTF-8 with its header saying so (machine translations may hold characters its charset
 lacks); the human translations are kept, character for character.
 """
@@ -63,6 +63,22 @@ def check_charset(raw: bytes, catalog, path) -> None:
         return  # not UTF-8: the declared single-byte charset is believable
     raise ValueError(f"{path} says charset={catalog.encoding} in its Content-Type header, but its text is UTF-8: fix "
                      f"the header (charset=UTF-8), or convert the file (iconv -f UTF-8 -t {catalog.encoding}).")
+
+
+# A line that holds a string: a keyword (or a continuation), possibly behind `#~ ` (obsolete) or `#| ` (previous).
+_STRING_LINE = re.compile(r'\s*(?:#[~|]\s*)?(?:msgctxt|msgid_plural|msgid|msgstr(?:\[\d+\])?)?\s*(?=")(.*)$')
+_C_STRING = re.compile(r'"(?:[^"\\]|\\.)*"\s*')
+
+
+def check_strings(text: str, path) -> None:
+    """polib "repairs" a string with no closing quote by dropping its last character (`msgid "Hello` becomes the
+    msgid 'Hell'), so the translation would be filed under another msgid: refused with its line, as msgfmt does."""
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _STRING_LINE.match(line)
+        if match and not _C_STRING.fullmatch(match.group(1)):
+            raise ValueError(f"{path}, line {number}: the string is not terminated ({line.strip()[:60]!r} has no "
+                             f"closing quote, or one escaped by a backslash): close it, then check the catalog with "
+                             f"msgfmt --check.")
 
 
 def check_unique(catalog, path) -> None:
