@@ -58,6 +58,13 @@ def test_accelerator_is_taken_out_and_put_back_in_the_target_convention():
     assert protect("_Quit", "ru").restore("Выход") == "_Выход"
 
 
+@pytest.mark.parametrize("text", ["&_A", "a &_A", "&_File", "_&A"])
+def test_an_accelerator_whose_removal_would_make_another_is_left_in_place(text):
+    # found by the 10k fuzz run: without its `_`, "&_A" showed "&A", taken for a marker the model kept ("&A" came back)
+    protected = protect(text, "fr")
+    assert protected.accelerator is None and protected.text == text and protected.restore(protected.text) == text
+
+
 REPAIRS = [  # source, a broken translation, the repaired one
     ("Cannot open file %s", "Impossible d'ouvrir le fichier", "Impossible d'ouvrir le fichier %s"),  # dropped
     ("%s: no such file", "aucun fichier de ce type", "%s aucun fichier de ce type"),  # dropped at the start

@@ -232,6 +232,17 @@ class Protected:
         return out[:position] + acc.marker + out[position:]
 
 
+def _free_markers(body: str, placeholders: list[Placeholder]) -> list[re.Match]:
+    """The accelerator markers of `body` outside its placeholders (`placeholders`: left to right, disjoint)."""
+    starts = [p.start for p in placeholders]
+
+    def inside(position: int) -> bool:
+        at = bisect.bisect_right(starts, position) - 1
+        return at >= 0 and position < placeholders[at].end
+
+    return [m for m in _ACCELERATOR.finditer(body) if not inside(m.start())]
+
+
 def protect(text: str, tgt_lang: str | None = None) -> Protected:
     """Prepare `text` for translation into `tgt_lang` (see the module's docstring)."""
     body = text.strip()
@@ -239,18 +250,14 @@ def protect(text: str, tgt_lang: str | None = None) -> Protected:
     trailing = text[len(leading) + len(body):]
     accelerator = None
     placeholders = find_placeholders(body)
-    starts = [p.start for p in placeholders]  # left to right, disjoint
-
-    def inside(position: int) -> bool:
-        at = bisect.bisect_right(starts, position) - 1
-        return at >= 0 and position < placeholders[at].end
-
-    markers = [m for m in _ACCELERATOR.finditer(body) if not inside(m.start())]
+    markers = _free_markers(body, placeholders)
     if len(markers) == 1 and len(body.split()) <= 6:  # a menu or button label holds one
         at = markers[0].start()
-        accelerator = Accelerator(body[at], body[at + 1], len(re.findall(r"[^\W\d_]+", body[:at])), at)
-        body = body[:at] + body[at + 1:]
-        placeholders = find_placeholders(body)
+        without = body[:at] + body[at + 1:]
+        without_placeholders = find_placeholders(without)
+        if not _free_markers(without, without_placeholders):  # `&_A` without its `_` would show `&A` as the marker
+            accelerator = Accelerator(body[at], body[at + 1], len(re.findall(r"[^\W\d_]+", body[:at])), at)
+            body, placeholders = without, without_placeholders
     return Protected(text, body, placeholders, leading, trailing, accelerator, tgt_lang)
 
 
