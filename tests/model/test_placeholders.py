@@ -167,6 +167,7 @@ FORMATS = {
     "quoted-tag-in-attribute": ('<a title="<b>x</b>">link</a>', ['<a title="<b>x</b>">', "</a>"]),
     "angled-email": ("Report bugs to <bug-report@gnu.org>.", ["<bug-report@gnu.org>"]),
     "angled-directive": ("Expected <%s> here", ["<%s>"]),
+    "braced-directive": ("the argument {%u}, as in '%s'", ["{%u}", "%s"]),  # from the GNU test split: {} were lost
     "android": ("Use @string/app_name and %1$s", ["@string/app_name", "%1$s"]),
 }
 

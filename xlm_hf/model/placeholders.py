@@ -48,7 +48,8 @@ _URL_CHAR = r"[^\s<>\"'`()]"
 # Every repetition that could scan far is bounded or has disjoint alternatives: the scan stays linear in the text.
 PATTERNS = {  # kind -> regular expression; earlier kinds win where two match at one position
     "comment": r"<!--[\s\S]{0,1024}?-->|<!\[CDATA\[[\s\S]{0,1024}?\]\]>",  # HTML comments, CDATA: kept whole
-    "angled": rf"<(?:{_EMAIL}|{_PRINTF}|{_BRACE})>",  # <bug-report@gnu.org>, <%s>, <{name}>: brackets included
+    "angled": rf"<(?:{_EMAIL}|{_PRINTF}|{_BRACE})>|\{{{_PRINTF}\}}",  # <bug-report@gnu.org>, <%s>, <{name}>, {%u}:
+    # the brackets included
     "mdlink": rf"\]\((?:{_URL_CHAR}|\({_URL_CHAR}{{0,256}}\)){{1,2048}}\)",  # the `](target)` of a markdown link
     "mdopen": r"\[(?=[^\[\]\n]{0,512}\]\()",  # and its opening bracket
     "url": rf"(?:https?|ftp|file)://(?:{_URL_CHAR}|\({_URL_CHAR}{{0,256}}\))*"
