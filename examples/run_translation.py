@@ -57,6 +57,8 @@ def main(argv=None) -> dict:
         data_collator=make_data_collator(run.tokenizer, run.model),
         compute_metrics=make_generation_metrics(run.tokenizer, data.eval) if data.eval is not None else None,
         callbacks=callbacks,
+        max_tokens_per_batch=data_args.max_tokens_per_batch,
+        bucket_buffer_size=data_args.bucket_buffer_size,
     )
 
     results = {}

@@ -35,31 +35,41 @@ from xlm_hf.training import (
     num_update_steps,
     run_script,
     setup_run,
+    token_budget_loader,
 )
 
 
 class TranslationLoop(TrainingLoop):
-    """Epochs over the tokenized pairs in `EpochSampler`'s order: a step is `gradient_accumulation_steps` batches
-    (fewer at the end of an epoch), and a resume skips the batches of its epoch that the interrupted run had used."""
+    """Epochs over the tokenized pairs in `EpochSampler`'s order (or in token-budget batches, `--max_tokens_per_batch`):
+    a step is `gradient_accumulation_steps` batches (fewer at the end of an epoch), and a resume skips the batches of
+    its epoch that the interrupted run had used."""
 
     name = "run_translation_no_trainer"
 
     def __init__(self, run, data):
-        args = run.args
-        loader = None
+        args, data_args = run.args, run.data_args
+        loader = budget_loader = None
         if data.train is not None:
-            train = model_inputs(data.train)
-            loader = DataLoader(
-                train, batch_size=args.per_device_train_batch_size,
-                collate_fn=make_data_collator(run.tokenizer, run.model),
-                sampler=None if run.data_args.streaming else EpochSampler(len(train), args.seed),
-                # A private generator: creating an iterator then draws nothing from the global RNG (dropout's).
-                generator=torch.Generator().manual_seed(args.seed),
-            )
+            train, collator = model_inputs(data.train), make_data_collator(run.tokenizer, run.model)
+            if data_args.max_tokens_per_batch:  # already split by rank and placed: not for accelerator.prepare
+                accelerator = run.accelerator
+                budget_loader = token_budget_loader(
+                    train, collator, data_args.max_tokens_per_batch, seed=args.seed, rank=accelerator.process_index,
+                    world_size=accelerator.num_processes, device=accelerator.device,
+                    buffer_size=data_args.bucket_buffer_size)
+            else:
+                loader = DataLoader(
+                    train, batch_size=args.per_device_train_batch_size, collate_fn=collator,
+                    sampler=None if data_args.streaming else EpochSampler(len(train), args.seed),
+                    # A private generator: creating an iterator then draws nothing from the global RNG (dropout's).
+                    generator=torch.Generator().manual_seed(args.seed),
+                )
         super().__init__(run, data, loader)
-        if loader is not None:
+        if budget_loader is not None:
+            self.loaders["train"] = budget_loader
+        if "train" in self.loaders:
             self.max_steps, self.num_epochs = num_update_steps(
-                None if run.data_args.streaming else len(self.loaders["train"]), args.gradient_accumulation_steps,
+                None if data_args.streaming else len(self.loaders["train"]), args.gradient_accumulation_steps,
                 args.num_train_epochs, args.max_steps)
         self.epoch, self.batches, self.batch_iterator = 0, 0, None
 

@@ -99,14 +99,19 @@ def test_resume_from_a_saved_state_of_the_first_run(first_run, tokenizer_dir, tm
                for s in range(step + 1, 9))
 
 
-def test_two_process_ddp_has_world_size_2_and_identical_weights(tokenizer_dir, tmp_path):
-    """Also the streaming path: each rank reads the stream and keeps its share of every global batch."""
+@pytest.mark.parametrize("batches", ["sentences-streamed", "tokens"])
+def test_two_process_ddp_has_world_size_2_and_identical_weights(tokenizer_dir, tmp_path, batches):
+    """Streamed sentence batches (each rank reads the stream and keeps its share of every global batch), and token
+    batches in memory (--max_tokens_per_batch: each rank its own batches, as many as the other)."""
     out = tmp_path / "ddp"
+    data = ["--streaming"] if batches == "sentences-streamed" else ["--max_tokens_per_batch", "96"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
     # 5 evaluation pairs per direction, batches of 4 on 2 ranks: the gathered tail holds duplicates to drop.
-    run([*launch, LOOP_SCRIPT, *TINY_RUN, "--use_cpu", "--tokenizer_name_or_path", tokenizer_dir, "--output_dir", out,
-         "--max_steps", "4", "--max_eval_samples", "5", "--per_device_eval_batch_size", "4", "--streaming"], threads=1)
+    result = run([*launch, LOOP_SCRIPT, *TINY_RUN, "--use_cpu", "--tokenizer_name_or_path", tokenizer_dir, "--output_dir",
+                  out, "--max_steps", "4", "--max_eval_samples", "5", "--per_device_eval_batch_size", "4", *data],
+                 threads=1)
+    assert batches == "sentences-streamed" or "Token-budget batches of at most 96" in result.stdout + result.stderr
     reports = [read_json(out / f"rank{rank}.json") for rank in (0, 1)]
     assert [r["world_size"] for r in reports] == [2, 2] and [r["rank"] for r in reports] == [0, 1]
     assert [r["steps"] for r in reports] == [4, 4]

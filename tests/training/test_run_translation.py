@@ -1,6 +1,7 @@
 """examples/run_translation.py (Seq2SeqTrainer): a few-step run on tiny data learns, checkpoints (safetensors),
 evaluates BLEU/chrF per direction, and a run killed after a checkpoint resumes to the same weights."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,19 @@ def test_killed_run_resumes_to_the_same_weights(first_run, tokenizer_dir, tmp_pa
                                "--do_eval", "false"),
         tmp_path)
     assert equal, how
+
+
+def test_streamed_token_budget_batches_resume_mid_stream_to_the_same_weights(tokenizer_dir, tmp_path):
+    """--streaming --max_tokens_per_batch: batches by tokens through a bucketing buffer, and a run resumed from the
+    uninterrupted run's checkpoint 4 (in the middle of the stream) ends with its weights: the Trainer skips the used
+    batches of a stream whose order depends on the seed and the epoch only. (The in-memory budget is run by
+    test_no_trainer.py on two ranks; both paths' data are checked in test_token_batches.py.)"""
+    args = ["--tokenizer_name_or_path", tokenizer_dir, "--max_tokens_per_batch", "96", "--gradient_accumulation_steps",
+            "2", "--do_eval", "false", "--streaming", "--bucket_buffer_size", "16"]
+    whole = tmp_path / "whole"
+    run_script(TRAINER_SCRIPT, *args, "--output_dir", whole)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole / "checkpoint-4", resumed / "checkpoint-4")
+    run_script(TRAINER_SCRIPT, *args, "--output_dir", resumed, "--resume_from_checkpoint", "latest")
+    assert saved_weights_digest(resumed) == saved_weights_digest(whole)
+    assert [s for s, _ in logged(read_json(resumed / "trainer_state.json")["log_history"])] == list(range(1, 9))

@@ -10,7 +10,9 @@ Sources:
 
 - `"bundled"`: the po-mini extract of `examples/data/po-mini/`, shipped with the package (`xlm_hf.resources`);
 - a folder of `SRC-TGT.SPLIT.tsv` files (`english<TAB>french` lines) or `SRC-TGT.SPLIT.jsonl` files (one JSON object
-  a line: `{"translation": {"en": ..., "fr": ...}}` or `{"en": ..., "fr": ...}`), or one such file;
+  a line: `{"translation": {"en": ..., "fr": ...}}` or `{"en": ..., "fr": ...}`), or one such file; a split may be
+  a folder of shards, `SRC-TGT.SPLIT/*.tsv` (or `.jsonl`), read in name order: a stream shards by file, so that
+  ranks can read disjoint files;
 - `{split: path}` for files named otherwise (give `pairs=`);
 - a local HF dataset (a `DatasetDict` saved with `save_to_disk`, or the object itself) with a `translation` column.
 
@@ -35,6 +37,8 @@ logger = logging.getLogger(__name__)
 BUNDLED = "bundled"
 SPLIT_ALIASES = {"train": "train", "valid": "validation", "validation": "validation", "dev": "validation", "test": "test"}
 _FILE_RE = re.compile(r"^(?P<src>[A-Za-z0-9_]+)-(?P<tgt>[A-Za-z0-9_]+)\.(?P<split>[A-Za-z]+)\.(?P<ext>tsv|jsonl)$")
+# A split in shards: a folder SRC-TGT.SPLIT/ of .tsv / .jsonl files, read in name order (a stream shards by file).
+_SHARDS_RE = re.compile(r"^(?P<src>[A-Za-z0-9_]+)-(?P<tgt>[A-Za-z0-9_]+)\.(?P<split>[A-Za-z]+)$")
 _MAX_REPORTED = 10  # line numbers listed in a message
 
 
@@ -115,12 +119,33 @@ def stream_translation_datasets(
             continue
         src, tgt = split_pair(key)
         features = Features({"translation": Translation(languages=[src, tgt])})
-        datasets[pair] = IterableDataset.from_generator(
-            _stream_rows, features=features, gen_kwargs={"path": str(item), "src": src, "tgt": tgt, "on_error": on_error}
-        )
-        with open(item, "rb") as handle:
-            sizes[pair] = sum(1 for _ in handle)
+        files = shard_files(Path(item))
+        datasets[pair] = IterableDataset.from_generator(  # a list in gen_kwargs: one shard per file
+            _stream_rows, features=features,
+            gen_kwargs={"paths": [str(f) for f in files], "src": src, "tgt": tgt, "on_error": on_error})
+        sizes[pair] = sum(count_lines(f) for f in files)
     return datasets, sizes
+
+
+def shard_files(path: Path) -> list[Path]:
+    """The files of a split: the file itself, or the .tsv / .jsonl shards of a SRC-TGT.SPLIT/ folder in name order."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(f for f in path.iterdir() if f.suffix in (".tsv", ".jsonl") and f.is_file())
+    if not files:
+        raise FileNotFoundError(f"{path} holds no .tsv or .jsonl shard: put the split's files in it, e.g. "
+                                f"{path / 'part-00000.tsv'}")
+    return files
+
+
+def count_lines(path: Path) -> int:
+    """Lines of a file, read in 1 MiB blocks (a line need not fit in memory)."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def _discover(source, pairs, splits, on_error: str):
@@ -178,7 +203,7 @@ def _from_path(path: Path) -> dict[str, dict[str, Path]]:
     files = sorted(path.iterdir()) if path.is_dir() else [path]
     found: dict[str, dict[str, Path]] = {}
     for file in files:
-        match = _FILE_RE.match(file.name)
+        match = (_SHARDS_RE if file.is_dir() else _FILE_RE).match(file.name)
         if match is None or match["split"].lower() not in SPLIT_ALIASES:
             continue
         pair = f"{match['src']}-{match['tgt']}"
@@ -189,7 +214,8 @@ def _from_path(path: Path) -> dict[str, dict[str, Path]]:
     if not found:
         raise FileNotFoundError(
             f"No parallel data in {path}: expected files named SRC-TGT.SPLIT.tsv or .jsonl (e.g. en-fr.train.tsv, "
-            f"en-fr.valid.tsv), or a dataset saved with DatasetDict.save_to_disk."
+            f"en-fr.valid.tsv), folders SRC-TGT.SPLIT/ of such files (shards, e.g. en-fr.train/part-00000.tsv), or a "
+            f"dataset saved with DatasetDict.save_to_disk."
         )
     return found
 
@@ -269,7 +295,10 @@ def _to_dataset_dict(pair: str, split_sources: Mapping[str, object], on_error: s
 
 
 def _read_pairs(path: Path, src: str, tgt: str, on_error: str) -> list[dict[str, str]]:
-    """The valid rows of a TSV / JSONL file; malformed lines counted with their numbers, skipped or fatal."""
+    """The valid rows of a TSV / JSONL file (or of the shards of a folder, in order); malformed lines counted with
+    their numbers, skipped or fatal."""
+    if path.is_dir():
+        return [row for shard in shard_files(path) for row in _read_pairs(shard, src, tgt, on_error)]
     if not path.is_file():
         raise FileNotFoundError(f"No such file: {path}")
     if path.stat().st_size == 0:
@@ -294,18 +323,21 @@ def _read_pairs(path: Path, src: str, tgt: str, on_error: str) -> list[dict[str,
     return rows
 
 
-def _stream_rows(path: str, src: str, tgt: str, on_error: str) -> Iterator[dict]:
-    """`{"translation": {src, tgt}}` rows of one TSV / JSONL file, read lazily (`stream_translation_datasets`)."""
-    skipped = 0
-    for number, row in _parse_lines(Path(path), src, tgt):
-        if isinstance(row, str):
-            if on_error == "fail":
-                raise ValueError(f"{path}: line {number}: {row}. Fix it, or pass --on_error skip to drop such lines.")
-            skipped += 1
-            continue
-        yield {"translation": row}
-    if skipped:
-        logger.warning("%s: skipped %d malformed line(s).", path, skipped)
+def _stream_rows(paths: list[str], src: str, tgt: str, on_error: str) -> Iterator[dict]:
+    """`{"translation": {src, tgt}}` rows of TSV / JSONL files (the shards this reader was given), read lazily
+    (`stream_translation_datasets`)."""
+    for path in paths:
+        skipped = 0
+        for number, row in _parse_lines(Path(path), src, tgt):
+            if isinstance(row, str):
+                if on_error == "fail":
+                    raise ValueError(f"{path}: line {number}: {row}. Fix it, or pass --on_error skip to drop such "
+                                     "lines.")
+                skipped += 1
+                continue
+            yield {"translation": row}
+        if skipped:
+            logger.warning("%s: skipped %d malformed line(s).", path, skipped)
 
 
 def _parse_lines(path: Path, src: str, tgt: str) -> Iterator[tuple[int, dict[str, str] | str]]:

@@ -22,6 +22,7 @@ generation settings and the label-smoothing handover. Then:
 | `process` | thread pinning, glibc memory reuse and logging, opted into by each script's `main` (via `setup_run`) |
 | `datasets` | directions, tokenization with per-direction tags, the alpha-sampled training mixture |
 | `models` | the tokenizer and the model of a run, the data collator |
+| `token_batches` | `--max_tokens_per_batch`: token-budget training loaders, in memory and streamed, split by rank |
 | `evaluation` | generation with each row's target tag (`target_prefix`), BLEU/chrF per direction |
 | `trainer` | `AtomicTrainer` (atomic checkpoints, the train phase) and `TranslationTrainer` (plus per-row target tags) |
 | `loop` | `TrainingLoop`, the Accelerate scripts' skeleton, and its parts: accelerator, optimizer, resumable samplers, step count, final save and reports |
@@ -64,6 +65,7 @@ from .models import (
     parse_config_overrides,
 )
 from .evaluation import direction_groups, evaluate_translation, make_generation_metrics, prefixed, target_prefix
+from .token_batches import token_budget_loader
 from .trainer import AtomicTrainer, TranslationTrainer
 from .loop import (
     EpochSampler,
@@ -145,6 +147,7 @@ __all__ = [
     "setup_logging",
     "split_pair",
     "target_prefix",
+    "token_budget_loader",
     "tokenize_direction",
     "translation_directions",
     "weights_digest",

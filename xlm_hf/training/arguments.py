@@ -91,6 +91,16 @@ class DataArguments:
                   "larger than memory. Needs max_steps."},
     )
     shuffle_buffer_size: int = field(default=10_000, metadata={"help": "Shuffle buffer of --streaming."})
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={"help": "Fill each training batch up to N padded tokens (sentences x the longest of source and "
+                  "target), from length buckets, as fairseq's --max-tokens and Marian's --mini-batch-words do, "
+                  "instead of per_device_train_batch_size sentences. Per rank; with --streaming, through a "
+                  "bucketing buffer of bucket_buffer_size examples."},
+    )
+    bucket_buffer_size: int = field(
+        default=10_000, metadata={"help": "Examples sorted into token-budget batches together, with --streaming."}
+    )
     max_source_length: int = field(default=128, metadata={"help": "Source tokens kept (tag and </s> included)."})
     max_target_length: int = field(default=128, metadata={"help": "Label tokens kept (tag and </s> included)."})
     max_train_samples: int | None = field(
@@ -135,8 +145,15 @@ class DataArguments:
                              f"{self.synthetic_ratio}.")
         if self.synthetic_dataset and self.streaming:
             raise ValueError("--synthetic_dataset mixes in memory: drop --streaming (or stream a folder holding both).")
-        if self.shuffle_buffer_size < 1:
-            raise ValueError(f"shuffle_buffer_size must be >= 1, got {self.shuffle_buffer_size}.")
+        for name in ("shuffle_buffer_size", "bucket_buffer_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < max(self.max_source_length,
+                                                                                     self.max_target_length):
+            raise ValueError(f"max_tokens_per_batch={self.max_tokens_per_batch} would not hold one pair of the longest "
+                             f"length (max_source_length={self.max_source_length}, max_target_length="
+                             f"{self.max_target_length}): give at least {max(self.max_source_length, self.max_target_length)}"
+                             f" (fairseq's usual budgets are 2048 to 4096 per GPU).")
 
 
 def precision_field():

@@ -254,5 +254,7 @@ def _tag_synthetic(batch: dict[str, list], *, tag: int) -> dict[str, list]:
 
 def model_inputs(dataset):
     """`dataset` without the columns the model does not take (the `direction` bookkeeping)."""
-    extra = [c for c in (dataset.column_names or []) if c not in MODEL_INPUTS]
+    if dataset.column_names is None:  # a stream of one direction: its columns are known once read
+        return dataset.remove_columns([DIRECTION_COLUMN])
+    extra = [c for c in dataset.column_names if c not in MODEL_INPUTS]
     return dataset.remove_columns(extra) if extra else dataset

@@ -285,9 +285,10 @@ class TrainingLoop:
         elif eval_on_start and "eval" in self.loaders:
             log_scores(accelerator, self.evaluate("eval"), 0, self.log_history)
 
-        logger.info("***** Training: %d optimizer steps of %d per device x %d processes x %d accumulation *****",
-                    self.max_steps, args.per_device_train_batch_size, accelerator.num_processes,
-                    args.gradient_accumulation_steps)
+        budget = getattr(self.run.data_args, "max_tokens_per_batch", None)
+        logger.info("***** Training: %d optimizer steps of %s per device x %d processes x %d accumulation *****",
+                    self.max_steps, f"<= {budget} tokens" if budget else args.per_device_train_batch_size,
+                    accelerator.num_processes, args.gradient_accumulation_steps)
         progress = tqdm(total=self.max_steps, initial=self.completed_steps, desc="Training",
                         disable=not accelerator.is_local_main_process)
         self.model.train()

@@ -14,6 +14,7 @@ from ..atomic import publish_dir
 from .checkpoints import TRAINER_STATE, save_final_model, write_json, writing_checkpoint
 from .evaluation import target_prefix
 from .lora import is_lora_model, save_lora_model
+from .token_batches import token_budget_loader
 
 
 class AtomicTrainer(Trainer):
@@ -99,8 +100,23 @@ class AtomicTrainer(Trainer):
 
 
 class TranslationTrainer(AtomicTrainer, Seq2SeqTrainer):
-    """`Seq2SeqTrainer` whose generation forces each row's own target-language tag (see `target_prefix`), and whose
-    files are written atomically (`AtomicTrainer`)."""
+    """`Seq2SeqTrainer` whose generation forces each row's own target-language tag (see `target_prefix`), whose
+    files are written atomically (`AtomicTrainer`), and whose training batches may be filled to a token budget
+    (`max_tokens_per_batch`, see `token_batches`) instead of `per_device_train_batch_size` sentences."""
+
+    def __init__(self, *args, max_tokens_per_batch: int | None = None, bucket_buffer_size: int = 10_000, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_tokens_per_batch, self.bucket_buffer_size = max_tokens_per_batch, bucket_buffer_size
+
+    def get_train_dataloader(self):
+        if not self.max_tokens_per_batch:
+            return super().get_train_dataloader()
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return token_budget_loader(self.train_dataset, self.data_collator, self.max_tokens_per_batch, seed=seed,
+                                   rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+                                   device=self.accelerator.device, buffer_size=self.bucket_buffer_size)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         if self.args.predict_with_generate and not prediction_loss_only:
