@@ -5,8 +5,9 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from xlm_hf.training.back_translation import BackTranslationStep
+from test_pipeline import EN, trained  # noqa: F401 (trained: a fixture)
 from xlm_hf.presets import config_from_preset
+from xlm_hf.training.back_translation import BackTranslationStep
 
 SENTENCES = ["the file was not found", "cannot open the directory %s"]
 
@@ -77,10 +78,12 @@ def test_unknown_language_is_refused(model, tokenizer):
 
 # --- offline back-translation: run_translation.py --synthetic_dataset ------------------------------------------------
 
-def synthetic_folder(tmp_path, name="en-fr"):
+def synthetic_folder(tmp_path, name="fr-en"):
+    """Real French and its (synthetic) English, named fr-en as `translate --src fr --tgt en --format tsv` writes it:
+    it trains en->fr."""
     folder = tmp_path / "synthetic"
     folder.mkdir()
-    lines = ["the synthetic file %d was not found\tle fichier %d est introuvable" % (i, i) for i in range(4)]
+    lines = ["le fichier %d est introuvable\tthe synthetic file %d was not found" % (i, i) for i in range(4)]
     (folder / f"{name}.train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
@@ -108,8 +111,32 @@ def test_synthetic_pairs_are_mixed_at_the_ratio_into_their_direction_only(tokeni
 def test_synthetic_file_of_an_untrained_direction_is_refused(tokenizer, tmp_path):
     from xlm_hf.training import DataArguments, build_datasets
 
-    args = DataArguments(pairs=["en-fr"], max_train_samples=4, synthetic_dataset=str(synthetic_folder(tmp_path, "en-de")))
-    with pytest.raises(ValueError, match="not trained directions"):
+    args = DataArguments(pairs=["en-fr"], max_train_samples=4, synthetic_dataset=str(synthetic_folder(tmp_path, "en-fr")))
+    with pytest.raises(ValueError, match=r"would train \['fr-en'\], not trained directions"):
         build_datasets(args, tokenizer, seed=0, evaluate=False)
     with pytest.raises(ValueError, match="synthetic_ratio must be > 0"):
         DataArguments(synthetic_ratio=0)
+
+
+def test_translate_tsv_output_trains_the_reverse_direction_as_the_readme_says(trained, tmp_path):
+    """`xlm-hf translate --src en --tgt fr --format tsv -o synthetic/en-fr.train.tsv`, then --synthetic_dataset
+    synthetic: the rows of fr->en hold the machine French as source and the real English as target."""
+    from xlm_hf.cli import main
+    from xlm_hf.training import DataArguments, build_datasets
+
+    _, tokenizer, folder = trained
+    (tmp_path / "mono.en.txt").write_text("\n".join(EN) + "\n", encoding="utf-8")
+    synthetic = tmp_path / "synthetic"
+    synthetic.mkdir()
+    assert main(["translate", str(folder), "--src", "en", "--tgt", "fr", "-i", str(tmp_path / "mono.en.txt"),
+                 "--format", "tsv", "-o", str(synthetic / "en-fr.train.tsv")]) == 0
+    written = [line.split("\t") for line in (synthetic / "en-fr.train.tsv").read_text(encoding="utf-8").splitlines()]
+    assert [real for real, _ in written] == EN
+    args = DataArguments(pairs=["fr-en"], max_train_samples=4, synthetic_dataset=str(synthetic),
+                         synthetic_ratio=len(EN) / 4)
+    rows = [r for r in build_datasets(args, tokenizer, seed=0, evaluate=False).train if r["direction"] == "fr-en"]
+    pairs = {(tuple(r["input_ids"]), tuple(r["labels"])) for r in rows}
+    for real, machine in written:
+        source = tokenizer(machine, src_lang="fr")["input_ids"]
+        target = tokenizer(text_target=real, tgt_lang="en")["input_ids"]
+        assert (tuple(source), tuple(target)) in pairs, (real, machine)

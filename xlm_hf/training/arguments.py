@@ -119,7 +119,9 @@ class DataArguments:
     synthetic_dataset: str | None = field(
         default=None,
         metadata={"help": "Back-translated pairs to mix into training: a folder of SRC-TGT.train.tsv / .jsonl files "
-                  "(the --dataset formats) whose SRC side is synthetic; each file trains only its direction SRC->TGT."},
+                  "(the --dataset formats), each named by the direction it was translated in: real SRC text and its "
+                  "machine translation into TGT, as `xlm-hf translate --src SRC --tgt TGT --format tsv` writes them. "
+                  "Each file trains only the reverse direction, TGT->SRC (synthetic source, real target)."},
     )
     synthetic_ratio: float = field(
         default=1.0,

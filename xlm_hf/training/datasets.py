@@ -215,16 +215,20 @@ def _build_train_split(sources: Mapping[str, Any], sizes: Mapping[str, int], dir
 
 
 def _load_synthetic(data_args: DataArguments, directions) -> dict[str, Any]:
-    """`{direction: raw train rows}` of `--synthetic_dataset`, one file per trained direction (SRC side synthetic)."""
-    from ..data.readers import load_translation_datasets
+    """`{direction: raw train rows}` of `--synthetic_dataset`. A file is named by the direction it was translated in,
+    as `xlm-hf translate --format tsv` writes it: `fr-en.train.tsv` holds real French and its machine translation into
+    English, and trains the reverse direction, en->fr (a synthetic source, a real target)."""
+    from ..data.readers import load_translation_datasets, reverse_pair
 
     wanted = [f"{s}-{t}" for _, s, t in directions]
     found = load_translation_datasets(data_args.synthetic_dataset, splits=["train"], on_error=data_args.on_error)
-    unused = sorted(set(found) - set(wanted))
+    unused = sorted(pair for pair in found if reverse_pair(pair) not in wanted)
     if unused:
-        raise ValueError(f"--synthetic_dataset holds {unused}, which are not trained directions ({wanted}): a file "
-                         f"SRC-TGT trains SRC->TGT only, with a synthetic SRC side; rename it or add the direction.")
-    return {direction: _split_of(found, direction, "train") for direction in found}
+        raise ValueError(f"--synthetic_dataset holds {unused}, which would train {[reverse_pair(p) for p in unused]}, "
+                         f"not trained directions ({wanted}): a file SRC-TGT.train.tsv holds real SRC text and its "
+                         f"translation into TGT (what `xlm-hf translate --src SRC --tgt TGT --format tsv` writes), and "
+                         f"trains TGT->SRC; rename it or add the direction.")
+    return {reverse_pair(pair): _split_of(found, pair, "train") for pair in found}
 
 
 def _with_synthetic(real, raw_synthetic, tokenizer, src: str, tgt: str, data_args: DataArguments, seed: int):
