@@ -4,7 +4,9 @@ shared corpus (issue 35, item 2): padding share, target tokens/s and BLEU/chrF a
 1. The training pairs (en-fr, both directions) are tokenized the way the scripts do (`build_datasets`).
 2. The sentence batches: `--batch-size` pairs drawn at random (the scripts' order). The budget: the smallest
    `--max_tokens_per_batch` whose batches hold at least as many real target tokens on average. Both arms therefore see
-   the same target tokens per optimizer step, and the same steps mean the same target tokens.
+   the same target tokens per optimizer step, and the same steps mean the same target tokens. With `--accumulate K`,
+   a budget arm takes K batches of a K-th of the tokens per optimizer step (`--gradient_accumulation_steps K`), so that
+   each step mixes K length buckets instead of one.
 3. The padding share of each arm is counted over one epoch of its batches: source and labels are padded apart, as the
    collator pads them.
 4. Both arms train `small` through `examples/run_translation.py` with the same seed, steps and learning rate. Target
@@ -71,6 +73,9 @@ def main(argv=None) -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=64, help="max_source_length and max_target_length")
     parser.add_argument("--test-samples", type=int, default=None, help="first N test pairs per direction (all)")
+    parser.add_argument("--accumulate", type=lambda text: [int(k) for k in text.split(",")], default=[1, 4],
+                        help="token-budget arms: K batches per optimizer step (gradient accumulation), each K-th of "
+                        "the step's tokens (default 1,4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -92,13 +97,13 @@ def main(argv=None) -> None:
     order = list(EpochSampler(len(train), args.seed))
     sentence_batches = [order[i: i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     wanted = mean_target_tokens(sentence_batches, targets)
-    budget, budget_batches = matching_budget(example_lengths(train), targets, wanted, args.seed)
-    arms = {
-        f"{args.batch_size} sentences": ([], sentence_batches),
-        f"<= {budget} tokens": (["--max_tokens_per_batch", str(budget)], budget_batches),
-    }
+    arms = {f"{args.batch_size} sentences": ([], sentence_batches, 1)}
+    for k in args.accumulate:  # k batches per optimizer step, each of about 1/k of the step's tokens
+        budget, budget_batches = matching_budget(example_lengths(train), targets, wanted / k, args.seed)
+        arms[f"<= {budget} tokens" + (f" x {k}" if k > 1 else "")] = (
+            ["--max_tokens_per_batch", str(budget), "--gradient_accumulation_steps", str(k)], budget_batches, k)
     rows = []
-    for name, (extra, batches) in arms.items():
+    for name, (extra, batches, k) in arms.items():
         out = work / name.replace(" ", "-").replace("<=-", "budget-")
         if not (out / "all_results.json").is_file():
             argv = ["small-en-fr", "--preset", args.preset, "--tokenizer_name_or_path", str(work / "tokenizer"),
@@ -112,15 +117,16 @@ def main(argv=None) -> None:
                 argv += ["--max_eval_samples", str(args.test_samples)]
             wait(launch("run_translation", argv, work / f"{out.name}.log", threads=args.threads))
         results = results_of(out)
-        per_batch = mean_target_tokens(batches, targets)
-        rows.append([name, len(batches), f"{100 * padded_share(batches, sources, targets):.1f}%", f"{per_batch:.0f}",
-                     f"{args.steps * per_batch:,.0f}",
-                     f"{args.steps * per_batch / results['train_runtime']:,.0f}",
+        per_step = k * mean_target_tokens(batches, targets)
+        rows.append([name, len(batches), f"{100 * padded_share(batches, sources, targets):.1f}%", f"{per_step:.0f}",
+                     f"{args.steps * per_step:,.0f}",
+                     f"{args.steps * per_step / results['train_runtime']:,.0f}",
                      f"{results['test_bleu_en-fr']:.2f} / {results['test_bleu_fr-en']:.2f}",
                      f"{results['test_chrf_en-fr']:.2f} / {results['test_chrf_fr-en']:.2f}",
                      f"{results['train_runtime']:.0f} s"])
         logger.info(" | ".join(map(str, rows[-1])))
-    table = markdown_table(["batches", "per epoch", "padding", "target tokens / batch", "target tokens seen",
+    table = markdown_table(["batches per step", "batches per epoch", "padding", "target tokens / step",
+                            "target tokens seen",
                             "target tokens/s", "BLEU en-fr / fr-en", "chrF en-fr / fr-en", "train time"], rows)
     summary = (f"{machine}\n{args.corpus.name} {PAIR} both directions ({len(train)} training rows), preset "
                f"{args.preset}, {args.steps} steps, lr {args.learning_rate}, seed {args.seed}, greedy test"

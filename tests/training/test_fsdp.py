@@ -1,8 +1,11 @@
 """FSDP2 on 2 CPU processes over gloo (issue 35, item 1): the same seed, data and steps give DDP's losses (within
 1e-4 per step) and weights (within fp32 rounding); every parameter is a DTensor shard; the gathered model saves to one
-safetensors file that loads with its embedding tied. Accelerate 1.16 cannot shard on CPUs (`xlm_hf.training.sharding`
-says why), so this runs the same wrapping through torch's `fully_shard`."""
+safetensors file that loads with its embedding tied; generation on ranks that finish at different steps (synced)
+gives DDP's translations; a sharded checkpoint (one file per rank) resumes bit-exactly after a SIGKILL. Accelerate
+1.16 cannot shard on CPUs (`xlm_hf.training.sharding` says why), so this runs the same wrapping through torch's
+`fully_shard`."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -20,16 +23,19 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
+def run_worker(mode: str, out: Path, state_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(WORKER), mode, str(out), free_port(), str(state_dir)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fsdp")
     found = {}
     for mode in ("fsdp", "ddp"):
-        out = folder / f"{mode}.pt"
-        result = subprocess.run([sys.executable, str(WORKER), mode, str(out), free_port()], capture_output=True,
-                                text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        result = run_worker(mode, folder / f"{mode}.pt", folder / f"{mode}-states")
         assert result.returncode == 0, result.stderr[-3000:]
-        found[mode] = torch.load(out, weights_only=True)
+        found[mode] = torch.load(folder / f"{mode}.pt", weights_only=True)
     return found
 
 
@@ -59,3 +65,27 @@ def test_the_gathered_model_saves_and_loads_with_the_embedding_tied(runs, tmp_pa
     assert loaded.model.encoder.embed_tokens.weight is shared and loaded.model.decoder.embed_tokens.weight is shared
     assert loaded.get_output_embeddings().weight is shared
     torch.testing.assert_close(shared, runs["fsdp"]["state"]["model.shared.weight"])
+
+
+def test_generation_on_ranks_that_finish_at_different_steps_gives_ddps_translations(runs):
+    """synced_gpus: rank 0 (3 new tokens) keeps taking part in rank 1's all-gathers (9 new tokens) instead of
+    leaving it waiting forever; the translations are DDP's (and BLEU computed from them would be too)."""
+    fsdp, ddp = runs["fsdp"]["translations"], runs["ddp"]["translations"]
+    assert [len(t) for t in fsdp] == [2 + 3, 2 + 9]  # the forced prefix (</s> __fr__), then the new tokens
+    assert fsdp == ddp
+
+
+def test_a_sharded_checkpoint_resumes_bit_exactly_after_a_sigkill(runs, tmp_path):
+    """A run SIGKILLed right after saving its sharded state at step 2 (one file per rank, never gathered), resumed
+    from it on 2 ranks, ends with the uninterrupted run's weights, bit for bit."""
+    states = tmp_path / "states"
+    killed = run_worker("fsdp-killed", tmp_path / "killed.pt", states)
+    assert killed.returncode != 0 and not (tmp_path / "killed.pt").exists()
+    assert (states / "step_2" / "extra.json").is_file() and not list(states.glob(".tmp-*"))
+    assert len(list((states / "step_2" / "sharded_state").glob("*.distcp"))) == 2  # one shard file per rank
+    resumed = run_worker("fsdp-resume", tmp_path / "resumed.pt", states)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    assert len(state["losses"]) == 2 and state["losses"] == runs["fsdp"]["losses"][2:]
+    for name, tensor in runs["fsdp"]["state"].items():
+        assert torch.equal(state["state"][name], tensor), name

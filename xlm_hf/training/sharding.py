@@ -10,10 +10,18 @@ wraps the same way on GPUs.
 Accelerate 1.16 has no FSDP on CPUs: with `use_cpu: true` it silently runs the processes without FSDP (and a
 `distributed_type: FSDP` config launched on CPUs is not even distributed). `shard_model` is the same wrapping through
 torch's own `fully_shard`, which runs on CPUs over gloo: `tests/training/test_fsdp.py` proves loss and weight parity
-with DDP, DTensor shards, and a saved model whose embedding stays tied.
+with DDP, DTensor shards, a saved model whose embedding stays tied, generation on ranks kept in step
+(`generate(..., synced_gpus=True)`: a rank whose sentences are done keeps taking part in the others' all-gathers)
+with DDP's outputs, and a sharded checkpoint (`save_sharded_state`, one file per rank, never gathered) that resumes
+bit-exactly after a SIGKILL.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -50,4 +58,44 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-__all__ = ["full_state_dict", "layer_classes", "shard_model"]
+SHARDED_STATE = "sharded_state"  # the folder of a sharded checkpoint: one file per rank (torch.distributed.checkpoint)
+
+
+def save_sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder, extra: dict | None = None):
+    """Save a training state without gathering it: every rank writes its own shards of the model and the optimizer
+    (`torch.distributed.checkpoint`), plus `extra` (e.g. the step) from rank 0, into `folder`. A collective. The folder
+    appears complete or not at all: the ranks write into `.tmp-NAME`, which rank 0 renames once every rank is done,
+    so a run killed while saving leaves the previous checkpoint as the newest complete one."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    folder = Path(folder)
+    staging = folder.with_name(f".tmp-{folder.name}")
+    if dist.get_rank() == 0:
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while saving
+    dist.barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(staging / SHARDED_STATE))
+    dist.barrier()
+    if dist.get_rank() == 0:
+        (staging / "extra.json").write_text(json.dumps(extra or {}), encoding="utf-8")
+        os.replace(staging, folder)
+    dist.barrier()
+
+
+def load_sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder) -> dict:
+    """Restore a `save_sharded_state` folder into the sharded `model` and its `optimizer` (every rank reads its own
+    shards, on the same number of ranks); returns `extra`. A collective."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    folder = Path(folder)
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=str(folder / SHARDED_STATE))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    return json.loads((folder / "extra.json").read_text(encoding="utf-8"))
+
+
+__all__ = ["full_state_dict", "layer_classes", "load_sharded_state", "save_sharded_state", "shard_model"]
