@@ -8,6 +8,7 @@ parameters, the final full state dict and every rank's translation.
 MODE: `ddp`; `fsdp` (which also saves a sharded checkpoint after step 2 into STATE_DIR/step_2); `fsdp-killed` (the
 same, then SIGKILLs itself right after that save); `fsdp-resume` (starts from STATE_DIR/step_2)."""
 
+import contextlib
 import os
 import signal
 import sys
@@ -36,7 +37,8 @@ def run(rank: int, world: int, mode: str, out: str, port: str, state_dir: str) -
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from torch.distributed.tensor import DTensor
 
-    from xlm_hf.training.sharding import full_state_dict, load_sharded_state, save_sharded_state, shard_model
+    from xlm_hf.training.sharding import (full_state_dict, load_sharded_state, save_sharded_state, shard_model,
+                                          unsharded_root)
 
     sharded = mode.startswith("fsdp")
     model, tokenizer = tiny()
@@ -65,9 +67,10 @@ def run(rank: int, world: int, mode: str, out: str, port: str, state_dir: str) -
     translator.eval()
     inputs = tokenizer(SOURCES[rank], src_lang="en", return_tensors="pt")
     start = torch.tensor([[tokenizer.eos_token_id, tokenizer.lang_token_id("fr")]])
-    generated = translator.generate(**inputs, decoder_input_ids=start, max_new_tokens=NEW_TOKENS[rank],
-                                    min_new_tokens=NEW_TOKENS[rank], num_beams=1, do_sample=False,
-                                    synced_gpus=sharded)
+    with unsharded_root(translator) if sharded else contextlib.nullcontext():
+        generated = translator.generate(**inputs, decoder_input_ids=start, max_new_tokens=NEW_TOKENS[rank],
+                                        min_new_tokens=NEW_TOKENS[rank], num_beams=1, do_sample=False,
+                                        synced_gpus=sharded)
     translations = [None] * world
     dist.all_gather_object(translations, generated[0].tolist())
     shards = sum(isinstance(p, DTensor) for p in model.parameters())

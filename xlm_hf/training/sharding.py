@@ -11,13 +11,15 @@ Accelerate 1.16 has no FSDP on CPUs: with `use_cpu: true` it silently runs the p
 `distributed_type: FSDP` config launched on CPUs is not even distributed). `shard_model` is the same wrapping through
 torch's own `fully_shard`, which runs on CPUs over gloo: `tests/training/test_fsdp.py` proves loss and weight parity
 with DDP, DTensor shards, a saved model whose embedding stays tied, generation on ranks kept in step
-(`generate(..., synced_gpus=True)`: a rank whose sentences are done keeps taking part in the others' all-gathers)
+(`with unsharded_root(model): model.generate(..., synced_gpus=True)`: a rank whose sentences are done keeps taking
+part in the others' all-gathers)
 with DDP's outputs, and a sharded checkpoint (`save_sharded_state`, one file per rank, never gathered) that resumes
 bit-exactly after a SIGKILL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -48,6 +50,18 @@ def shard_model(model: torch.nn.Module, *, mesh=None, reshard_after_forward: boo
             fully_shard(module, mesh=mesh, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward)
     return model
+
+
+@contextlib.contextmanager
+def unsharded_root(model: torch.nn.Module):
+    """For `generate` on a sharded model (with `synced_gpus=True`): generation calls the encoder and the decoder
+    directly, never the root's forward, so the root group (the tied embedding, the output layer) is gathered for the
+    whole call and resharded after; each layer group still gathers around its own forward."""
+    model.unshard()
+    try:
+        yield model
+    finally:
+        model.reshard()
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -98,4 +112,5 @@ def load_sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return json.loads((folder / "extra.json").read_text(encoding="utf-8"))
 
 
-__all__ = ["full_state_dict", "layer_classes", "load_sharded_state", "save_sharded_state", "shard_model"]
+__all__ = ["full_state_dict", "layer_classes", "load_sharded_state", "save_sharded_state", "shard_model",
+           "unsharded_root"]
