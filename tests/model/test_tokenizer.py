@@ -289,3 +289,22 @@ def test_fresh_process_loads_through_trust_remote_code_without_xlm_hf(tok, tmp_p
     assert report["class"] == "XLMHFTokenizer" and report["module"].startswith("transformers_modules.")
     assert report["without"].startswith("refused: ") and "contains custom code" in report["without"]
     assert report["out"] == json.loads(json.dumps(list(expected)))
+
+
+def test_per_call_languages_are_right_when_threads_share_the_tokenizer(tokenizer):
+    """datasets 5 calls a streamed dataset's map function from several threads: each call's tags must be its own
+    (the post-processor is switched per call; without the lock, English text came out tagged __fr__)."""
+    import concurrent.futures
+
+    en, fr = tokenizer.lang_token_id("en"), tokenizer.lang_token_id("fr")
+    texts = [f"cannot open file number {i}" for i in range(64)]
+
+    def encode(i: int) -> bool:
+        src, tgt = ("en", "fr") if i % 2 else ("fr", "en")
+        inputs = tokenizer(texts, src_lang=src, max_length=32, truncation=True)["input_ids"]
+        labels = tokenizer(text_target=texts, tgt_lang=tgt, max_length=32, truncation=True)["input_ids"]
+        want_in, want_out = (en, fr) if src == "en" else (fr, en)
+        return all(ids[0] == want_in for ids in inputs) and all(ids[0] == want_out for ids in labels)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(encode, range(400)))

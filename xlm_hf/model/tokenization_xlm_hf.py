@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 
 from tokenizers import processors
@@ -32,6 +33,11 @@ logger = logging.get_logger(__name__)
 
 # XLM's dictionary order (xlm/data/dictionary.py): ids 0-4, then the language tags from id 5 on.
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>"}
+# The language tag is the backend's post-processor, switched per call (`_call_languages`, target mode): one tokenizer
+# called from several threads at once would tag one thread's text with another's language. datasets 5 does call the
+# map function of a streamed dataset from several threads, so every call holds this (re-entrant) lock. It lives in
+# the module, not the object: a tokenizer stays picklable and deep-copyable.
+_CALL_LOCK = threading.RLock()
 _TAG_RE = re.compile(r"^__([A-Za-z0-9][A-Za-z0-9_\-]*?)__$")
 
 
@@ -324,8 +330,8 @@ class XLMHFTokenizer(TokenizersBackend):
 
     def __call__(self, *args, src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
         """transformers' `__call__`, plus per-call `src_lang=` (the tag of `text`) and `tgt_lang=` (the tag of
-        `text_target`), which leave `tokenizer.src_lang` / `tgt_lang` unchanged."""
-        with self._call_languages(src_lang, tgt_lang):
+        `text_target`), which leave `tokenizer.src_lang` / `tgt_lang` unchanged. Thread-safe (see `_CALL_LOCK`)."""
+        with _CALL_LOCK, self._call_languages(src_lang, tgt_lang):
             return super().__call__(*args, **kwargs)
 
     def encode(self, *args, src_lang: str | None = None, tgt_lang: str | None = None, **kwargs):
@@ -333,7 +339,7 @@ class XLMHFTokenizer(TokenizersBackend):
         if tgt_lang is not None:
             raise ValueError("encode() encodes source text: pass src_lang=, or call tokenizer(text_target=..., "
                              "tgt_lang=...) for labels.")
-        with self._call_languages(src_lang, None):
+        with _CALL_LOCK, self._call_languages(src_lang, None):
             return super().encode(*args, **kwargs)
 
     def update_post_processor(self):
