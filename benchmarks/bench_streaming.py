@@ -3,8 +3,9 @@
 1. **Corpus.** `--lines` pairs are generated from the shared en-fr training pairs into `--shards` files
    (`corpus/en-fr.train/part-NNNNN.tsv`, the sharded layout `--streaming` reads). They are perturbed, not repeated:
    words are dropped or swapped, two sentences are sometimes joined, letters change case, and every line holds a
-   number of its own (software strings hold numbers), placed at the same word in both sides. So every line is
-   unique, and "each line once" can be checked by hashes.
+   number of its own (software strings hold numbers), among the first three words of both sides, so that it survives
+   the cut at `max_length` tokens. So every line is unique, also once tokenized, and "each line once" can be checked by
+   hashes.
 2. **Stream.** Two rank processes (1 thread each) run what `--streaming --max_tokens_per_batch` runs in the scripts:
    `build_datasets` (lazy reading, tokenization in batches, the shuffle buffer), `token_budget_loader` for their rank
    (whole files per rank, a bucketing buffer, collation by the scripts' collator, with `small`'s decoder inputs).
@@ -58,9 +59,9 @@ def perturb(en: str, fr: str, other: tuple[str, str], serial: int, rng: random.R
         if len(words) > 2 and rng.random() < 0.3:
             i = rng.randrange(len(words) - 1)
             words[i], words[i + 1] = words[i + 1], words[i]
-    place = rng.random()
+    place = rng.randrange(3)  # among the first words: a line cut at max_length keeps its number, and stays unique
     for words in sides:
-        words.insert(int(place * len(words)), str(serial))
+        words.insert(min(place, len(words)), str(serial))
     if rng.random() < 0.1:
         sides = [[w.upper() for w in words] for words in sides]
     return " ".join(sides[0]), " ".join(sides[1])

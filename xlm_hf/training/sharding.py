@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
+
+from ..atomic import publish_dir
 
 
 def layer_classes(model: torch.nn.Module) -> tuple[type, ...]:
@@ -94,7 +95,7 @@ def save_sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     dist.barrier()
     if dist.get_rank() == 0:
         (staging / "extra.json").write_text(json.dumps(extra or {}), encoding="utf-8")
-        os.replace(staging, folder)
+        publish_dir(staging, folder)
     dist.barrier()
 
 

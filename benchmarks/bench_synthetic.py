@@ -1,0 +1,168 @@
+"""Back-translation sized for a CPU (issue 36, item 1), on the shared en-fr corpus: does offline back-translation beat
+supervised training at the same steps, in a regime where the supervised model beats copying the source?
+
+Data (`--seed-data`): the en-fr training pairs shuffled; the first `--parallel` (5,000) are the parallel data P; of the
+others, the English side of the first half and the French side of the second half, `--mono` (20,000) sentences each,
+are the monolingual data (so nothing is parallel). The whole test split, both directions.
+
+Arms, one `small-scaled` model for both directions, `examples/run_translation.py`, the same steps, batch, learning rate
+and seed, every arm from random weights (the same start for all):
+- (a) `supervised`: P in both directions.
+- (b) `offline BT`: (a)'s model translates the monolingual halves with `xlm-hf translate --format tsv` (sampling from
+  the 10 most likely tokens: Edunov et al. 2018 find restricted sampling better than beam search for back-translation,
+  and it costs what greedy costs). The French text translated into English (`fr-en.train.tsv`, real French first)
+  trains en->fr, and the English into French trains fr->en (the file convention of `--synthetic_dataset`). A fresh
+  model then trains on P plus `--ratio` synthetic pairs per real pair, tagged (`--tagged_back_translation`).
+Each arm runs once per seed (`--seeds`); BLEU/chrF are reported per seed, with their mean and spread, next to
+copying the source.
+
+    python benchmarks/bench_synthetic.py --work-dir /tmp/synthetic                    # ~15 min per arm and seed
+    python benchmarks/bench_synthetic.py --work-dir /tmp/syn-smoke --steps 4 --parallel 200 --mono 100 --seeds 0
+
+The work folder keeps the data, the tokenizer, every finished arm and every synthetic file; a rerun only runs what is
+missing. `results.md` is rewritten after each arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from bench_pretraining import launch, read_tsv, results_of, wait  # benchmarks/ is sys.path[0] when run as a script
+from common import REPO, SHARED_CORPUS, bench_vocabulary, machine_line, markdown_table
+
+logger = logging.getLogger("bench_synthetic")
+PAIR, DIRECTIONS = "en-fr", ("en-fr", "fr-en")
+
+
+def prepare_data(corpus: Path, work: Path, parallel: int, mono: int, seed: int) -> Path:
+    data = work / "data"
+    if (data / "done").is_file():
+        return data
+    (data / "parallel").mkdir(parents=True, exist_ok=True)
+    lines = read_tsv(corpus / f"{PAIR}.train.tsv")
+    random.Random(seed).shuffle(lines)
+    kept, rest = lines[:parallel], lines[parallel:]
+    half = len(rest) // 2
+    (data / "parallel" / f"{PAIR}.train.tsv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    for split in ("valid", "test"):
+        (data / "parallel" / f"{PAIR}.{split}.tsv").write_text(
+            (corpus / f"{PAIR}.{split}.tsv").read_text(encoding="utf-8"), encoding="utf-8")
+    (data / "mono.en.txt").write_text("\n".join(line.split("\t")[0] for line in rest[:half][:mono]) + "\n",
+                                      encoding="utf-8")
+    (data / "mono.fr.txt").write_text("\n".join(line.split("\t")[1] for line in rest[half:][:mono]) + "\n",
+                                      encoding="utf-8")
+    (data / "done").write_text("")
+    return data
+
+
+def copy_source(data: Path) -> dict[str, float]:
+    from xlm_hf.evaluation import compute_translation_metrics
+
+    rows = [line.split("\t") for line in read_tsv(data / "parallel" / f"{PAIR}.test.tsv")]
+    predictions = [en for en, _ in rows] + [fr for _, fr in rows]
+    references = [fr for _, fr in rows] + [en for en, _ in rows]
+    groups = ["en-fr"] * len(rows) + ["fr-en"] * len(rows)
+    return compute_translation_metrics(predictions, references, groups=groups)
+
+
+def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str]) -> dict:
+    out = work / f"{name}-seed{seed}"
+    if not (out / "all_results.json").is_file():
+        argv = ["small-en-fr", "--preset", "small-scaled", "--tokenizer_name_or_path", str(work / "tokenizer"),
+                "--dataset", str(data / "parallel"), "--both_directions", "true", "--output_dir", str(out),
+                "--max_steps", str(args.steps), "--per_device_train_batch_size", "64", "--learning_rate", "1e-3",
+                "--warmup_steps", "100", "--label_smoothing_factor", "0.1", "--seed", str(seed),
+                "--max_eval_samples", "100000", "--do_eval", "false", "--do_predict", "true",
+                "--save_strategy", "steps", "--save_steps", str(max(1, args.steps // 10)), "--save_total_limit", "5",
+                "--generation_num_beams", "1", "--report_to", "none", *extra]
+        wait(launch("run_translation", argv, work / f"{out.name}.log", threads=args.threads))
+    return results_of(out)
+
+
+def back_translate(work: Path, model: Path, data: Path, seed: int, args) -> Path:
+    """The synthetic folder of a seed: mono French -> English (trains en->fr), mono English -> French."""
+    folder = work / f"synthetic-seed{seed}"
+    folder.mkdir(exist_ok=True)
+    for src, tgt in (("fr", "en"), ("en", "fr")):
+        out = folder / f"{src}-{tgt}.train.tsv"
+        if out.is_file():
+            continue
+        command = [sys.executable, "-m", "xlm_hf", "translate", str(model), "--src", src, "--tgt", tgt,
+                   "-i", str(data / f"mono.{src}.txt"), "--format", "tsv", "-o", str(out), "--sample", "--top-k",
+                   "10", "--seed", str(seed), "--batch-size", "64"]
+        logger.info("%s", " ".join(command))
+        subprocess.run(command, check=True, cwd=REPO)
+    return folder
+
+
+def scores(results: dict) -> dict[str, float]:
+    return {f"{metric}_{d}": results[f"test_{metric}_{d}"] for metric in ("bleu", "chrf") for d in DIRECTIONS}
+
+
+def table(arms: dict[str, dict[int, dict]], copy: dict) -> str:
+    rows = []
+    for name, by_seed in arms.items():
+        for seed, found in sorted(by_seed.items()):
+            rows.append([name, seed, *(f"{found[f'{m}_{d}']:.2f}" for m in ("bleu", "chrf") for d in DIRECTIONS)])
+        if len(by_seed) > 1:
+            cells = []
+            for m in ("bleu", "chrf"):
+                for d in DIRECTIONS:
+                    values = [found[f"{m}_{d}"] for found in by_seed.values()]
+                    cells.append(f"{statistics.fmean(values):.2f} ± {(max(values) - min(values)) / 2:.2f}")
+            rows.append([f"**{name}, mean ± half-range**", "", *cells])
+    rows.append(["copy the source", "", *(f"{copy[f'{m}_{d}']:.2f}" for m in ("bleu", "chrf") for d in DIRECTIONS)])
+    return markdown_table(["arm", "seed", "BLEU en-fr", "BLEU fr-en", "chrF en-fr", "chrF fr-en"], rows)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=SHARED_CORPUS)
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--parallel", type=int, default=5000)
+    parser.add_argument("--mono", type=int, default=20000)
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--ratio", type=float, default=2.0, help="synthetic pairs per real pair of a direction")
+    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0, 1])
+    parser.add_argument("--seed-data", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    _, machine = machine_line(args.threads)
+    data = prepare_data(args.corpus, work, args.parallel, args.mono, args.seed_data)
+
+    def texts() -> dict[str, list[str]]:
+        rows = [line.split("\t") for line in read_tsv(data / "parallel" / f"{PAIR}.train.tsv")]
+        mono = {lang: (data / f"mono.{lang}.txt").read_text(encoding="utf-8").splitlines() for lang in ("en", "fr")}
+        return {"en": [en for en, _ in rows] + mono["en"], "fr": [fr for _, fr in rows] + mono["fr"]}
+
+    bench_vocabulary(texts, 8000, folder=work / "tokenizer", languages=["en", "fr"], src_lang="en", tgt_lang="fr")
+    copy = copy_source(data)
+    arms: dict[str, dict[int, dict]] = {"(a) supervised": {}, "(b) offline BT": {}}
+    summary = (f"{machine}\nP = {args.parallel} en-fr pairs, {args.mono} monolingual sentences per language, "
+               f"`small-scaled`, {args.steps} steps x 64 pairs, lr 1e-3, label smoothing 0.1, greedy test on the whole "
+               f"test split; (b): sampling top-10, {args.ratio} synthetic pairs per real pair, tagged")
+    for seed in args.seeds:
+        arms["(a) supervised"][seed] = scores(train(work, "supervised", data, seed, args, []))
+        synthetic = back_translate(work, work / f"supervised-seed{seed}", data, seed, args)
+        arms["(b) offline BT"][seed] = scores(train(
+            work, "offline-bt", data, seed, args,
+            ["--synthetic_dataset", str(synthetic), "--synthetic_ratio", str(args.ratio), "--tagged_back_translation",
+             "true"]))
+        text = f"{summary}\n\n{table(arms, copy)}\n"
+        (work / "results.md").write_text(text, encoding="utf-8")
+        (work / "results.json").write_text(json.dumps({"arms": arms, "copy": copy}, indent=1), encoding="utf-8")
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
