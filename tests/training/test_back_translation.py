@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from test_pipeline import EN, trained  # noqa: F401 (trained: a fixture)
+from serve_helpers import TEXTS
 from xlm_hf.presets import config_from_preset
 from xlm_hf.training.back_translation import BackTranslationStep
 
@@ -118,13 +118,15 @@ def test_synthetic_file_of_an_untrained_direction_is_refused(tokenizer, tmp_path
         DataArguments(synthetic_ratio=0)
 
 
-def test_translate_tsv_output_trains_the_reverse_direction_as_the_readme_says(trained, tmp_path):
+def test_translate_tsv_output_trains_the_reverse_direction_as_the_readme_says(memorised_model, tmp_path):
     """`xlm-hf translate --src en --tgt fr --format tsv -o synthetic/en-fr.train.tsv`, then --synthetic_dataset
     synthetic: the rows of fr->en hold the machine French as source and the real English as target."""
+    from xlm_hf import XLMTokenizerFast
     from xlm_hf.cli import main
     from xlm_hf.training import DataArguments, build_datasets
 
-    _, tokenizer, folder = trained
+    folder, EN = memorised_model, TEXTS["en"]
+    tokenizer = XLMTokenizerFast.from_pretrained(folder)
     (tmp_path / "mono.en.txt").write_text("\n".join(EN) + "\n", encoding="utf-8")
     synthetic = tmp_path / "synthetic"
     synthetic.mkdir()
