@@ -70,5 +70,7 @@ def test_bench_placeholders_reports_fidelity_with_and_without_protection(model_d
                         "--paragraph", "2")
     rows = table_rows(output)
     assert [(row[0], row[1]) for row in rows[:2]] == [("en->fr", "off"), ("en->fr", "on")]
-    assert rows[1][2] == "2" and rows[1][3] == "100.0%" and rows[1][4] == "100.0%"  # protected: every line kept
+    # protected: every line kept, by xlm-hf's scanner and by the neutral checker; the references keep them too
+    assert rows[1][2] == "2" and rows[1][3] == "100.0%" and rows[1][4] == "2" and rows[1][5] == "100.0%"
+    assert rows[1][6] == "100.0% / 100.0%"
     assert [row[2] for row in rows[3:]] == ["whole paragraph", "document mode"]  # after the second header

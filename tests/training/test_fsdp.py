@@ -23,18 +23,26 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def run_worker(mode: str, out: Path, state_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(WORKER), mode, str(out), free_port(), str(state_dir)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def start_worker(mode: str, out: Path, state_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(WORKER), mode, str(out), free_port(), str(state_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def run_worker(mode: str, out: Path, state_dir: Path) -> tuple[int, str]:
+    process = start_worker(mode, out, state_dir)
+    _, err = process.communicate(timeout=300)
+    return process.returncode, err
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fsdp")
+    workers = {mode: start_worker(mode, folder / f"{mode}.pt", folder / f"{mode}-states") for mode in ("fsdp", "ddp")}
     found = {}
-    for mode in ("fsdp", "ddp"):
-        result = run_worker(mode, folder / f"{mode}.pt", folder / f"{mode}-states")
-        assert result.returncode == 0, result.stderr[-3000:]
+    for mode, process in workers.items():  # both at once: each is 2 processes of 1 thread
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
         found[mode] = torch.load(folder / f"{mode}.pt", weights_only=True)
     return found
 
@@ -75,16 +83,17 @@ def test_generation_on_ranks_that_finish_at_different_steps_gives_ddps_translati
     assert fsdp == ddp
 
 
+@pytest.mark.slow  # two more 2-process runs; benchmarks/bench_fsdp_parity.py runs it too
 def test_a_sharded_checkpoint_resumes_bit_exactly_after_a_sigkill(runs, tmp_path):
     """A run SIGKILLed right after saving its sharded state at step 2 (one file per rank, never gathered), resumed
     from it on 2 ranks, ends with the uninterrupted run's weights, bit for bit."""
     states = tmp_path / "states"
-    killed = run_worker("fsdp-killed", tmp_path / "killed.pt", states)
-    assert killed.returncode != 0 and not (tmp_path / "killed.pt").exists()
+    code, _ = run_worker("fsdp-killed", tmp_path / "killed.pt", states)
+    assert code != 0 and not (tmp_path / "killed.pt").exists()
     assert (states / "step_2" / "extra.json").is_file() and not list(states.glob(".tmp-*"))
     assert len(list((states / "step_2" / "sharded_state").glob("*.distcp"))) == 2  # one shard file per rank
-    resumed = run_worker("fsdp-resume", tmp_path / "resumed.pt", states)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    code, err = run_worker("fsdp-resume", tmp_path / "resumed.pt", states)
+    assert code == 0, err[-3000:]
     state = torch.load(tmp_path / "resumed.pt", weights_only=True)
     assert len(state["losses"]) == 2 and state["losses"] == runs["fsdp"]["losses"][2:]
     for name, tensor in runs["fsdp"]["state"].items():

@@ -99,10 +99,11 @@ def test_resume_from_a_saved_state_of_the_first_run(first_run, tokenizer_dir, tm
                for s in range(step + 1, 9))
 
 
-@pytest.mark.parametrize("batches", ["sentences-streamed", "tokens"])
+@pytest.mark.parametrize("batches", ["sentences-streamed", pytest.param("tokens", marks=pytest.mark.slow)])
 def test_two_process_ddp_has_world_size_2_and_identical_weights(tokenizer_dir, tmp_path, batches):
-    """Streamed sentence batches (each rank reads the stream and keeps its share of every global batch), and token
-    batches in memory (--max_tokens_per_batch: each rank its own batches, as many as the other)."""
+    """Streamed sentence batches (each rank reads the stream and keeps its share of every global batch), and (slow)
+    token batches in memory (--max_tokens_per_batch: each rank its own batches, as many as the other; the data of
+    both ranks is checked in test_token_batches.py)."""
     out = tmp_path / "ddp"
     data = ["--streaming"] if batches == "sentences-streamed" else ["--max_tokens_per_batch", "96"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
