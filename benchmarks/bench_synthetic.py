@@ -17,7 +17,8 @@ Each arm runs once per seed (`--seeds`); BLEU/chrF are reported per seed, with t
 copying the source.
 
     python benchmarks/bench_synthetic.py --work-dir /tmp/synthetic                    # ~15 min per arm and seed
-    python benchmarks/bench_synthetic.py --work-dir /tmp/syn-smoke --steps 4 --parallel 200 --mono 100 --seeds 0
+    python benchmarks/bench_synthetic.py --work-dir /tmp/syn-smoke --steps 4 --parallel 300 --mono 50 --seeds 0 \
+        --test-samples 20
 
 The work folder keeps the data, the tokenizer, every finished arm and every synthetic file; a rerun only runs what is
 missing. `results.md` is rewritten after each arm.
@@ -79,7 +80,7 @@ def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str]) 
                 "--dataset", str(data / "parallel"), "--both_directions", "true", "--output_dir", str(out),
                 "--max_steps", str(args.steps), "--per_device_train_batch_size", "64", "--learning_rate", "1e-3",
                 "--warmup_steps", "100", "--label_smoothing_factor", "0.1", "--seed", str(seed),
-                "--max_eval_samples", "100000", "--do_eval", "false", "--do_predict", "true",
+                "--max_eval_samples", str(args.test_samples or 100_000), "--do_eval", "false", "--do_predict", "true",
                 "--save_strategy", "steps", "--save_steps", str(max(1, args.steps // 10)), "--save_total_limit", "5",
                 "--generation_num_beams", "1", "--report_to", "none", *extra]
         wait(launch("run_translation", argv, work / f"{out.name}.log", threads=args.threads))
@@ -131,6 +132,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--ratio", type=float, default=2.0, help="synthetic pairs per real pair of a direction")
     parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0, 1])
+    parser.add_argument("--test-samples", type=int, default=None, help="first N test pairs per direction (all)")
     parser.add_argument("--seed-data", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
