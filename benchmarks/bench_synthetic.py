@@ -131,7 +131,7 @@ def main(argv=None) -> None:
     parser.add_argument("--mono", type=int, default=20000)
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--ratio", type=float, default=2.0, help="synthetic pairs per real pair of a direction")
-    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")], default=[0, 1])
+    parser.add_argument("--seeds", type=int_list, default=[0, 1])
     parser.add_argument("--test-samples", type=int, default=None, help="first N test pairs per direction (all)")
     parser.add_argument("--seed-data", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

@@ -28,7 +28,7 @@ import statistics
 from pathlib import Path
 
 from bench_pretraining import launch, results_of, wait  # benchmarks/ is sys.path[0] when run as a script
-from common import SHARED_CORPUS, bench_vocabulary, corpus_texts, machine_line, markdown_table
+from common import SHARED_CORPUS, bench_vocabulary, int_list, corpus_texts, machine_line, markdown_table
 
 logger = logging.getLogger("bench_token_batches")
 PAIR = "en-fr"
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--max-length", type=int, default=64, help="max_source_length and max_target_length")
     parser.add_argument("--test-samples", type=int, default=None, help="first N test pairs per direction (all)")
-    parser.add_argument("--accumulate", type=lambda text: [int(k) for k in text.split(",")], default=[1, 4],
+    parser.add_argument("--accumulate", type=int_list, default=[1, 4],
                         help="token-budget arms: K batches per optimizer step (gradient accumulation), each K-th of "
                         "the step's tokens (default 1,4)")
     parser.add_argument("--seed", type=int, default=0)

@@ -530,6 +530,11 @@ def selected_cases(patterns: str, models: Sequence[str], modes: Sequence[str]) -
     return groups
 
 
+def int_list(text: str) -> list[int]:
+    """An argparse type: "0,1" -> [0, 1]."""
+    return [int(part) for part in text.split(",")]
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
