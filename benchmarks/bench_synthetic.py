@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 
 from bench_pretraining import launch, read_tsv, results_of, wait  # benchmarks/ is sys.path[0] when run as a script
-from common import REPO, SHARED_CORPUS, bench_vocabulary, machine_line, markdown_table
+from common import REPO, SHARED_CORPUS, bench_vocabulary, int_list, machine_line, markdown_table
 
 logger = logging.getLogger("bench_synthetic")
 PAIR, DIRECTIONS = "en-fr", ("en-fr", "fr-en")

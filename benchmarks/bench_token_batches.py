@@ -28,7 +28,7 @@ import statistics
 from pathlib import Path
 
 from bench_pretraining import launch, results_of, wait  # benchmarks/ is sys.path[0] when run as a script
-from common import SHARED_CORPUS, bench_vocabulary, int_list, corpus_texts, machine_line, markdown_table
+from common import SHARED_CORPUS, bench_vocabulary, corpus_texts, int_list, machine_line, markdown_table
 
 logger = logging.getLogger("bench_token_batches")
 PAIR = "en-fr"
