@@ -494,7 +494,7 @@ def test_catalogue_lists_every_test_of_this_file():
     for module in list(named):
         if module in ("test_training", "test_hardware", "test_pipeline", "test_serve", "test_ctranslate2",
                       "test_serve_hostile", "test_entry_points", "test_cli", "test_translate_po",
-                      "test_placeholders", "test_tokenizer_training", "test_averaging"):
+                      "test_placeholders", "test_tokenizer_training", "test_averaging", "test_distillation"):
             namespace = vars(module_of_tests(module))
             missing = {test for test in named.pop(module) if not callable(namespace.get(test))}
             assert not missing, (module, missing)
