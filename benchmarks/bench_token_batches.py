@@ -6,7 +6,8 @@ shared corpus (issue 35, item 2): padding share, target tokens/s and BLEU/chrF a
    `--max_tokens_per_batch` whose batches hold at least as many real target tokens on average. Both arms therefore see
    the same target tokens per optimizer step, and the same steps mean the same target tokens. With `--accumulate K`,
    a budget arm takes K batches of a K-th of the tokens per optimizer step (`--gradient_accumulation_steps K`), so that
-   each step mixes K length buckets instead of one.
+   each step mixes K length buckets instead of one: at random, and (`--mixed_length_steps`, unless `--no-mixed`) from K
+   length bands, short to long.
 3. The padding share of each arm is counted over one epoch of its batches: source and labels are padded apart, as the
    collator pads them.
 4. Both arms train `small` through `examples/run_translation.py` with the same seed, steps and learning rate. Target
@@ -76,6 +77,9 @@ def main(argv=None) -> None:
     parser.add_argument("--accumulate", type=int_list, default=[1, 4],
                         help="token-budget arms: K batches per optimizer step (gradient accumulation), each K-th of "
                         "the step's tokens (default 1,4)")
+    parser.add_argument("--no-mixed", action="store_true",
+                        help="leave out the arms whose K batches per step come from K length bands "
+                        "(--mixed_length_steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -102,9 +106,13 @@ def main(argv=None) -> None:
         budget, budget_batches = matching_budget(example_lengths(train), targets, wanted / k, args.seed)
         arms[f"<= {budget} tokens" + (f" x {k}" if k > 1 else "")] = (
             ["--max_tokens_per_batch", str(budget), "--gradient_accumulation_steps", str(k)], budget_batches, k)
+        if k > 1 and not args.no_mixed:  # the same batches, each step's k from k length bands
+            arms[f"<= {budget} tokens x {k}, mixed bands"] = (
+                ["--max_tokens_per_batch", str(budget), "--gradient_accumulation_steps", str(k),
+                 "--mixed_length_steps", "true"], budget_batches, k)
     rows = []
     for name, (extra, batches, k) in arms.items():
-        out = work / name.replace(" ", "-").replace("<=-", "budget-")
+        out = work / name.replace(",", "").replace(" ", "-").replace("<=-", "budget-")
         if not (out / "all_results.json").is_file():
             argv = ["small-en-fr", "--preset", args.preset, "--tokenizer_name_or_path", str(work / "tokenizer"),
                     "--dataset", str(args.corpus), "--both_directions", "true", "--output_dir", str(out),

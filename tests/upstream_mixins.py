@@ -64,11 +64,21 @@ def cache_dir() -> Path:
 
 
 def _extract(version: str) -> Path:
+    """The extracted tests of `version`, fetched and extracted once: test workers running side by side (pytest-xdist)
+    take turns through a file lock, and the later ones find the files in place."""
+    import fcntl
+
     root = cache_dir()
-    package = root / f"upstream_tests_{version.replace('.', '_')}"
-    if all((package / Path(w).name).exists() for w in _WANTED):
-        return package
     root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _extract_locked(root, version)
+
+
+def _extract_locked(root: Path, version: str) -> Path:
+    package = root / f"upstream_tests_{version.replace('.', '_')}"
+    if all((package / Path(w).name).exists() for w in _WANTED) and (package / "__init__.py").exists():
+        return package
     sdist = root / f"transformers-{version}.tar.gz"
     if not sdist.exists():
         cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",

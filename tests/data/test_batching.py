@@ -62,6 +62,33 @@ def test_ranks_get_disjoint_shares_of_one_epoch_and_step_together(world):
     assert {i for share in padded for b in share for i in b} == set(range(len(lengths)))
 
 
+@pytest.mark.parametrize("steps, world", [(4, 1), (2, 2)])
+def test_mixed_steps_draw_each_steps_batches_from_every_length_band(steps, world):
+    lengths = skewed_lengths()
+    plain = TokenBudgetBatchSampler(lengths, 512, seed=0).batches()
+    samplers = [TokenBudgetBatchSampler(lengths, 512, seed=0, mixed_steps=steps, num_replicas=world, rank=r)
+                for r in range(world)]
+    mixed = samplers[0].batches()
+    assert sorted(map(sorted, mixed[:len(plain)])) == sorted(map(sorted, plain))  # the same batches (then the
+    assert len(mixed) - len(plain) < world  # wrap-around that gives every rank as many), every example once
+    assert mixed == TokenBudgetBatchSampler(lengths, 512, seed=0, mixed_steps=steps, num_replicas=world).batches()
+    longest = lambda batch: max(lengths[i] for i in batch)  # noqa: E731
+    group = steps * world
+    full_groups = len(mixed) // group - 1  # the last may hold the leftovers
+    tops = sorted(map(longest, mixed))
+    low, high = tops[len(tops) // group], tops[-(len(tops) // group) - 1]  # the first and last bands' bounds
+    for g in range(full_groups):  # each step's batches (of all ranks) span the bands, short to long
+        spans = [longest(b) for b in mixed[g * group:(g + 1) * group]]
+        assert min(spans) <= low and max(spans) >= high, spans
+    for rank, sampler in enumerate(samplers):  # and each rank's share of a step is never one band
+        mine = list(sampler)
+        for step in range(full_groups):
+            spans = [longest(b) for b in mine[step * steps:(step + 1) * steps]]
+            assert max(spans) > min(spans), (rank, step, spans)
+    with pytest.raises(ValueError, match="mixed_steps must be >= 1"):
+        TokenBudgetBatchSampler(lengths, 512, mixed_steps=0)
+
+
 def test_a_resumed_sampler_continues_where_it_stopped():
     lengths = skewed_lengths()
     sampler = TokenBudgetBatchSampler(lengths, 1024, seed=5, num_replicas=2, rank=1)

@@ -6,9 +6,12 @@ sentences run out of memory. Here examples are sorted by length (ties broken at 
 batches whose padded size `len(batch) x max(length)` stays within `max_tokens`, and the batches are shuffled: similar
 lengths share a batch, and every epoch sees its batches in another order.
 
-- `TokenBudgetBatchSampler(lengths, max_tokens, seed=, num_replicas=, rank=)`: a batch sampler for a map-style dataset
-  (`DataLoader(dataset, batch_sampler=...)`), deterministic by seed and epoch (`set_epoch`), resumable (`skip`), one
-  disjoint share of the batches per rank, every rank the same number of batches (DDP and FSDP step together).
+- `TokenBudgetBatchSampler(lengths, max_tokens, seed=, num_replicas=, rank=, mixed_steps=)`: a batch sampler for a
+  map-style dataset (`DataLoader(dataset, batch_sampler=...)`), deterministic by seed and epoch (`set_epoch`),
+  resumable (`skip`), one disjoint share of the batches per rank, every rank the same number of batches (DDP and FSDP
+  step together). With `mixed_steps=K` (K batches per optimizer step on each rank: gradient accumulation), the
+  batches come in steps of K x ranks, each drawn from as many length bands, short to long: one step's gradient then
+  covers every length, where K consecutive random batches may all hold short strings.
 - `token_budget_batches(examples, length, max_tokens, buffer_size=, seed=)`: the same over a stream, through a
   bucketing buffer of `buffer_size` examples (sorted, cut, shuffled, then the next buffer).
 - `padding_share(batches, lengths)`: the share of a batch's padded size that is padding (what the budget saves).
@@ -51,8 +54,11 @@ class TokenBudgetBatchSampler:
     `num_replicas`-th batch; the batch list is first cut (`drop_last`) or wrapped around so that it divides evenly."""
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, *, seed: int = 0, shuffle: bool = True,
-                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False):
+                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False, mixed_steps: int = 1):
         _check_budget(max_tokens)
+        if mixed_steps < 1:
+            raise ValueError(f"mixed_steps must be >= 1 (batches per optimizer step), got {mixed_steps}")
+        self.mixed_steps = mixed_steps
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
         self.lengths, self.max_tokens = list(lengths), max_tokens
@@ -80,7 +86,9 @@ class TokenBudgetBatchSampler:
         ties = [rng.random() for _ in self.lengths] if self.shuffle else range(len(self.lengths))
         order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], ties[i]))
         batches = cut_by_budget(order, self.lengths, self.max_tokens)
-        if self.shuffle:
+        if self.shuffle and self.mixed_steps > 1:
+            batches = mix_length_bands(batches, self.mixed_steps * self.num_replicas, rng)
+        elif self.shuffle:
             rng.shuffle(batches)
         remainder = len(batches) % self.num_replicas
         if remainder and self.drop_last:
@@ -102,6 +110,22 @@ class TokenBudgetBatchSampler:
     def load_state_dict(self, state: dict, batches_done: int = 0) -> None:
         """Resume: the epoch of `state`, without the first `batches_done` batches of this rank."""
         self.seed, self.epoch, self.skip = state["seed"], state["epoch"], batches_done
+
+
+def mix_length_bands(batches: list[list[int]], group: int, rng: random.Random) -> list[list[int]]:
+    """`batches` (in length order) in shuffled groups of `group` consecutive batches, the i-th of each group from the
+    i-th of `group` equal length bands, short to long; the few batches left over when the bands differ by one come
+    last, shuffled. Split between R ranks (every R-th batch), each rank's share of a group still spans the bands."""
+    size = len(batches)
+    bands = [batches[k * size // group:(k + 1) * size // group] for k in range(group)]
+    for band in bands:
+        rng.shuffle(band)
+    rows = min(len(band) for band in bands)
+    groups = [[band[j] for band in bands] for j in range(rows)]
+    rng.shuffle(groups)
+    rest = [batch for band in bands for batch in band[rows:]]
+    rng.shuffle(rest)
+    return [batch for row in groups for batch in row] + rest
 
 
 def token_budget_batches(examples: Iterable, length: Callable[[object], int], max_tokens: int, *,

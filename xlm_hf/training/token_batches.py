@@ -66,9 +66,10 @@ class TokenBudgetStream(torch.utils.data.IterableDataset):
 
 
 def token_budget_loader(dataset, collator, max_tokens: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                        device=None, buffer_size: int = 10_000):
+                        device=None, buffer_size: int = 10_000, mixed_steps: int = 1):
     """Rank `rank`'s training loader of `world_size` (see the module docstring): batches within `max_tokens` padded
-    tokens, collated by `collator` and placed on `device` (the accelerator's)."""
+    tokens, collated by `collator` and placed on `device` (the accelerator's). `mixed_steps` (in memory): the
+    batches per optimizer step, drawn from as many length bands (`TokenBudgetBatchSampler`)."""
     from accelerate.data_loader import DataLoaderShard
     from datasets import IterableDataset
 
@@ -80,7 +81,7 @@ def token_budget_loader(dataset, collator, max_tokens: int, *, seed: int, rank: 
                                     seed=seed)
         return DataLoaderShard(batches, batch_size=None, **common)
     sampler = TokenBudgetBatchSampler(example_lengths(dataset), max_tokens, seed=seed, num_replicas=world_size,
-                                      rank=rank)
+                                      rank=rank, mixed_steps=mixed_steps)
     logger.info("Token-budget batches of at most %d padded tokens: %d per rank per epoch (%d examples)", max_tokens,
                 len(sampler), len(dataset))
     return DataLoaderShard(dataset, batch_sampler=sampler, **common)
