@@ -128,6 +128,8 @@ def test_folders_the_command_did_not_write_are_refused(memorised_model, tmp_path
     (["--pairs", "en-fr", "--monolingual", "en=nowhere.txt"], "monolingual file nowhere.txt does not exist"),
     (["--pairs", "en-fr", "--monolingual", "en"], "expected LANG=FILE"),
     (["--pairs", "en-fr", "--train-args", "--max_steps '4"], "quote the options"),
+    (["--pairs", "en-fr", "en-fr"], "names a direction twice"),
+    (["--pairs", "en-fr", "--train-args", "--output_dir elsewhere"], "sets --output_dir, which distill sets itself"),
 ])
 def test_mistakes_are_refused_in_one_line(memorised_model, tmp_path, capsys, extra, message):
     data = write_dataset(tmp_path / "data")
@@ -135,6 +137,16 @@ def test_mistakes_are_refused_in_one_line(memorised_model, tmp_path, capsys, ext
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "s").exists() and not (tmp_path / "s.work").exists()  # nothing written
+
+
+def test_an_output_over_the_teacher_is_refused_even_with_overwrite(memorised_model, tmp_path, capsys):
+    data = write_dataset(tmp_path / "data")
+    before = sorted(p.name for p in memorised_model.iterdir())
+    for output in (memorised_model, memorised_model / "student"):
+        code = main(["distill", str(memorised_model), "--dataset", str(data), "--pairs", "en-fr", "-o", str(output),
+                     "--overwrite"])
+        assert code == 2 and "overlaps the teacher" in capsys.readouterr().err
+    assert sorted(p.name for p in memorised_model.iterdir()) == before
 
 
 def test_a_teacher_folder_without_a_model_is_refused_before_anything_is_written(tmp_path, capsys):

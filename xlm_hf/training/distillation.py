@@ -46,6 +46,9 @@ RECIPE = "distill-student"
 SETTINGS_FILE = "distill.json"
 CHUNK_LINES = 2048  # sources sorted by length and decoded together: large enough to batch like lengths together
 PARTIAL = ".partial"
+# The student's training options that `Distillation` sets itself (refused in `train_args`).
+OWN_OPTIONS = ("--output_dir", "--dataset", "--pairs", "--tokenizer_name_or_path", "--both_directions",
+               "--model_name_or_path")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -239,9 +242,22 @@ class Distillation:
 
     def check_inputs(self) -> None:
         """Refuse, before anything is written, a teacher folder without a model or a direction the dataset lacks."""
+        from ..atomic import folders_overlap
         from ..folders import read_config
 
         read_config(self.teacher)  # names the folder and what is missing
+        if len(set(self.pairs)) != len(self.pairs):
+            raise ValueError(f"--pairs names a direction twice ({' '.join(self.pairs)}): give each once")
+        given = sorted(set(self.train_args) & set(OWN_OPTIONS))
+        if given:
+            raise ValueError(f"--train-args sets {', '.join(given)}, which distill sets itself: use --output, "
+                             f"--dataset, --pairs (the teacher's tokenizer is the student's)")
+        for name, folder in (("the output folder", self.student_dir), ("the work folder", self.work),
+                             ("the export folder", self.export_dir)):
+            for other, what in ((self.teacher, "the teacher"), (self.dataset, "the dataset")):
+                if Path(other).exists() and folders_overlap(folder, other):
+                    raise ValueError(f"{name} {folder} overlaps {what} {other}: writing it would replace {what}; "
+                                     f"choose another -o / --work-dir")
         for pair in self.pairs:
             stream_translation_datasets(self.dataset, pairs=[pair], split="train")  # ValueError naming what it has
 
