@@ -164,7 +164,7 @@ def main(argv=None) -> None:
     student_results = results_of(work / "student")
     summary = (f"{machine}\nteacher: `base` (+ scale_embedding), en->fr, {args.teacher_steps} steps x 64 pairs, lr "
                f"{args.teacher_lr}; student: `xlm-hf distill` (beam-4 teacher translations of the {len(read_tsv(args.data / f'{PAIR}.train.tsv'))} "
-               f"training sources, `student-tiny`, {args.student_steps} steps x 64, lr 1e-3; training "
+               f"training sources, `student-tiny`, {args.student_steps} steps x 64, the distill-student recipe; training "
                f"{student_results.get('train_runtime', 0):.0f} s; the whole command "
                f"{(work / 'distill-seconds.txt').read_text().strip() if (work / 'distill-seconds.txt').is_file() else '?'} s); "
                f"greedy on {len(rows)} test sentences, batches of 32, one thread")
