@@ -14,7 +14,8 @@ import pytest
 
 from serve_helpers import TEXTS
 from xlm_hf.cli import main
-from xlm_hf.training.distillation import Distillation, distill_lines, teacher_translate
+from xlm_hf.serving.teacher import teacher_translate
+from xlm_hf.training.distillation import distill_lines
 
 HAS_CT2 = __import__("importlib").util.find_spec("ctranslate2") is not None
 EN, FR = TEXTS["en"], TEXTS["fr"]

@@ -54,6 +54,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..cli import CLIError
+    from ..serving.teacher import teacher_translate
     from ..training.distillation import Distillation, parse_monolingual
 
     try:
@@ -66,7 +67,9 @@ def run(args) -> int:
         train_args=train_args, beams=args.beams, teacher_engine=args.teacher_engine,
         teacher_precision=args.teacher_precision, teacher_batch_size=args.teacher_batch_size,
         export=not args.no_export, overwrite=args.overwrite)
-    results = distillation.run()
+    results = distillation.run(lambda pair: teacher_translate(
+        args.teacher, pair, distillation.work, engine=args.teacher_engine, beams=args.beams,
+        batch_size=args.teacher_batch_size, precision=args.teacher_precision))
     scores = {k: round(v, 2) for k, v in results.items()
               if k.startswith("test_") and ("bleu" in k or "chrf" in k) and isinstance(v, (int, float))}
     print(json.dumps({"student": results["student"], "distilled_data": results["distilled_data"],

@@ -5,7 +5,9 @@ ships int8-quantised through CTranslate2.
     xlm-hf distill TEACHER --dataset DATA --pairs en-fr -o STUDENT [--monolingual en=news.en] [--preset student-tiny]
 
     from xlm_hf.training.distillation import Distillation
-    Distillation(teacher, dataset, ["en-fr"], student).run()
+    from xlm_hf.serving.teacher import teacher_translate
+    run = Distillation(teacher, dataset, ["en-fr"], student)
+    run.run(lambda pair: teacher_translate(teacher, pair, run.work))
 
 Every stage is resumable in the work folder (`STUDENT.work` unless given), so a killed run continues where it stopped:
 
@@ -147,40 +149,6 @@ def copy_split(dataset: str | os.PathLike, pair: str, split: str, out: Path) -> 
     return True
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# The teacher
-
-
-def teacher_translate(teacher: str | os.PathLike, pair: str, work: Path, *, engine: str = "auto", beams: int = 4,
-                      batch_size: int = 64, precision: str = "auto") -> Callable[[list[str]], list[str]]:
-    """A function translating lists of texts with the teacher in direction `pair`, beam search with `beams`, through
-    the service (`serving.Translator`: placeholders protected, long texts split into sentences). `engine`: `torch`,
-    `ctranslate2` (the teacher exported once to `work/teacher-ctranslate2/SRC-TGT`), or `auto` (CTranslate2 when
-    installed: several times faster on CPUs)."""
-    from ..serving import DecodingOptions, Translator
-
-    src, tgt = split_pair(pair)
-    if engine == "auto":
-        engine = "ctranslate2" if _has_ctranslate2() else "torch"
-    folder = Path(teacher)
-    if engine == "ctranslate2":
-        from ..interop.export_ctranslate2 import export_ctranslate2
-
-        folder = work / "teacher-ctranslate2" / pair
-        if not (folder / "model.bin").is_file():
-            export_ctranslate2(teacher, folder, src, tgt, force=True)
-    translator = Translator.from_folder(folder, engine=engine, precision=precision)
-    options = DecodingOptions(beams=beams)
-    translator.prepare(src, tgt, options)  # an untrained direction is refused before any work
-    logger.info("teacher %s -> %s: %s engine, %s, %d beams", src, tgt, engine, translator.decoder.precision, beams)
-
-    def translate(texts: list[str]) -> list[str]:
-        hypotheses = translator.translate(texts, src, tgt, options, batch_size=batch_size)
-        return [h[0].text if h else "" for h in hypotheses]
-
-    return translate
-
-
 def _has_ctranslate2() -> bool:
     import importlib.util
 
@@ -230,11 +198,12 @@ class Distillation:
 
     # --- the stages ---------------------------------------------------------------------------------------------------
 
-    def run(self) -> dict:
-        """Every stage not done yet; the student's metrics, with the paths of what was written."""
+    def run(self, teacher_for: Callable[[str], Callable[[list[str]], list[str]]]) -> dict:
+        """Every stage not done yet; the student's metrics, with the paths of what was written. `teacher_for(pair)`
+        returns the teacher's translate function of a direction (`xlm_hf.serving.teacher.teacher_translate`)."""
         self.check_inputs()
         self.check_folders()
-        self.distill_corpus()
+        self.distill_corpus(teacher_for)
         metrics = self.train_student()
         exports = self.export_student() if self.export else {}
         return {**metrics, "student": str(self.student), "distilled_data": str(self.data),
@@ -296,7 +265,7 @@ class Distillation:
                           lambda path=path: (text_lines(Path(path)), count_lines(Path(path)))))
         return files
 
-    def distill_corpus(self) -> Path:
+    def distill_corpus(self, teacher_for: Callable[[str], Callable[[list[str]], list[str]]]) -> Path:
         """Stage 1: the teacher's translations of every source, and the dataset's own validation and test splits."""
         from tqdm.auto import tqdm
 
@@ -309,8 +278,7 @@ class Distillation:
             todo = [(name, sources) for name, sources in self.corpus_files(pair) if not (shards / name).is_file()]
             if not todo:
                 continue
-            translate = teacher_translate(self.teacher, pair, self.work, engine=self.teacher_engine, beams=self.beams,
-                                          batch_size=self.teacher_batch_size, precision=self.teacher_precision)
+            translate = teacher_for(pair)
             for name, sources in todo:
                 lines, total = sources()
                 with tqdm(total=total, unit="line", desc=f"teacher {pair} {name}") as bar:
@@ -374,5 +342,4 @@ def parse_monolingual(specs: Sequence[str]) -> dict[str, list[str]]:
     return found
 
 
-__all__ = ["Distillation", "copy_split", "dataset_sources", "distill_lines", "parse_monolingual", "teacher_translate",
-           "text_lines"]
+__all__ = ["Distillation", "copy_split", "dataset_sources", "distill_lines", "parse_monolingual", "text_lines"]
