@@ -64,8 +64,7 @@ def run(args) -> int:
     distillation = Distillation(
         teacher=args.teacher, dataset=args.dataset, pairs=args.pairs, student=args.output, work_dir=args.work_dir,
         monolingual=parse_monolingual(args.monolingual), recipe=args.recipe, preset=args.preset,
-        train_args=train_args, beams=args.beams, teacher_engine=args.teacher_engine,
-        teacher_precision=args.teacher_precision, teacher_batch_size=args.teacher_batch_size,
+        train_args=train_args, beams=args.beams,
         export=not args.no_export, overwrite=args.overwrite)
     results = distillation.run(lambda pair: teacher_translate(
         args.teacher, pair, distillation.work, engine=args.teacher_engine, beams=args.beams,

@@ -62,6 +62,13 @@ _ACTIVATIONS = {
 }
 
 
+def has_ctranslate2() -> bool:
+    """Whether the `ctranslate2` package is installed (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ctranslate2") is not None
+
+
 def import_ctranslate2():
     """The `ctranslate2` module, or an ImportError saying how to install it."""
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -19,12 +18,13 @@ def teacher_translate(teacher: str | os.PathLike, pair: str, work: Path, *, engi
     the service (`serving.Translator`: placeholders protected, long texts split into sentences). `engine`: `torch`,
     `ctranslate2` (the teacher exported once to `work/teacher-ctranslate2/SRC-TGT`), or `auto` (CTranslate2 when
     installed: several times faster on CPUs)."""
+    from ..interop.export_ctranslate2 import has_ctranslate2
     from .options import DecodingOptions
     from .translator import Translator
 
     src, tgt = split_pair(pair)
     if engine == "auto":
-        engine = "ctranslate2" if _has_ctranslate2() else "torch"
+        engine = "ctranslate2" if has_ctranslate2() else "torch"
     folder = Path(teacher)
     if engine == "ctranslate2":
         from ..interop.export_ctranslate2 import export_ctranslate2
@@ -42,10 +42,6 @@ def teacher_translate(teacher: str | os.PathLike, pair: str, work: Path, *, engi
         return [h[0].text if h else "" for h in hypotheses]
 
     return translate
-
-
-def _has_ctranslate2() -> bool:
-    return importlib.util.find_spec("ctranslate2") is not None
 
 
 __all__ = ["teacher_translate"]

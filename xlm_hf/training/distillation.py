@@ -149,12 +149,6 @@ def copy_split(dataset: str | os.PathLike, pair: str, split: str, out: Path) -> 
     return True
 
 
-def _has_ctranslate2() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ctranslate2") is not None
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # The whole command
 
@@ -175,9 +169,6 @@ class Distillation:
     preset: str | None = None
     train_args: list[str] = field(default_factory=list)
     beams: int = 4
-    teacher_engine: str = "auto"
-    teacher_precision: str = "auto"
-    teacher_batch_size: int = 64
     export: bool = True
     overwrite: bool = False
 
@@ -316,13 +307,13 @@ class Distillation:
 
     def export_student(self) -> dict[str, Path]:
         """Stage 3: the student in int8 for CTranslate2, one folder per direction (nothing when it is not installed)."""
-        if not _has_ctranslate2():
+        from ..interop.export_ctranslate2 import export_ctranslate2, has_ctranslate2
+
+        if not has_ctranslate2():
             logger.warning("ctranslate2 is not installed: no int8 export of the student (pip install ctranslate2, "
                            "then xlm-hf export %s --ctranslate2 DIR --src SRC --tgt TGT --quantization int8)",
                            self.student)
             return {}
-        from ..interop.export_ctranslate2 import export_ctranslate2
-
         exports = {}
         for pair in self.pairs:
             src, tgt = split_pair(pair)
