@@ -8,13 +8,15 @@ are the monolingual data (so nothing is parallel). The whole test split, both di
 Arms, one `small-scaled` model for both directions, `examples/run_translation.py`, the same steps, batch, learning rate
 and seed, every arm from random weights (the same start for all):
 - (a) `supervised`: P in both directions.
-- (b) `offline BT`: (a)'s model translates the monolingual halves with `xlm-hf translate --format tsv` (sampling from
-  the 10 most likely tokens: Edunov et al. 2018 find restricted sampling better than beam search for back-translation,
-  and it costs what greedy costs). The French text translated into English (`fr-en.train.tsv`, real French first)
-  trains en->fr, and the English into French trains fr->en (the file convention of `--synthetic_dataset`). A fresh
-  model then trains on P plus `--ratio` synthetic pairs per real pair, tagged (`--tagged_back_translation`).
+- (b) `offline BT`: (a)'s model translates the monolingual halves with `xlm-hf translate --format tsv`
+  (`--decoding`: greedy by default. Edunov et al. 2018 find sampling better than beam search for back-translation
+  only with ample parallel data; with 80K pairs or fewer, greedy and beam win, and (a) here is a 24-BLEU model whose
+  samples are mostly noise: a first run with top-10 sampling lost 1.4 / 2.2 BLEU). Only the monolingual lines the
+  ratio uses are translated. The French text translated into English (`fr-en.train.tsv`, real French first) trains
+  en->fr, and the English into French trains fr->en (the file convention of `--synthetic_dataset`). A fresh model
+  then trains on P plus `--ratio` synthetic pairs per real pair, tagged (`--tagged_back_translation`).
 Each arm runs once per seed (`--seeds`); BLEU/chrF are reported per seed, with their mean and spread, next to
-copying the source.
+copying the source. Every (b) variant already in the work folder (`offline-bt-DECODING-rRATIO-seedN`) is reported.
 
     python benchmarks/bench_synthetic.py --work-dir /tmp/synthetic                    # ~15 min per arm and seed
     python benchmarks/bench_synthetic.py --work-dir /tmp/syn-smoke --steps 4 --parallel 300 --mono 50 --seeds 0 \
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import statistics
 import subprocess
@@ -87,17 +90,30 @@ def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str]) 
     return results_of(out)
 
 
+DECODING = {"greedy": ["--beams", "1"], "beam": ["--beams", "4"], "sample": ["--sample", "--top-k", "10"]}
+
+
+def variant(args) -> str:
+    """The name of a (b) variant: how the synthetic sources were decoded, and how many per real pair."""
+    return f"{args.decoding}-r{args.ratio:g}"
+
+
 def back_translate(work: Path, model: Path, data: Path, seed: int, args) -> Path:
-    """The synthetic folder of a seed: mono French -> English (trains en->fr), mono English -> French."""
-    folder = work / f"synthetic-seed{seed}"
+    """The synthetic folder of a seed: mono French -> English (trains en->fr), mono English -> French; only the first
+    `ratio x P` lines of each language, which is all the ratio uses."""
+    lines = min(args.mono, math.ceil(args.ratio * args.parallel))
+    folder = work / f"synthetic-{args.decoding}-{lines}-seed{seed}"
     folder.mkdir(exist_ok=True)
     for src, tgt in (("fr", "en"), ("en", "fr")):
         out = folder / f"{src}-{tgt}.train.tsv"
         if out.is_file():
             continue
+        source = folder / f"mono.{src}.txt"
+        text = (data / f"mono.{src}.txt").read_text(encoding="utf-8").splitlines()[:lines]
+        source.write_text("\n".join(text) + "\n", encoding="utf-8")
         command = [sys.executable, "-m", "xlm_hf", "translate", str(model), "--src", src, "--tgt", tgt,
-                   "-i", str(data / f"mono.{src}.txt"), "--format", "tsv", "-o", str(out), "--sample", "--top-k",
-                   "10", "--seed", str(seed), "--batch-size", "64"]
+                   "-i", str(source), "--format", "tsv", "-o", str(out), *DECODING[args.decoding],
+                   *(["--seed", str(seed)] if args.decoding == "sample" else []), "--batch-size", "64"]
         logger.info("%s", " ".join(command))
         subprocess.run(command, check=True, cwd=REPO)
     return folder
@@ -130,7 +146,9 @@ def main(argv=None) -> None:
     parser.add_argument("--parallel", type=int, default=5000)
     parser.add_argument("--mono", type=int, default=20000)
     parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--ratio", type=float, default=2.0, help="synthetic pairs per real pair of a direction")
+    parser.add_argument("--ratio", type=float, default=1.0, help="synthetic pairs per real pair of a direction")
+    parser.add_argument("--decoding", choices=sorted(DECODING), default="greedy",
+                        help="how (a)'s model writes the synthetic sources")
     parser.add_argument("--seeds", type=int_list, default=[0, 1])
     parser.add_argument("--test-samples", type=int, default=None, help="first N test pairs per direction (all)")
     parser.add_argument("--seed-data", type=int, default=0)
@@ -149,17 +167,20 @@ def main(argv=None) -> None:
 
     bench_vocabulary(texts, 8000, folder=work / "tokenizer", languages=["en", "fr"], src_lang="en", tgt_lang="fr")
     copy = copy_source(data)
-    arms: dict[str, dict[int, dict]] = {"(a) supervised": {}, "(b) offline BT": {}}
+    arms: dict[str, dict[int, dict]] = {"(a) supervised": {}}
     summary = (f"{machine}\nP = {args.parallel} en-fr pairs, {args.mono} monolingual sentences per language, "
                f"`small-scaled`, {args.steps} steps x 64 pairs, lr 1e-3, label smoothing 0.1, greedy test on the whole "
-               f"test split; (b): sampling top-10, {args.ratio} synthetic pairs per real pair, tagged")
+               f"test split; (b) DECODING-rRATIO: the synthetic sources decoded so, RATIO synthetic pairs per real "
+               f"pair, tagged")
     for seed in args.seeds:
         arms["(a) supervised"][seed] = scores(train(work, "supervised", data, seed, args, []))
         synthetic = back_translate(work, work / f"supervised-seed{seed}", data, seed, args)
-        arms["(b) offline BT"][seed] = scores(train(
-            work, "offline-bt", data, seed, args,
-            ["--synthetic_dataset", str(synthetic), "--synthetic_ratio", str(args.ratio), "--tagged_back_translation",
-             "true"]))
+        train(work, f"offline-bt-{variant(args)}", data, seed, args,
+              ["--synthetic_dataset", str(synthetic), "--synthetic_ratio", str(args.ratio), "--tagged_back_translation",
+               "true"])
+        for done in sorted(work.glob("offline-bt-*-seed*/all_results.json")):  # every variant run so far
+            name, _, found = done.parent.name.rpartition("-seed")
+            arms.setdefault(f"(b) {name}", {})[int(found)] = scores(results_of(done.parent))
         text = f"{summary}\n\n{table(arms, copy)}\n"
         (work / "results.md").write_text(text, encoding="utf-8")
         (work / "results.json").write_text(json.dumps({"arms": arms, "copy": copy}, indent=1), encoding="utf-8")
