@@ -76,15 +76,25 @@ def copy_source(data: Path) -> dict[str, float]:
     return compute_translation_metrics(predictions, references, groups=groups)
 
 
-def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str]) -> dict:
+def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str], start: Path | None = None) -> dict:
+    """`small-scaled` from random weights for `--steps`; or, from the model folder `start`, `--continue-steps` more
+    steps at half the learning rate (lr 5e-4, 50 warmup steps)."""
     out = work / f"{name}-seed{seed}"
     if not (out / "all_results.json").is_file():
-        argv = ["small-en-fr", "--preset", "small-scaled", "--tokenizer_name_or_path", str(work / "tokenizer"),
+        if start is None:
+            model, steps, lr, warmup = ["small-en-fr", "--preset", "small-scaled"], args.steps, "1e-3", "100"
+        else:
+            recipe = json.loads((REPO / "configuration" / "recipes" / "small-en-fr.json").read_text(encoding="utf-8"))
+            del recipe["preset"]  # the model comes from `start`
+            (work / "continue-recipe.json").write_text(json.dumps(recipe, indent=1), encoding="utf-8")
+            model = [str(work / "continue-recipe.json"), "--model_name_or_path", str(start)]
+            steps, lr, warmup = args.continue_steps, "5e-4", "50"
+        argv = [*model, "--tokenizer_name_or_path", str(work / "tokenizer"),
                 "--dataset", str(data / "parallel"), "--both_directions", "true", "--output_dir", str(out),
-                "--max_steps", str(args.steps), "--per_device_train_batch_size", "64", "--learning_rate", "1e-3",
-                "--warmup_steps", "100", "--label_smoothing_factor", "0.1", "--seed", str(seed),
+                "--max_steps", str(steps), "--per_device_train_batch_size", "64", "--learning_rate", lr,
+                "--warmup_steps", warmup, "--label_smoothing_factor", "0.1", "--seed", str(seed),
                 "--max_eval_samples", str(args.test_samples or 100_000), "--do_eval", "false", "--do_predict", "true",
-                "--save_strategy", "steps", "--save_steps", str(max(1, args.steps // 10)), "--save_total_limit", "5",
+                "--save_strategy", "steps", "--save_steps", str(max(1, steps // 10)), "--save_total_limit", "5",
                 "--generation_num_beams", "1", "--report_to", "none", *extra]
         wait(launch("run_translation", argv, work / f"{out.name}.log", threads=args.threads))
     return results_of(out)
@@ -93,16 +103,16 @@ def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str]) 
 DECODING = {"greedy": ["--beams", "1"], "beam": ["--beams", "4"], "sample": ["--sample", "--top-k", "10"]}
 
 
-def variant(args) -> str:
-    """The name of a (b) variant: how the synthetic sources were decoded, and how many per real pair."""
-    return f"{args.decoding}-r{args.ratio:g}"
+def decoded(args) -> str:
+    """How the synthetic sources are decoded, e.g. `greedy-nr3` (greedy, no 3-gram repeated)."""
+    return args.decoding + (f"-nr{args.no_repeat_ngram}" if args.no_repeat_ngram else "")
 
 
 def back_translate(work: Path, model: Path, data: Path, seed: int, args) -> Path:
     """The synthetic folder of a seed: mono French -> English (trains en->fr), mono English -> French; only the first
     `ratio x P` lines of each language, which is all the ratio uses."""
     lines = min(args.mono, math.ceil(args.ratio * args.parallel))
-    folder = work / f"synthetic-{args.decoding}-{lines}-seed{seed}"
+    folder = work / f"synthetic-{decoded(args)}-{lines}-seed{seed}"
     folder.mkdir(exist_ok=True)
     for src, tgt in (("fr", "en"), ("en", "fr")):
         out = folder / f"{src}-{tgt}.train.tsv"
@@ -113,7 +123,9 @@ def back_translate(work: Path, model: Path, data: Path, seed: int, args) -> Path
         source.write_text("\n".join(text) + "\n", encoding="utf-8")
         command = [sys.executable, "-m", "xlm_hf", "translate", str(model), "--src", src, "--tgt", tgt,
                    "-i", str(source), "--format", "tsv", "-o", str(out), *DECODING[args.decoding],
-                   *(["--seed", str(seed)] if args.decoding == "sample" else []), "--batch-size", "64"]
+                   *(["--seed", str(seed)] if args.decoding == "sample" else []),
+                   *(["--no-repeat-ngram-size", str(args.no_repeat_ngram)] if args.no_repeat_ngram else []),
+                   "--batch-size", "64"]
         logger.info("%s", " ".join(command))
         subprocess.run(command, check=True, cwd=REPO)
     return folder
@@ -149,6 +161,11 @@ def main(argv=None) -> None:
     parser.add_argument("--ratio", type=float, default=1.0, help="synthetic pairs per real pair of a direction")
     parser.add_argument("--decoding", choices=sorted(DECODING), default="greedy",
                         help="how (a)'s model writes the synthetic sources")
+    parser.add_argument("--no-repeat-ngram", type=int, default=0,
+                        help="back-translate with --no-repeat-ngram-size N (greedy loops: 'this this this')")
+    parser.add_argument("--continue-steps", type=int, default=0,
+                        help="(a) and (b) both continue from (a)'s model for N more steps (on P, and on P plus the "
+                             "synthetic pairs), instead of (b) training from random weights for --steps")
     parser.add_argument("--seeds", type=int_list, default=[0, 1])
     parser.add_argument("--test-samples", type=int, default=None, help="first N test pairs per direction (all)")
     parser.add_argument("--seed-data", type=int, default=0)
@@ -167,20 +184,30 @@ def main(argv=None) -> None:
 
     bench_vocabulary(texts, 8000, folder=work / "tokenizer", languages=["en", "fr"], src_lang="en", tgt_lang="fr")
     copy = copy_source(data)
-    arms: dict[str, dict[int, dict]] = {"(a) supervised": {}}
     summary = (f"{machine}\nP = {args.parallel} en-fr pairs, {args.mono} monolingual sentences per language, "
-               f"`small-scaled`, {args.steps} steps x 64 pairs, lr 1e-3, label smoothing 0.1, greedy test on the whole "
-               f"test split; (b) DECODING-rRATIO: the synthetic sources decoded so, RATIO synthetic pairs per real "
-               f"pair, tagged")
+               f"`small-scaled`, {args.steps} steps x 64 pairs from random weights, lr 1e-3, label smoothing 0.1, "
+               f"greedy test on the whole test split. offline-bt-DECODING-rRATIO: P plus RATIO synthetic pairs per "
+               f"real pair, tagged, their sources decoded so by `supervised`; -contN: N more steps from `supervised`'s "
+               f"weights at lr 5e-4")
     for seed in args.seeds:
-        arms["(a) supervised"][seed] = scores(train(work, "supervised", data, seed, args, []))
-        synthetic = back_translate(work, work / f"supervised-seed{seed}", data, seed, args)
-        train(work, f"offline-bt-{variant(args)}", data, seed, args,
-              ["--synthetic_dataset", str(synthetic), "--synthetic_ratio", str(args.ratio), "--tagged_back_translation",
-               "true"])
-        for done in sorted(work.glob("offline-bt-*-seed*/all_results.json")):  # every variant run so far
-            name, _, found = done.parent.name.rpartition("-seed")
-            arms.setdefault(f"(b) {name}", {})[int(found)] = scores(results_of(done.parent))
+        supervised = work / f"supervised-seed{seed}"
+        train(work, "supervised", data, seed, args, [])
+        synthetic = back_translate(work, supervised, data, seed, args)
+        with_synthetic = ["--synthetic_dataset", str(synthetic), "--synthetic_ratio", str(args.ratio),
+                          "--tagged_back_translation", "true"]
+        name = f"offline-bt-{decoded(args)}-r{args.ratio:g}"
+        if args.continue_steps:
+            cont = f"-cont{args.continue_steps}"
+            train(work, f"supervised{cont}", data, seed, args, [], start=supervised)
+            train(work, f"{name}{cont}", data, seed, args, with_synthetic, start=supervised)
+        else:
+            train(work, name, data, seed, args, with_synthetic)
+        arms: dict[str, dict[int, dict]] = {}  # every arm run so far in this work folder, (a) first
+        for done in sorted(work.glob("*-seed*/all_results.json"), key=lambda p: (not p.parent.name.startswith("sup"),
+                                                                                 p.parent.name)):
+            arm, _, found = done.parent.name.rpartition("-seed")
+            if found.isdigit():
+                arms.setdefault(arm, {})[int(found)] = scores(results_of(done.parent))
         text = f"{summary}\n\n{table(arms, copy)}\n"
         (work / "results.md").write_text(text, encoding="utf-8")
         (work / "results.json").write_text(json.dumps({"arms": arms, "copy": copy}, indent=1), encoding="utf-8")
