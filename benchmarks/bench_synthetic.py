@@ -5,22 +5,25 @@ Data (`--seed-data`): the en-fr training pairs shuffled; the first `--parallel` 
 others, the English side of the first half and the French side of the second half, `--mono` (20,000) sentences each,
 are the monolingual data (so nothing is parallel). The whole test split, both directions.
 
-Arms, one `small-scaled` model for both directions, `examples/run_translation.py`, the same steps, batch, learning rate
-and seed, every arm from random weights (the same start for all):
-- (a) `supervised`: P in both directions.
-- (b) `offline BT`: (a)'s model translates the monolingual halves with `xlm-hf translate --format tsv`
-  (`--decoding`: greedy by default. Edunov et al. 2018 find sampling better than beam search for back-translation
-  only with ample parallel data; with 80K pairs or fewer, greedy and beam win, and (a) here is a 24-BLEU model whose
-  samples are mostly noise: a first run with top-10 sampling lost 1.4 / 2.2 BLEU). Only the monolingual lines the
-  ratio uses are translated. The French text translated into English (`fr-en.train.tsv`, real French first) trains
-  en->fr, and the English into French trains fr->en (the file convention of `--synthetic_dataset`). A fresh model
-  then trains on P plus `--ratio` synthetic pairs per real pair, tagged (`--tagged_back_translation`).
+Arms, one `small-scaled` model for both directions, `examples/run_translation.py`, the same batch and seed:
+- `supervised`: P in both directions, `--steps` (1,200) from random weights.
+- (a) `supervised-contN`: `supervised` continued for `--continue-steps` (600) more steps on P, at lr 5e-4.
+- (b) `offline-bt-DECODING-rRATIO-contN`: `supervised` translates the monolingual halves with `xlm-hf translate
+  --format tsv` (`--decoding`: greedy by default, with `--no-repeat-ngram-size 3`. Edunov et al. 2018 find sampling
+  better than beam search for back-translation only with ample parallel data; with 80K pairs or fewer, greedy and beam
+  win, and `supervised` is a 24-BLEU model whose samples are mostly noise). Only the monolingual lines the ratio uses
+  are translated. The French text translated into English (`fr-en.train.tsv`, real French first) trains en->fr, and
+  the English into French trains fr->en (the file convention of `--synthetic_dataset`). Then `supervised` continues
+  for the same 600 steps on P plus `--ratio` (2) synthetic pairs per real pair, tagged (`--tagged_back_translation`).
+  So (a) and (b) have the same start, the same steps and the same learning rate; only the data differ.
+- With `--continue-steps 0`, (b) is instead a fresh model trained on P plus the synthetic pairs for `--steps`, and (a)
+  is `supervised`: at 1,200 steps that (b) loses, as it sees each real pair half as often (benchmarks/README.md).
 Each arm runs once per seed (`--seeds`); BLEU/chrF are reported per seed, with their mean and spread, next to
-copying the source. Every (b) variant already in the work folder (`offline-bt-DECODING-rRATIO-seedN`) is reported.
+copying the source. Every arm already in the work folder is reported too.
 
-    python benchmarks/bench_synthetic.py --work-dir /tmp/synthetic                    # ~15 min per arm and seed
-    python benchmarks/bench_synthetic.py --work-dir /tmp/syn-smoke --steps 4 --parallel 300 --mono 50 --seeds 0 \
-        --test-samples 20
+    python benchmarks/bench_synthetic.py --work-dir /tmp/synthetic      # ~20 min per seed (2 vCPUs, AMX)
+    python benchmarks/bench_synthetic.py --work-dir /tmp/syn-smoke --steps 4 --continue-steps 2 --parallel 300 \
+        --mono 50 --seeds 0 --test-samples 20
 
 The work folder keeps the data, the tokenizer, every finished arm and every synthetic file; a rerun only runs what is
 missing. `results.md` is rewritten after each arm.
@@ -83,11 +86,8 @@ def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str], 
     if not (out / "all_results.json").is_file():
         if start is None:
             model, steps, lr, warmup = ["small-en-fr", "--preset", "small-scaled"], args.steps, "1e-3", "100"
-        else:
-            recipe = json.loads((REPO / "configuration" / "recipes" / "small-en-fr.json").read_text(encoding="utf-8"))
-            del recipe["preset"]  # the model comes from `start`
-            (work / "continue-recipe.json").write_text(json.dumps(recipe, indent=1), encoding="utf-8")
-            model = [str(work / "continue-recipe.json"), "--model_name_or_path", str(start)]
+        else:  # the checkpoint replaces the recipe's preset
+            model = ["small-en-fr", "--model_name_or_path", str(start)]
             steps, lr, warmup = args.continue_steps, "5e-4", "50"
         argv = [*model, "--tokenizer_name_or_path", str(work / "tokenizer"),
                 "--dataset", str(data / "parallel"), "--both_directions", "true", "--output_dir", str(out),
@@ -158,14 +158,14 @@ def main(argv=None) -> None:
     parser.add_argument("--parallel", type=int, default=5000)
     parser.add_argument("--mono", type=int, default=20000)
     parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--ratio", type=float, default=1.0, help="synthetic pairs per real pair of a direction")
+    parser.add_argument("--ratio", type=float, default=2.0, help="synthetic pairs per real pair of a direction")
     parser.add_argument("--decoding", choices=sorted(DECODING), default="greedy",
-                        help="how (a)'s model writes the synthetic sources")
-    parser.add_argument("--no-repeat-ngram", type=int, default=0,
+                        help="how `supervised` writes the synthetic sources")
+    parser.add_argument("--no-repeat-ngram", type=int, default=3,
                         help="back-translate with --no-repeat-ngram-size N (greedy loops: 'this this this')")
-    parser.add_argument("--continue-steps", type=int, default=0,
-                        help="(a) and (b) both continue from (a)'s model for N more steps (on P, and on P plus the "
-                             "synthetic pairs), instead of (b) training from random weights for --steps")
+    parser.add_argument("--continue-steps", type=int, default=600,
+                        help="(a) and (b) both continue from `supervised` for N more steps (on P, and on P plus the "
+                             "synthetic pairs); 0: (b) trains from random weights for --steps")
     parser.add_argument("--seeds", type=int_list, default=[0, 1])
     parser.add_argument("--test-samples", type=int, default=None, help="first N test pairs per direction (all)")
     parser.add_argument("--seed-data", type=int, default=0)
@@ -202,12 +202,12 @@ def main(argv=None) -> None:
             train(work, f"{name}{cont}", data, seed, args, with_synthetic, start=supervised)
         else:
             train(work, name, data, seed, args, with_synthetic)
-        arms: dict[str, dict[int, dict]] = {}  # every arm run so far in this work folder, (a) first
-        for done in sorted(work.glob("*-seed*/all_results.json"), key=lambda p: (not p.parent.name.startswith("sup"),
-                                                                                 p.parent.name)):
+        arms: dict[str, dict[int, dict]] = {}  # every arm run so far in this work folder
+        for done in sorted(work.glob("*-seed*/all_results.json")):
             arm, _, found = done.parent.name.rpartition("-seed")
             if found.isdigit():
                 arms.setdefault(arm, {})[int(found)] = scores(results_of(done.parent))
+        arms = dict(sorted(arms.items(), key=lambda item: (not item[0].startswith("supervised"), item[0])))
         text = f"{summary}\n\n{table(arms, copy)}\n"
         (work / "results.md").write_text(text, encoding="utf-8")
         (work / "results.json").write_text(json.dumps({"arms": arms, "copy": copy}, indent=1), encoding="utf-8")
