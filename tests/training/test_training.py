@@ -58,6 +58,19 @@ def test_recipe_by_name_and_command_line_overrides():
     assert args.max_steps == 3 and data_args.pairs == ["en-de", "de-fr"]  # the command line wins
 
 
+def test_a_checkpoint_on_the_command_line_replaces_the_recipes_preset():
+    """`run_translation.py small-en-fr --model_name_or_path CKPT` (or `--pretrained_lm LM`) fine-tunes that model with
+    the recipe's settings; it was refused ("either --model_name_or_path or --preset") as the recipe names a preset."""
+    for given in (["--model_name_or_path", "ckpt"], ["--model_name_or_path=ckpt"], ["--pretrained_lm", "ckpt"]):
+        model_args, _, args = parse_args(LOOP_ARGS, ["small-en-fr", *given])
+        assert "ckpt" in (model_args.model_name_or_path, model_args.pretrained_lm) and model_args.preset is None
+        assert args.learning_rate == 1e-3  # the recipe's other fields stay
+    model_args, _, _ = parse_args(LOOP_ARGS, ["small-en-fr", "--model_name_or_path", "ckpt", "--preset", "tiny"])
+    assert model_args.preset == "tiny"  # both given by the user: create_model refuses the pair, as before
+    with pytest.raises(ValueError, match="either --model_name_or_path"):
+        create_model(model_args, None)
+
+
 def test_recipe_file_serves_the_trainer_script_too(tmp_path):
     recipe = tmp_path / "r.json"
     recipe.write_text(json.dumps({"preset": "tiny", "max_steps": 4, "learning_rate": 0.01, "use_cpu": True,

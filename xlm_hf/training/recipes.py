@@ -15,6 +15,7 @@ from typing import Any
 from .. import resources
 
 RECIPE_FOLDER = "recipes"
+MODEL_OPTIONS = ("--model_name_or_path", "--pretrained_lm")  # where the model comes from, instead of a preset
 
 
 class RecipeError(ValueError):
@@ -44,7 +45,8 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
 
     A first argument that is not an option is a recipe (`recipe.json` or a recipe name): its fields become the
     defaults, and options after it override them, e.g. `run_translation.py tiny --max_steps 5`. Recipe keys
-    starting with `_` are comments.
+    starting with `_` are comments. A `--model_name_or_path` or `--pretrained_lm` on the command line replaces the
+    recipe's `preset` (fine-tune that model with the recipe's other settings), as any option replaces a recipe's value.
     """
     from transformers import HfArgumentParser
 
@@ -53,6 +55,8 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     if argv and not argv[0].startswith("-"):
         path = resolve_recipe(argv.pop(0))
         recipe = read_recipe(path, parser)
+        if any(arg.split("=")[0] in MODEL_OPTIONS for arg in argv):
+            recipe.pop("preset", None)  # the given model is the architecture; a preset would describe another one
         parser.set_defaults(**recipe)
         for action in parser._actions:
             if action.dest in recipe:
