@@ -71,52 +71,58 @@ def memorised(memorised_model):
 
 
 def _translate_argv(folder, *args):
-    return [sys.executable, "-m", "xlm_hf", "translate", str(folder), "--src", "en", "--tgt", "fr", "--precision",
-            "fp32", "--beams", "1", "--no-progress", *args]
+    return ["translate", str(folder), "--src", "en", "--tgt", "fr", "--precision", "fp32", "--beams", "1",
+            "--no-progress", *args]
 
 
-def test_process_substitution_dev_stdin_and_a_fifo_are_read_once(memorised, tmp_path):
+def _in_process(capsys, *argv) -> tuple[int, str, str]:
+    """`xlm-hf ARGV` in this process (no 3-4 s of imports): exit code, stdout, stderr."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_process_substitution_dev_stdin_and_a_fifo_are_read_once(memorised, tmp_path, capsys):
     """`-i <(cmd)`, `-i /dev/stdin` and `-i FIFO` translated nothing and exited 0 (or hung): their lines were counted
-    first, which consumed them."""
+    first, which consumed them. The shell's `<(...)` and the process's own stdin need a process; the FIFO does not."""
     import shlex
     import threading
 
-    expected = subprocess.run(_translate_argv(memorised, "Save the file", "Open the folder"), capture_output=True,
-                              text=True, timeout=120, check=True).stdout
-    assert len(expected.splitlines()) == 2
-    command = shlex.join(_translate_argv(memorised)) + " -i <(printf 'Save the file\\nOpen the folder\\n')"
+    code, expected, _ = _in_process(capsys, *_translate_argv(memorised, "Save the file", "Open the folder"))
+    assert code == 0 and len(expected.splitlines()) == 2
+    process = [sys.executable, "-m", "xlm_hf", *_translate_argv(memorised)]
+    command = shlex.join(process) + " -i <(printf 'Save the file\\nOpen the folder\\n')"
     substituted = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert substituted.returncode == 0 and substituted.stdout == expected, substituted.stderr
-    piped = subprocess.run(_translate_argv(memorised, "-i", "/dev/stdin"), input="Save the file\nOpen the folder\n",
+    piped = subprocess.run([*process, "-i", "/dev/stdin"], input="Save the file\nOpen the folder\n",
                            capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0 and piped.stdout == expected, piped.stderr
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     writer = threading.Thread(target=lambda: fifo.write_text("Save the file\nOpen the folder\n"))
     writer.start()
-    fed = subprocess.run(_translate_argv(memorised, "-i", str(fifo)), capture_output=True, text=True, timeout=120)
+    code, fed, err = _in_process(capsys, *_translate_argv(memorised, "-i", str(fifo)))
     writer.join(10)
-    assert fed.returncode == 0 and fed.stdout == expected, fed.stderr
+    assert code == 0 and fed == expected, err
 
 
-def test_an_endless_or_huge_line_is_refused_at_once(memorised, tmp_path):
+def test_an_endless_or_huge_line_is_refused_at_once(memorised, tmp_path, capsys):
     """`-i /dev/zero` grew to 3 GB; a line over 1 MiB is refused as soon as it is read that far."""
-    zeros = subprocess.run(_translate_argv(memorised, "-i", "/dev/zero"), capture_output=True, text=True, timeout=120)
-    assert zeros.returncode == 2 and "line 1" in zeros.stderr and "Traceback" not in zeros.stderr
+    code, _, err = _in_process(capsys, *_translate_argv(memorised, "-i", "/dev/zero"))
+    assert code == 2 and "line 1" in err and "Traceback" not in err
     huge = tmp_path / "huge.txt"
     huge.write_text("Save the file\n" + "word " * 300_000 + "\n", encoding="utf-8")
-    result = subprocess.run(_translate_argv(memorised, "-i", str(huge)), capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "line 2 is longer than 1048576 bytes" in result.stderr
+    code, _, err = _in_process(capsys, *_translate_argv(memorised, "-i", str(huge)))
+    assert code == 2 and "line 2 is longer than 1048576 bytes" in err
 
 
-def test_document_mode_keeps_crlf_newlines(memorised, tmp_path):
+def test_document_mode_keeps_crlf_newlines(memorised, tmp_path, capsys):
     """--document keeps the input's newlines exactly, CRLF included (they came out as LF)."""
     source = tmp_path / "doc.txt"
     source.write_bytes(b"Save the file. Open the folder.\r\n\r\nClose the window.\r\n")
     out = tmp_path / "out.txt"
-    result = subprocess.run(_translate_argv(memorised, "--document", "-i", str(source), "-o", str(out)),
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    code, _, err = _in_process(capsys, *_translate_argv(memorised, "--document", "-i", str(source), "-o", str(out)))
+    assert code == 0, err
     written = out.read_bytes()
     assert written.count(b"\r\n") == 3 and written.replace(b"\r\n", b"").count(b"\n") == 0
     assert written.endswith(b"\r\n") and b"\r\n\r\n" in written
