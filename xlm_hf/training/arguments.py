@@ -104,8 +104,8 @@ class DataArguments:
     mixed_length_steps: bool = field(
         default=False,
         metadata={"help": "With --max_tokens_per_batch and --gradient_accumulation_steps K (in memory): draw the K "
-                  "batches of each optimizer step from K length bands, short to long, instead of at random "
-                  "(benchmarks/bench_token_batches.py)."},
+                  "batches of each optimizer step from K length bands, short to long, instead of at random. "
+                  "On the shared corpus it learned worse than at random (one seed: benchmarks/README.md)."},
     )
     max_source_length: int = field(default=128, metadata={"help": "Source tokens kept (tag and </s> included)."})
     max_target_length: int = field(default=128, metadata={"help": "Label tokens kept (tag and </s> included)."})
