@@ -1,9 +1,6 @@
 """Hub publishing: the staged folder, its model card, the fresh-process check, and the offline refusal."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -96,14 +93,13 @@ def test_dry_run_stages_and_verifies_without_uploading(model_dir, tmp_path):
     assert (tmp_path / "s" / "README.md").is_file()
 
 
-def test_offline_push_explains_keeps_the_folder_and_exits_non_zero(model_dir, tmp_path):
+def test_offline_push_explains_keeps_the_folder_and_exits_non_zero(model_dir, tmp_path, capsys, monkeypatch):
+    from xlm_hf.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     staging = tmp_path / "staged"
-    result = subprocess.run(
-        [sys.executable, "-m", "xlm_hf", "push", str(model_dir), "--repo-id", "someone/xlm-tiny", "--staging-dir",
-         str(staging)],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600,
-    )
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "offline" in result.stderr and "nothing was uploaded" in result.stderr and str(staging) in result.stderr
+    code = main(["push", str(model_dir), "--repo-id", "someone/xlm-tiny", "--staging-dir", str(staging)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "offline" in err and "nothing was uploaded" in err and str(staging) in err
     assert (staging / "model.safetensors").is_file()

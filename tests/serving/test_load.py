@@ -41,7 +41,8 @@ BF16_GROWTH = pytest.mark.xfail(
     strict=False)
 
 
-@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=BF16_GROWTH)])
+# bf16 is a non-strict xfail, which cannot fail `make test`: it runs with the slow tests (`-m slow`), not in the suite.
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=[BF16_GROWTH, pytest.mark.slow])])
 def test_1000_lines_come_out_complete_in_order_with_flat_memory(bench, model_dir, tmp_path, precision):
     """Two chunks (512 + 488 lines): the peak RSS of the last is within 5% of the first's (model loading and
     warm-up included in the first; a leak of a few KiB a line would show). fp32 explicitly, and bf16 (emulated where
