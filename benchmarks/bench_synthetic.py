@@ -79,9 +79,10 @@ def copy_source(data: Path) -> dict[str, float]:
     return compute_translation_metrics(predictions, references, groups=groups)
 
 
-def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str], start: Path | None = None) -> dict:
-    """`small-scaled` from random weights for `--steps`; or, from the model folder `start`, `--continue-steps` more
-    steps at half the learning rate (lr 5e-4, 50 warmup steps)."""
+def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str], start: Path | None = None) -> Path:
+    """The run folder `NAME-seedN`, trained unless it is done: `small-scaled` from random weights for `--steps`; or,
+    from the model folder `start`, `--continue-steps` more steps at half the learning rate (lr 5e-4, 50 warmup
+    steps)."""
     out = work / f"{name}-seed{seed}"
     if not (out / "all_results.json").is_file():
         if start is None:
@@ -97,7 +98,7 @@ def train(work: Path, name: str, data: Path, seed: int, args, extra: list[str], 
                 "--save_strategy", "steps", "--save_steps", str(max(1, steps // 10)), "--save_total_limit", "5",
                 "--generation_num_beams", "1", "--report_to", "none", *extra]
         wait(launch("run_translation", argv, work / f"{out.name}.log", threads=args.threads))
-    return results_of(out)
+    return out
 
 
 DECODING = {"greedy": ["--beams", "1"], "beam": ["--beams", "4"], "sample": ["--sample", "--top-k", "10"]}
@@ -190,8 +191,7 @@ def main(argv=None) -> None:
                f"real pair, tagged, their sources decoded so by `supervised`; -contN: N more steps from `supervised`'s "
                f"weights at lr 5e-4")
     for seed in args.seeds:
-        supervised = work / f"supervised-seed{seed}"
-        train(work, "supervised", data, seed, args, [])
+        supervised = train(work, "supervised", data, seed, args, [])
         synthetic = back_translate(work, supervised, data, seed, args)
         with_synthetic = ["--synthetic_dataset", str(synthetic), "--synthetic_ratio", str(args.ratio),
                           "--tagged_back_translation", "true"]
