@@ -24,13 +24,13 @@ from xlm_hf.training import (
     build_datasets,
     create_model,
     find_last_checkpoint,
+    load_tokenizer,
     make_data_collator,
     model_inputs,
     parse_args,
     parse_config_overrides,
     resolve_resume,
     target_prefix,
-    translation_directions,
     weights_digest,
 )
 
@@ -56,6 +56,14 @@ def test_recipe_by_name_and_command_line_overrides():
     assert model_args.preset == "tiny"  # from the recipe
     assert data_args.both_directions is True and data_args.max_train_samples == 48
     assert args.max_steps == 3 and data_args.pairs == ["en-de", "de-fr"]  # the command line wins
+
+
+def test_a_missing_checkpoint_or_tokenizer_folder_is_named_by_its_option(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--model_name_or_path .*nope.* does not exist.*save_pretrained"):
+        load_tokenizer(ModelArguments(model_name_or_path=str(tmp_path / "nope")))
+    with pytest.raises(FileNotFoundError, match="Tokenizer folder .*tok.* does not exist.*train_tokenizer"):
+        load_tokenizer(ModelArguments(model_name_or_path=str(tmp_path / "nope"),
+                                      tokenizer_name_or_path=str(tmp_path / "tok")))
 
 
 def test_a_checkpoint_on_the_command_line_replaces_the_recipes_preset():

@@ -30,6 +30,9 @@ def load_tokenizer(model_args: ModelArguments) -> XLMTokenizerFast:
             "--preset NAME to train from scratch, or --model_name_or_path CHECKPOINT to fine-tune."
         )
     if not Path(path).is_dir():
+        if not model_args.tokenizer_name_or_path:  # the checkpoint's own tokenizer: the checkpoint is what is missing
+            raise FileNotFoundError(f"--model_name_or_path {path!r} does not exist: pass a folder saved by "
+                                    "save_pretrained (a model with its tokenizer), e.g. a run's --output_dir.")
         raise FileNotFoundError(f"Tokenizer folder {path!r} does not exist: pass a folder saved by train_tokenizer.")
     return XLMTokenizerFast.from_pretrained(path)
 
