@@ -16,7 +16,14 @@ its teacher, and how much faster does it decode, in PyTorch fp32 and int8 throug
         --train-samples 200 --test-samples 40
 
 The work folder keeps the tokenizer, the teacher and the student (with `xlm-hf distill`'s own resumable work folder);
-a rerun only runs what is missing. `results.md` is written at the end.
+a rerun only runs what is missing. `results.md` is written at the end. `--student FOLDER` measures another student
+against the same teacher (e.g. the work folder's continued for more steps), into `results-FOLDERNAME.md`:
+
+    python examples/run_translation.py distill-student --model_name_or_path /tmp/distill/student \
+        --dataset /tmp/distill/student.work/data --pairs en-fr --max_steps 2000 --warmup_steps 100 \
+        --output_dir /tmp/distill/student-plus2000
+    python benchmarks/bench_distillation.py --work-dir /tmp/distill --teacher-steps 1600 \
+        --student /tmp/distill/student-plus2000
 """
 
 from __future__ import annotations
@@ -82,7 +89,20 @@ def distill(work: Path, teacher: Path, args) -> Path:
     return student
 
 
-def measure(work: Path, sources: list[str], references: list[str], rounds: int) -> dict[str, dict]:
+def given_student(student: Path, threads: int) -> Path:
+    """`--student FOLDER`: a student trained elsewhere (e.g. the work folder's, continued by `run_translation.py
+    distill-student --model_name_or_path`); its int8 CTranslate2 export is made beside it, as `xlm-hf distill` does."""
+    export = student.with_name(student.name + ".ctranslate2") / PAIR
+    if not (export / "model.bin").is_file():
+        command = [sys.executable, "-m", "xlm_hf", "export", str(student), "--ctranslate2", str(export), "--src", "en",
+                   "--tgt", "fr", "--quantization", "int8"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
+        logger.info("%s", " ".join(command))
+        subprocess.run(command, check=True, cwd=REPO, env=env)
+    return student
+
+
+def measure(work: Path, student: Path, sources: list[str], references: list[str], rounds: int) -> dict[str, dict]:
     """Greedy decoding on one thread: BLEU, chrF, sentences/s (the faster of `rounds` interleaved rounds), size."""
     import ctranslate2
     import torch
@@ -91,7 +111,7 @@ def measure(work: Path, sources: list[str], references: list[str], rounds: int) 
     from xlm_hf.serving import DecodingOptions, Translator
 
     torch.set_num_threads(1)
-    student, export = work / "student", work / "student.ctranslate2" / PAIR
+    export = student.with_name(student.name + ".ctranslate2") / PAIR
     engines = {
         "teacher (base), PyTorch fp32": (Translator.from_folder(work / "teacher", precision="fp32"),
                                          work / "teacher" / "model.safetensors"),
@@ -149,6 +169,10 @@ def main(argv=None) -> None:
     parser.add_argument("--test-samples", type=int, default=None, help="first N test pairs (all)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="threads of the training runs (decoding: 1)")
+    parser.add_argument("--student", type=Path, default=None,
+                        help="measure this student folder instead of the work folder's (e.g. that student continued "
+                             "by `examples/run_translation.py distill-student --model_name_or_path`); its int8 export "
+                             "is made beside it when missing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work = args.work_dir
@@ -158,19 +182,25 @@ def main(argv=None) -> None:
                      languages=["en", "fr"], src_lang="en", tgt_lang="fr")
     args.data = corpus(work, args)
     teacher = train_teacher(work, args)
-    distill(work, teacher, args)
+    student = given_student(args.student, args.threads) if args.student else distill(work, teacher, args)
     rows = [line.split("\t") for line in read_tsv(args.data / f"{PAIR}.test.tsv")][:args.test_samples]
-    found = measure(work, [en for en, _ in rows], [fr for _, fr in rows], args.rounds)
-    student_results = results_of(work / "student")
+    found = measure(work, student, [en for en, _ in rows], [fr for _, fr in rows], args.rounds)
+    if args.student:
+        student_line = (f"student: {student} as given (its last run {results_of(student).get('train_runtime', 0):.0f} s; "
+                        f"how it was trained: see where it was made)")
+    else:
+        seconds = work / "distill-seconds.txt"
+        student_line = (f"student: `xlm-hf distill` (beam-4 teacher translations of the "
+                        f"{len(read_tsv(args.data / f'{PAIR}.train.tsv'))} training sources, `student-tiny`, "
+                        f"{args.student_steps} steps x 64, the distill-student recipe; training "
+                        f"{results_of(student).get('train_runtime', 0):.0f} s; the whole command "
+                        f"{seconds.read_text().strip() if seconds.is_file() else '?'} s)")
     summary = (f"{machine}\nteacher: `base` (+ scale_embedding), en->fr, {args.teacher_steps} steps x 64 pairs, lr "
-               f"{args.teacher_lr}; student: `xlm-hf distill` (beam-4 teacher translations of the {len(read_tsv(args.data / f'{PAIR}.train.tsv'))} "
-               f"training sources, `student-tiny`, {args.student_steps} steps x 64, the distill-student recipe; training "
-               f"{student_results.get('train_runtime', 0):.0f} s; the whole command "
-               f"{(work / 'distill-seconds.txt').read_text().strip() if (work / 'distill-seconds.txt').is_file() else '?'} s); "
-               f"greedy on {len(rows)} test sentences, batches of 32, one thread")
+               f"{args.teacher_lr}; {student_line}; greedy on {len(rows)} test sentences, batches of 32, one thread")
     text = f"{summary}\n\n{table(found)}\n"
-    (work / "results.md").write_text(text, encoding="utf-8")
-    (work / "results.json").write_text(json.dumps(found, indent=1), encoding="utf-8")
+    name = f"results-{student.name}" if args.student else "results"  # a given student's table beside the work's
+    (work / f"{name}.md").write_text(text, encoding="utf-8")
+    (work / f"{name}.json").write_text(json.dumps(found, indent=1), encoding="utf-8")
     print(text, flush=True)
 
 
