@@ -7,21 +7,21 @@ are the monolingual data (so nothing is parallel). The whole test split, both di
 
 Arms, one `small-scaled` model for both directions, `examples/run_translation.py`, the same batch and seed:
 - `supervised`: P in both directions, `--steps` (1,200) from random weights.
-- (a) `supervised-contN`: `supervised` continued for `--continue-steps` (600) more steps on P, at lr 5e-4.
+- (a) `supervised-contN`: `supervised` continued for `--continue-steps` (1200) more steps on P, at lr 5e-4.
 - (b) `offline-bt-DECODING-rRATIO-contN`: `supervised` translates the monolingual halves with `xlm-hf translate
   --format tsv` (`--decoding`: greedy by default, with `--no-repeat-ngram-size 3`. Edunov et al. 2018 find sampling
   better than beam search for back-translation only with ample parallel data; with 80K pairs or fewer, greedy and beam
   win, and `supervised` is a 24-BLEU model whose samples are mostly noise). Only the monolingual lines the ratio uses
   are translated. The French text translated into English (`fr-en.train.tsv`, real French first) trains en->fr, and
   the English into French trains fr->en (the file convention of `--synthetic_dataset`). Then `supervised` continues
-  for the same 600 steps on P plus `--ratio` (2) synthetic pairs per real pair, tagged (`--tagged_back_translation`).
+  for the same steps on P plus `--ratio` (2) synthetic pairs per real pair, tagged (`--tagged_back_translation`).
   So (a) and (b) have the same start, the same steps and the same learning rate; only the data differ.
 - With `--continue-steps 0`, (b) is instead a fresh model trained on P plus the synthetic pairs for `--steps`, and (a)
   is `supervised`: at 1,200 steps that (b) loses, as it sees each real pair half as often (benchmarks/README.md).
 Each arm runs once per seed (`--seeds`); BLEU/chrF are reported per seed, with their mean and spread, next to
 copying the source. Every arm already in the work folder is reported too.
 
-    python benchmarks/bench_synthetic.py --work-dir /tmp/synthetic      # ~20 min per seed (2 vCPUs, AMX)
+    python benchmarks/bench_synthetic.py --work-dir /tmp/synthetic      # ~45 min per seed (2 vCPUs, AMX)
     python benchmarks/bench_synthetic.py --work-dir /tmp/syn-smoke --steps 4 --continue-steps 2 --parallel 300 \
         --mono 50 --seeds 0 --test-samples 20
 
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
                         help="how `supervised` writes the synthetic sources")
     parser.add_argument("--no-repeat-ngram", type=int, default=3,
                         help="back-translate with --no-repeat-ngram-size N (greedy loops: 'this this this')")
-    parser.add_argument("--continue-steps", type=int, default=600,
+    parser.add_argument("--continue-steps", type=int, default=1200,
                         help="(a) and (b) both continue from `supervised` for N more steps (on P, and on P plus the "
                              "synthetic pairs); 0: (b) trains from random weights for --steps")
     parser.add_argument("--seeds", type=int_list, default=[0, 1])
