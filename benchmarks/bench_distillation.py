@@ -186,8 +186,8 @@ def main(argv=None) -> None:
     rows = [line.split("\t") for line in read_tsv(args.data / f"{PAIR}.test.tsv")][:args.test_samples]
     found = measure(work, student, [en for en, _ in rows], [fr for _, fr in rows], args.rounds)
     if args.student:
-        student_line = (f"student: {student} as given (its last run {results_of(student).get('train_runtime', 0):.0f} s; "
-                        f"how it was trained: see where it was made)")
+        seconds = results_of(student).get("train_runtime", 0)
+        student_line = f"student: {student} as given (its last run {seconds:.0f} s; its training: where it was made)"
     else:
         seconds = work / "distill-seconds.txt"
         student_line = (f"student: `xlm-hf distill` (beam-4 teacher translations of the "

@@ -1,7 +1,8 @@
 """Two gloo processes train a tiny model for a few steps, sharded with FSDP2 (`xlm_hf.training.sharding`) or DeepSpeed
-ZeRO, or wrapped in DDP, on the same data (each rank its half of every batch); then each rank translates its own sentence with its
-own length cap, so that one rank finishes first. Rank 0 saves the per-step mean losses, the count of DTensor
-parameters, the final full state dict and every rank's translation.
+ZeRO, or wrapped in DDP, on the same data (each rank its half of every batch); then each rank translates its own
+sentence with its own length cap, so that one rank finishes first. Rank 0 saves the per-step mean losses, the count of
+sharded parameters, the final full state dict, whether the embedding is still tied, the optimizer's class and every
+rank's translation.
 
     python fsdp_worker.py MODE OUT.pt PORT STATE_DIR
 
