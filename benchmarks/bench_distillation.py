@@ -75,7 +75,7 @@ def train_teacher(work: Path, args) -> Path:
 
 def distill(work: Path, teacher: Path, args) -> Path:
     student = work / "student"
-    if not (student.with_name("student.ctranslate2") / PAIR / "model.bin").is_file():
+    if not (int8_export(student) / "model.bin").is_file():
         train_args = (f"--max_steps {args.student_steps} --seed 0 --do_predict false --logging_steps 50 "
                       f"--save_steps {max(1, args.student_steps // 8)}")
         command = [sys.executable, "-m", "xlm_hf", "distill", str(teacher), "--dataset", str(args.data),
@@ -89,16 +89,18 @@ def distill(work: Path, teacher: Path, args) -> Path:
     return student
 
 
-def given_student(student: Path, threads: int) -> Path:
+def int8_export(student: Path) -> Path:
+    """Where `xlm-hf distill` puts the student's int8 CTranslate2 export: `STUDENT.ctranslate2/en-fr`."""
+    return student.with_name(student.name + ".ctranslate2") / PAIR
+
+
+def given_student(student: Path) -> Path:
     """`--student FOLDER`: a student trained elsewhere (e.g. the work folder's, continued by `run_translation.py
-    distill-student --model_name_or_path`); its int8 CTranslate2 export is made beside it, as `xlm-hf distill` does."""
-    export = student.with_name(student.name + ".ctranslate2") / PAIR
-    if not (export / "model.bin").is_file():
-        command = [sys.executable, "-m", "xlm_hf", "export", str(student), "--ctranslate2", str(export), "--src", "en",
-                   "--tgt", "fr", "--quantization", "int8"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
-        logger.info("%s", " ".join(command))
-        subprocess.run(command, check=True, cwd=REPO, env=env)
+    distill-student --model_name_or_path`); its int8 export is made where `xlm-hf distill` makes it, when missing."""
+    from xlm_hf.interop.export_ctranslate2 import export_ctranslate2
+
+    if not (int8_export(student) / "model.bin").is_file():
+        export_ctranslate2(student, int8_export(student), "en", "fr", quantization="int8", force=True)
     return student
 
 
@@ -111,7 +113,7 @@ def measure(work: Path, student: Path, sources: list[str], references: list[str]
     from xlm_hf.serving import DecodingOptions, Translator
 
     torch.set_num_threads(1)
-    export = student.with_name(student.name + ".ctranslate2") / PAIR
+    export = int8_export(student)
     engines = {
         "teacher (base), PyTorch fp32": (Translator.from_folder(work / "teacher", precision="fp32"),
                                          work / "teacher" / "model.safetensors"),
@@ -182,7 +184,7 @@ def main(argv=None) -> None:
                      languages=["en", "fr"], src_lang="en", tgt_lang="fr")
     args.data = corpus(work, args)
     teacher = train_teacher(work, args)
-    student = given_student(args.student, args.threads) if args.student else distill(work, teacher, args)
+    student = given_student(args.student) if args.student else distill(work, teacher, args)
     rows = [line.split("\t") for line in read_tsv(args.data / f"{PAIR}.test.tsv")][:args.test_samples]
     found = measure(work, student, [en for en, _ in rows], [fr for _, fr in rows], args.rounds)
     if args.student:
