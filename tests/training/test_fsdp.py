@@ -35,16 +35,20 @@ def run_worker(mode: str, out: Path, state_dir: Path) -> tuple[int, str]:
     return process.returncode, err
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fsdp")
-    workers = {mode: start_worker(mode, folder / f"{mode}.pt", folder / f"{mode}-states") for mode in ("fsdp", "ddp")}
+def run_together(modes: tuple[str, ...], folder: Path, timeout: int = 300) -> dict[str, dict]:
+    """The workers of `modes` at once (each is 2 processes of 1 thread): what each rank 0 saved, by mode."""
+    workers = {mode: start_worker(mode, folder / f"{mode}.pt", folder / f"{mode}-states") for mode in modes}
     found = {}
-    for mode, process in workers.items():  # both at once: each is 2 processes of 1 thread
-        _, err = process.communicate(timeout=300)
+    for mode, process in workers.items():
+        _, err = process.communicate(timeout=timeout)
         assert process.returncode == 0, err[-3000:]
         found[mode] = torch.load(folder / f"{mode}.pt", weights_only=True)
     return found
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return run_together(("fsdp", "ddp"), tmp_path_factory.mktemp("fsdp"))
 
 
 def test_fsdp_shards_every_parameter_and_matches_ddp(runs):
