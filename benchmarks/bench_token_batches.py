@@ -5,9 +5,9 @@ shared corpus (issue 35, item 2): padding share, target tokens/s and BLEU/chrF a
 2. The sentence batches: `--batch-size` pairs drawn at random (the scripts' order). The budget: the smallest
    `--max_tokens_per_batch` whose batches hold at least as many real target tokens on average. Both arms therefore see
    the same target tokens per optimizer step, and the same steps mean the same target tokens. With `--accumulate K`,
-   a budget arm takes K batches of a K-th of the tokens per optimizer step (`--gradient_accumulation_steps K`), so that
-   each step mixes K length buckets instead of one: at random, and (`--mixed_length_steps`, unless `--no-mixed`) from K
-   length bands, short to long.
+   a budget arm takes K batches of a K-th of the tokens per optimizer step (`--gradient_accumulation_steps K`), in
+   each `--token_batch_order` of `--orders`: `buckets` (K batches of the global length sort, at random), `sampled`
+   (a random sample per step, sorted by length into its K batches), `bands` (K batches from K length bands).
 3. The padding share of each arm is counted over one epoch of its batches: source and labels are padded apart, as the
    collator pads them.
 4. Both arms train `small` through `examples/run_translation.py` with the same seed, steps and learning rate. Target
@@ -50,18 +50,24 @@ def mean_target_tokens(batches, targets: list[int]) -> float:
     return statistics.fmean(sum(targets[i] for i in batch) for batch in batches)
 
 
-def matching_budget(lengths: list[int], targets: list[int], wanted: float, seed: int) -> tuple[int, list]:
-    """The smallest budget whose batches hold at least `wanted` target tokens on average, and its batches."""
+def matching_budget(lengths: list[int], targets: list[int], wanted: float, seed: int, **order) -> tuple[int, list]:
+    """The smallest budget whose batches (`TokenBudgetBatchSampler(..., **order)`) hold at least `wanted` target
+    tokens on average, and its batches."""
     from xlm_hf.data.batching import TokenBudgetBatchSampler
 
-    low, high = max(lengths), len(lengths) * max(lengths)
+    def batches(budget):
+        return TokenBudgetBatchSampler(lengths, budget, seed=seed, **order).batches()
+
+    low = high = max(lengths)
+    while mean_target_tokens(batches(high), targets) < wanted:  # (a budget of the whole corpus would be slow)
+        low, high = high + 1, 2 * high
     while low < high:
         middle = (low + high) // 2
-        if mean_target_tokens(TokenBudgetBatchSampler(lengths, middle, seed=seed).batches(), targets) >= wanted:
+        if mean_target_tokens(batches(middle), targets) >= wanted:
             high = middle
         else:
             low = middle + 1
-    return low, TokenBudgetBatchSampler(lengths, low, seed=seed).batches()
+    return low, batches(low)
 
 
 def main(argv=None) -> None:
@@ -77,9 +83,9 @@ def main(argv=None) -> None:
     parser.add_argument("--accumulate", type=int_list, default=[1, 4],
                         help="token-budget arms: K batches per optimizer step (gradient accumulation), each K-th of "
                         "the step's tokens (default 1,4)")
-    parser.add_argument("--no-mixed", action="store_true",
-                        help="leave out the arms whose K batches per step come from K length bands "
-                        "(--mixed_length_steps)")
+    parser.add_argument("--orders", type=lambda text: text.split(","), default=["buckets", "sampled"],
+                        help="the --token_batch_order of the arms with K > 1: buckets, sampled, bands (default "
+                        "buckets,sampled)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -102,14 +108,14 @@ def main(argv=None) -> None:
     sentence_batches = [order[i: i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     wanted = mean_target_tokens(sentence_batches, targets)
     arms = {f"{args.batch_size} sentences": ([], sentence_batches, 1)}
+    names = {"buckets": "", "bands": ", mixed bands", "sampled": ", sampled steps"}  # (folder names of earlier runs)
     for k in args.accumulate:  # k batches per optimizer step, each of about 1/k of the step's tokens
-        budget, budget_batches = matching_budget(example_lengths(train), targets, wanted / k, args.seed)
-        arms[f"<= {budget} tokens" + (f" x {k}" if k > 1 else "")] = (
-            ["--max_tokens_per_batch", str(budget), "--gradient_accumulation_steps", str(k)], budget_batches, k)
-        if k > 1 and not args.no_mixed:  # the same batches, each step's k from k length bands
-            arms[f"<= {budget} tokens x {k}, mixed bands"] = (
+        for order in args.orders if k > 1 else ["buckets"]:
+            budget, budget_batches = matching_budget(example_lengths(train), targets, wanted / k, args.seed,
+                                                     batches_per_step=k, step_order=order)
+            arms[f"<= {budget} tokens" + (f" x {k}" if k > 1 else "") + names[order]] = (
                 ["--max_tokens_per_batch", str(budget), "--gradient_accumulation_steps", str(k),
-                 "--mixed_length_steps", "true"], budget_batches, k)
+                 "--token_batch_order", order], budget_batches, k)
     rows = []
     for name, (extra, batches, k) in arms.items():
         out = work / name.replace(",", "").replace(" ", "-").replace("<=-", "budget-")

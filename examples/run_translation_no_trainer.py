@@ -57,7 +57,7 @@ class TranslationLoop(TrainingLoop):
                     train, collator, data_args.max_tokens_per_batch, seed=args.seed, rank=accelerator.process_index,
                     world_size=accelerator.num_processes, device=accelerator.device,
                     buffer_size=data_args.bucket_buffer_size,
-                    mixed_steps=args.gradient_accumulation_steps if data_args.mixed_length_steps else 1)
+                    batches_per_step=args.gradient_accumulation_steps, step_order=data_args.token_batch_order)
             else:
                 loader = DataLoader(
                     train, batch_size=args.per_device_train_batch_size, collate_fn=collator,

@@ -14,6 +14,14 @@ def skewed_lengths(n=3000, seed=0):
     return [min(300, max(2, int(rng.lognormvariate(2.5, 0.9)))) for _ in range(n)]
 
 
+def sentence_batches(lengths, count, seed=0):
+    """`count` batches of a random order, of equal numbers of sentences."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    size = -(-len(order) // count)
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
 def test_batches_respect_the_budget_and_cover_every_example_once():
     lengths = skewed_lengths()
     sampler = TokenBudgetBatchSampler(lengths, max_tokens=1024, seed=1)
@@ -31,10 +39,7 @@ def test_an_example_over_the_budget_is_a_batch_of_its_own(caplog):
 def test_far_less_padding_than_sentence_batches_of_the_same_mean_size():
     lengths = skewed_lengths()
     budget = list(TokenBudgetBatchSampler(lengths, max_tokens=1024, seed=0))
-    size = round(len(lengths) / len(budget))
-    order = list(range(len(lengths)))
-    random.Random(0).shuffle(order)
-    sentences = [order[i:i + size] for i in range(0, len(order), size)]
+    sentences = sentence_batches(lengths, len(budget))
     assert padding_share(budget, lengths) < 0.1 < 0.5 < padding_share(sentences, lengths)
 
 
@@ -66,12 +71,14 @@ def test_ranks_get_disjoint_shares_of_one_epoch_and_step_together(world):
 def test_mixed_steps_draw_each_steps_batches_from_every_length_band(steps, world):
     lengths = skewed_lengths()
     plain = TokenBudgetBatchSampler(lengths, 512, seed=0).batches()
-    samplers = [TokenBudgetBatchSampler(lengths, 512, seed=0, mixed_steps=steps, num_replicas=world, rank=r)
+    samplers = [TokenBudgetBatchSampler(lengths, 512, seed=0, batches_per_step=steps, step_order="bands",
+                                       num_replicas=world, rank=r)
                 for r in range(world)]
     mixed = samplers[0].batches()
     assert sorted(map(sorted, mixed[:len(plain)])) == sorted(map(sorted, plain))  # the same batches (then the
     assert len(mixed) - len(plain) < world  # wrap-around that gives every rank as many), every example once
-    assert mixed == TokenBudgetBatchSampler(lengths, 512, seed=0, mixed_steps=steps, num_replicas=world).batches()
+    assert mixed == TokenBudgetBatchSampler(lengths, 512, seed=0, batches_per_step=steps, step_order="bands",
+                                            num_replicas=world).batches()
     longest = lambda batch: max(lengths[i] for i in batch)  # noqa: E731
     group = steps * world
     full_groups = len(mixed) // group - 1  # the last may hold the leftovers
@@ -85,8 +92,45 @@ def test_mixed_steps_draw_each_steps_batches_from_every_length_band(steps, world
         for step in range(full_groups):
             spans = [longest(b) for b in mine[step * steps:(step + 1) * steps]]
             assert max(spans) > min(spans), (rank, step, spans)
-    with pytest.raises(ValueError, match="mixed_steps must be >= 1"):
-        TokenBudgetBatchSampler(lengths, 512, mixed_steps=0)
+    with pytest.raises(ValueError, match="batches_per_step must be >= 1"):
+        TokenBudgetBatchSampler(lengths, 512, batches_per_step=0)
+    with pytest.raises(ValueError, match="step_order must be one of buckets, bands, sampled"):
+        TokenBudgetBatchSampler(lengths, 512, step_order="sorted")
+
+
+@pytest.mark.parametrize("steps, world", [(4, 1), (2, 2), (1, 1)])
+def test_sampled_steps_are_random_samples_sorted_into_their_batches(steps, world):
+    """Each step (steps x world batches) holds the next run of the epoch's random order, as a sentence batch would,
+    cut by length into exactly that many batches within the budget; every example once per epoch."""
+    lengths = skewed_lengths()
+    per_step = steps * world
+    every = TokenBudgetBatchSampler(lengths, 512, seed=2, batches_per_step=steps, step_order="sampled",
+                                    num_replicas=world).batches()
+    assert len(every) % per_step == 0
+    groups = [every[g:g + per_step] for g in range(0, len(every), per_step)]
+    assert all(len(b) * max(lengths[i] for i in b) <= 512 for b in every)
+    seen = [i for b in every for i in b]
+    assert set(seen) == set(range(len(lengths))) and len(seen) - len(lengths) < per_step  # a topped-up last step
+    for group in groups[:-1]:
+        members = sorted(lengths[i] for b in group for i in b)
+        assert [lengths[i] for b in group for i in b] == members  # sorted by length across the step's batches
+    # A step is a random sample, not a band: most hold lengths from the corpus's lowest and highest quarters.
+    ranked = sorted(lengths)
+    low, high = ranked[len(ranked) // 4], ranked[3 * len(ranked) // 4]
+    spanning = [min(lengths[i] for b in g for i in b) <= low and max(lengths[i] for b in g for i in b) >= high
+                for g in groups]
+    assert sum(spanning) > 0.75 * len(groups)  # (in length buckets: none)
+    padded = [list(TokenBudgetBatchSampler(lengths, 512, seed=2, batches_per_step=steps, step_order="sampled",
+                                           num_replicas=world, rank=r)) for r in range(world)]
+    assert all(share == every[r::world] for r, share in enumerate(padded))  # every rank: its batches of each step
+    # Less padding than one sentence batch per step, the more so the more batches a step is cut into.
+    share = padding_share(every, lengths) / padding_share(sentence_batches(lengths, len(groups)), lengths)
+    assert share < (0.6 if per_step >= 4 else 0.95), share
+    again = TokenBudgetBatchSampler(lengths, 512, seed=2, batches_per_step=steps, step_order="sampled",
+                                    num_replicas=world)
+    assert again.batches() == every
+    again.set_epoch(1)
+    assert again.batches() != every
 
 
 def test_a_resumed_sampler_continues_where_it_stopped():

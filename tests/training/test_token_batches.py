@@ -28,13 +28,14 @@ def write_shards(folder, lines, shards: int):
     return folder
 
 
-def loader(folder, tokenizer, *, streaming: bool, rank: int, world_size: int, epoch: int = 0):
+def loader(folder, tokenizer, *, streaming: bool, rank: int, world_size: int, epoch: int = 0, order="buckets"):
     data_args = DataArguments(dataset=str(folder), pairs=["en-fr"], streaming=streaming, max_tokens_per_batch=BUDGET,
                               bucket_buffer_size=32, shuffle_buffer_size=16, max_source_length=48,
                               max_target_length=48)
     train = model_inputs(build_datasets(data_args, tokenizer, seed=3, evaluate=False).train)
     result = token_budget_loader(train, make_data_collator(tokenizer, None), BUDGET, seed=3, rank=rank,
-                                 world_size=world_size, buffer_size=data_args.bucket_buffer_size)
+                                 world_size=world_size, buffer_size=data_args.bucket_buffer_size,
+                                 batches_per_step=2, step_order=order)
     result.set_epoch(epoch)
     return result
 
@@ -45,12 +46,14 @@ def sources(batches) -> list[tuple]:
             for row, mask in zip(batch["input_ids"], batch["attention_mask"])]
 
 
-@pytest.mark.parametrize("streaming, shards", [(True, 4), (True, 3), (False, 1)],
-                         ids=["stream-files-divide", "stream-files-do-not-divide", "in-memory"])
+@pytest.mark.parametrize("streaming, shards, order", [(True, 4, "buckets"), (True, 3, "buckets"), (False, 1, "buckets"),
+                                                      (False, 1, "sampled")],
+                         ids=["stream-files-divide", "stream-files-do-not-divide", "in-memory", "in-memory-sampled"])
 def test_ranks_read_disjoint_lines_that_cover_the_corpus_once_within_the_budget(tokenizer, tmp_path, lines,
-                                                                                 streaming, shards):
+                                                                                 streaming, shards, order):
     folder = write_shards(tmp_path, lines, shards)
-    ranks = [list(loader(folder, tokenizer, streaming=streaming, rank=rank, world_size=2)) for rank in (0, 1)]
+    ranks = [list(loader(folder, tokenizer, streaming=streaming, rank=rank, world_size=2, order=order))
+             for rank in (0, 1)]
     for batches in ranks:
         for batch in batches:
             padded = max(batch["input_ids"].numel(), batch["labels"].numel())

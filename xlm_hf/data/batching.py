@@ -6,12 +6,17 @@ sentences run out of memory. Here examples are sorted by length (ties broken at 
 batches whose padded size `len(batch) x max(length)` stays within `max_tokens`, and the batches are shuffled: similar
 lengths share a batch, and every epoch sees its batches in another order.
 
-- `TokenBudgetBatchSampler(lengths, max_tokens, seed=, num_replicas=, rank=, mixed_steps=)`: a batch sampler for a
-  map-style dataset (`DataLoader(dataset, batch_sampler=...)`), deterministic by seed and epoch (`set_epoch`),
-  resumable (`skip`), one disjoint share of the batches per rank, every rank the same number of batches (DDP and FSDP
-  step together). With `mixed_steps=K` (K batches per optimizer step on each rank: gradient accumulation), the
-  batches come in steps of K x ranks, each drawn from as many length bands, short to long: one step's gradient then
-  covers every length, where K consecutive random batches may all hold short strings.
+- `TokenBudgetBatchSampler(lengths, max_tokens, seed=, num_replicas=, rank=, batches_per_step=, step_order=)`: a
+  batch sampler for a map-style dataset (`DataLoader(dataset, batch_sampler=...)`), deterministic by seed and epoch
+  (`set_epoch`), resumable (`skip`), one disjoint share of the batches per rank, every rank the same number of batches
+  (DDP and FSDP step together). With `batches_per_step=K` (K batches per optimizer step on each rank: gradient
+  accumulation), `step_order` says what one step holds (`STEP_ORDERS`):
+  - `"buckets"`: K batches of the global length sort, at random (fairseq's order): one batch is one narrow band of
+    lengths, and K consecutive batches may all hold short strings;
+  - `"bands"`: K batches from K length bands, short to long;
+  - `"sampled"`: the examples of a random sample, as a sentence batch draws them, sorted by length and cut into its K
+    batches (a Marian maxi-batch of one step): the step's gradient is that of a random batch, with far less padding
+    than padding the sample as one batch.
 - `token_budget_batches(examples, length, max_tokens, buffer_size=, seed=)`: the same over a stream, through a
   bucketing buffer of `buffer_size` examples (sorted, cut, shuffled, then the next buffer).
 - `padding_share(batches, lengths)`: the share of a batch's padded size that is padding (what the budget saves).
@@ -19,6 +24,7 @@ lengths share a batch, and every epoch sees its batches in another order.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,10 +48,54 @@ def cut_by_budget(order: Sequence[int], lengths: Sequence[int], max_tokens: int)
     return batches
 
 
+def cut_into(pool: Sequence[int], lengths: Sequence[int], max_tokens: int, count: int) -> list[list[int]]:
+    """`pool` (indices sorted by length, at least `count` of them) cut into exactly `count` consecutive batches within
+    `max_tokens`, as even as the budget allows: the smallest budget that needs no more than `count` batches (a long
+    example alone may need more: then more come back), then the batches with the most examples split in two."""
+    assert len(pool) >= count >= 1, (len(pool), count)
+    low, high = 1, max_tokens
+    while low < high:  # the number of batches only falls as the budget grows
+        middle = (low + high) // 2
+        if len(cut_by_budget(pool, lengths, middle)) <= count:
+            high = middle
+        else:
+            low = middle + 1
+    batches = cut_by_budget(pool, lengths, low)
+    while len(batches) < count:
+        widest = max(range(len(batches)), key=lambda b: len(batches[b]))
+        batch = batches[widest]
+        batches[widest: widest + 1] = [batch[: len(batch) // 2], batch[len(batch) // 2:]]
+    return batches
+
+
+def sampled_steps(order: Sequence[int], lengths: Sequence[int], max_tokens: int, per_step: int) -> list[list[int]]:
+    """Steps of `per_step` batches over `order` (a random order of the examples): each step takes the next examples
+    of `order` while they still fit in `per_step` batches within `max_tokens` once sorted by length, and cuts them
+    into exactly `per_step` batches (`cut_into`). A last step short of examples is topped up from the start of
+    `order`."""
+    key = lambda i: (lengths[i], i)  # noqa: E731
+    steps, pool = [], []
+    for index in order:
+        position = bisect.bisect(pool, key(index), key=key)
+        pool.insert(position, index)
+        if len(pool) > per_step and len(cut_by_budget(pool, lengths, max_tokens)) > per_step:
+            del pool[position]
+            steps.append(cut_into(pool, lengths, max_tokens, per_step))
+            pool = [index]
+    if pool:
+        for index in order[: max(0, per_step - len(pool))]:
+            bisect.insort(pool, index, key=key)
+        steps.append(cut_into(pool, lengths, max_tokens, per_step))
+    return [batch for step in steps for batch in step]
+
+
 def _check_budget(max_tokens: int) -> None:
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise ValueError(f"max_tokens must be a positive integer (tokens per batch, padding included), got "
                          f"{max_tokens!r}")
+
+
+STEP_ORDERS = ("buckets", "bands", "sampled")
 
 
 class TokenBudgetBatchSampler:
@@ -54,11 +104,14 @@ class TokenBudgetBatchSampler:
     `num_replicas`-th batch; the batch list is first cut (`drop_last`) or wrapped around so that it divides evenly."""
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, *, seed: int = 0, shuffle: bool = True,
-                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False, mixed_steps: int = 1):
+                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False, batches_per_step: int = 1,
+                 step_order: str = "buckets"):
         _check_budget(max_tokens)
-        if mixed_steps < 1:
-            raise ValueError(f"mixed_steps must be >= 1 (batches per optimizer step), got {mixed_steps}")
-        self.mixed_steps = mixed_steps
+        if batches_per_step < 1:
+            raise ValueError(f"batches_per_step must be >= 1 (batches per optimizer step), got {batches_per_step}")
+        if step_order not in STEP_ORDERS:
+            raise ValueError(f"step_order must be one of {', '.join(STEP_ORDERS)}, got {step_order!r}")
+        self.batches_per_step, self.step_order = batches_per_step, step_order
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
         self.lengths, self.max_tokens = list(lengths), max_tokens
@@ -83,11 +136,17 @@ class TokenBudgetBatchSampler:
 
     def _make_batches(self) -> list[list[int]]:
         rng = random.Random(f"{self.seed}-{self.epoch}")
+        per_step = self.batches_per_step * self.num_replicas  # the batches of one optimizer step, all ranks
+        if self.shuffle and self.step_order == "sampled":
+            order = list(range(len(self.lengths)))
+            rng.shuffle(order)
+            # Rank r takes every R-th batch of a step: its share spans the step's lengths.
+            return sampled_steps(order, self.lengths, self.max_tokens, per_step)
         ties = [rng.random() for _ in self.lengths] if self.shuffle else range(len(self.lengths))
         order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], ties[i]))
         batches = cut_by_budget(order, self.lengths, self.max_tokens)
-        if self.shuffle and self.mixed_steps > 1:
-            batches = mix_length_bands(batches, self.mixed_steps * self.num_replicas, rng)
+        if self.shuffle and self.step_order == "bands" and per_step > 1:
+            batches = mix_length_bands(batches, per_step, rng)
         elif self.shuffle:
             rng.shuffle(batches)
         remainder = len(batches) % self.num_replicas
@@ -167,4 +226,5 @@ def padding_share(batches: Iterable[Sequence[int]], lengths: Sequence[int]) -> f
     return 1 - real / padded if padded else 0.0
 
 
-__all__ = ["TokenBudgetBatchSampler", "cut_by_budget", "padding_share", "token_budget_batches"]
+__all__ = ["STEP_ORDERS", "TokenBudgetBatchSampler", "cut_by_budget", "cut_into", "padding_share", "sampled_steps",
+           "token_budget_batches"]

@@ -101,11 +101,14 @@ class DataArguments:
     bucket_buffer_size: int = field(
         default=10_000, metadata={"help": "Examples sorted into token-budget batches together, with --streaming."}
     )
-    mixed_length_steps: bool = field(
-        default=False,
-        metadata={"help": "With --max_tokens_per_batch and --gradient_accumulation_steps K (in memory): draw the K "
-                  "batches of each optimizer step from K length bands, short to long, instead of at random. "
-                  "On the shared corpus it learned worse than at random (one seed: benchmarks/README.md)."},
+    token_batch_order: str = field(
+        default="buckets",
+        metadata={"help": "With --max_tokens_per_batch and --gradient_accumulation_steps K (in memory), what one "
+                  "optimizer step's K batches hold. buckets: K batches of the global length sort, at random "
+                  "(fairseq's order; least padding). sampled: a random sample of pairs, as sentence batches draw "
+                  "them, sorted by length into the K batches (the gradient of a random batch, with less padding). "
+                  "bands: K batches from K length bands, short to long. See benchmarks/README.md.",
+                  "choices": ["buckets", "sampled", "bands"]},
     )
     max_source_length: int = field(default=128, metadata={"help": "Source tokens kept (tag and </s> included)."})
     max_target_length: int = field(default=128, metadata={"help": "Label tokens kept (tag and </s> included)."})
@@ -162,6 +165,9 @@ class DataArguments:
                              f"length (max_source_length={self.max_source_length}, max_target_length="
                              f"{self.max_target_length}): give at least {max(self.max_source_length, self.max_target_length)}"
                              f" (fairseq's usual budgets are 2048 to 4096 per GPU).")
+        if self.token_batch_order != "buckets" and self.streaming:
+            raise ValueError(f"--token_batch_order {self.token_batch_order} needs the training data in memory: drop "
+                             f"--streaming, or keep --token_batch_order buckets (the bucketing buffer's order).")
 
 
 def precision_field():

@@ -66,10 +66,12 @@ class TokenBudgetStream(torch.utils.data.IterableDataset):
 
 
 def token_budget_loader(dataset, collator, max_tokens: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                        device=None, buffer_size: int = 10_000, mixed_steps: int = 1):
+                        device=None, buffer_size: int = 10_000, batches_per_step: int = 1,
+                        step_order: str = "buckets"):
     """Rank `rank`'s training loader of `world_size` (see the module docstring): batches within `max_tokens` padded
-    tokens, collated by `collator` and placed on `device` (the accelerator's). `mixed_steps` (in memory): the
-    batches per optimizer step, drawn from as many length bands (`TokenBudgetBatchSampler`)."""
+    tokens, collated by `collator` and placed on `device` (the accelerator's). In memory, `batches_per_step` (the
+    gradient accumulation) and `step_order` say what one optimizer step holds (`TokenBudgetBatchSampler`); a stream
+    has the buckets of its bucketing buffer."""
     from accelerate.data_loader import DataLoaderShard
     from datasets import IterableDataset
 
@@ -77,11 +79,14 @@ def token_budget_loader(dataset, collator, max_tokens: int, *, seed: int, rank: 
               # a private generator: creating an iterator draws nothing from the global RNG (dropout's)
               "generator": torch.Generator().manual_seed(seed)}
     if isinstance(dataset, IterableDataset):
+        if step_order != "buckets":
+            raise ValueError(f"step_order={step_order!r} needs a map-style dataset: a stream has the buckets of its "
+                             f"bucketing buffer.")
         batches = TokenBudgetStream(rank_share(dataset, rank, world_size), max_tokens, buffer_size=buffer_size,
                                     seed=seed)
         return DataLoaderShard(batches, batch_size=None, **common)
     sampler = TokenBudgetBatchSampler(example_lengths(dataset), max_tokens, seed=seed, num_replicas=world_size,
-                                      rank=rank, mixed_steps=mixed_steps)
+                                      rank=rank, batches_per_step=batches_per_step, step_order=step_order)
     logger.info("Token-budget batches of at most %d padded tokens: %d per rank per epoch (%d examples)", max_tokens,
                 len(sampler), len(dataset))
     return DataLoaderShard(dataset, batch_sampler=sampler, **common)

@@ -105,10 +105,10 @@ class TranslationTrainer(AtomicTrainer, Seq2SeqTrainer):
     (`max_tokens_per_batch`, see `token_batches`) instead of `per_device_train_batch_size` sentences."""
 
     def __init__(self, *args, max_tokens_per_batch: int | None = None, bucket_buffer_size: int = 10_000,
-                 mixed_length_steps: bool = False, **kwargs):
+                 token_batch_order: str = "buckets", **kwargs):
         super().__init__(*args, **kwargs)
         self.max_tokens_per_batch, self.bucket_buffer_size = max_tokens_per_batch, bucket_buffer_size
-        self.mixed_length_steps = mixed_length_steps
+        self.token_batch_order = token_batch_order
 
     def get_train_dataloader(self):
         if not self.max_tokens_per_batch:
@@ -119,7 +119,8 @@ class TranslationTrainer(AtomicTrainer, Seq2SeqTrainer):
         return token_budget_loader(self.train_dataset, self.data_collator, self.max_tokens_per_batch, seed=seed,
                                    rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
                                    device=self.accelerator.device, buffer_size=self.bucket_buffer_size,
-                                   mixed_steps=self.args.gradient_accumulation_steps if self.mixed_length_steps else 1)
+                                   batches_per_step=self.args.gradient_accumulation_steps,
+                                   step_order=self.token_batch_order)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         if self.args.predict_with_generate and not prediction_loss_only:

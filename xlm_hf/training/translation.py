@@ -48,7 +48,7 @@ def train_translation(argv: Sequence[str] | None = None) -> dict:
         callbacks=callbacks,
         max_tokens_per_batch=data_args.max_tokens_per_batch,
         bucket_buffer_size=data_args.bucket_buffer_size,
-        mixed_length_steps=data_args.mixed_length_steps,
+        token_batch_order=data_args.token_batch_order,
     )
 
     results = {}
