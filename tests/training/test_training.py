@@ -454,7 +454,9 @@ def test_round_3_argument_mistakes_are_refused_with_their_fix(tmp_path):
         with pytest.raises(ValueError, match="synthetic_ratio must be > 0 and finite"):
             DataArguments(synthetic_ratio=float(ratio))  # nan and inf crashed
     with pytest.raises(ValueError, match="--token_batch_order sampled needs the training data in memory"):
-        DataArguments(streaming=True, token_batch_order="sampled")
+        DataArguments(streaming=True, max_tokens_per_batch=256, token_batch_order="sampled")
+    with pytest.raises(ValueError, match="give --max_tokens_per_batch N too"):
+        DataArguments(token_batch_order="sampled")  # it trained on sentence batches, silently
     with pytest.raises(IsADirectoryError, match="is a folder"):
         read_monolingual_file("en", tmp_path)  # it said "no such file"
     utf16 = tmp_path / "mono.en.txt"

@@ -165,6 +165,9 @@ class DataArguments:
                              f"length (max_source_length={self.max_source_length}, max_target_length="
                              f"{self.max_target_length}): give at least {max(self.max_source_length, self.max_target_length)}"
                              f" (fairseq's usual budgets are 2048 to 4096 per GPU).")
+        if self.token_batch_order != "buckets" and self.max_tokens_per_batch is None:
+            raise ValueError(f"--token_batch_order {self.token_batch_order} orders token-budget batches: give "
+                             f"--max_tokens_per_batch N too (or drop --token_batch_order for sentence batches).")
         if self.token_batch_order != "buckets" and self.streaming:
             raise ValueError(f"--token_batch_order {self.token_batch_order} needs the training data in memory: drop "
                              f"--streaming, or keep --token_batch_order buckets (the bucketing buffer's order).")
