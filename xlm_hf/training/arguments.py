@@ -10,6 +10,7 @@ from typing import Any
 
 from transformers import Seq2SeqTrainingArguments
 
+from ..data.batching import STEP_ORDERS
 from ..data.readers import split_pair
 from ..model.hardware import AUTO, TRAINING_PRECISIONS, choose_precision, training_device
 
@@ -108,7 +109,7 @@ class DataArguments:
                   "(fairseq's order; least padding). sampled: a random sample of pairs, as sentence batches draw "
                   "them, sorted by length into the K batches (the gradient of a random batch, with less padding). "
                   "bands: K batches from K length bands, short to long. See benchmarks/README.md.",
-                  "choices": ["buckets", "sampled", "bands"]},
+                  "choices": list(STEP_ORDERS)},
     )
     max_source_length: int = field(default=128, metadata={"help": "Source tokens kept (tag and </s> included)."})
     max_target_length: int = field(default=128, metadata={"help": "Label tokens kept (tag and </s> included)."})
